@@ -1,0 +1,1 @@
+"""QRSDP simulator package."""

@@ -1,0 +1,159 @@
+"""``BinaryFileSink``: writes one session as a ``.qrsdp`` file.
+
+Records arrive in numpy batches; full chunks are compressed straight from the
+batch (no per-event Python work). The file is written under a temporary name in
+the same directory and renamed into place on ``close`` -- after the index has been
+written and the HAS_INDEX flag set -- so a reader never sees a half-written
+session under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lz4.block
+import numpy as np
+
+from qrsdp_sim.eventlog.format import (
+    CHUNK_HEADER,
+    FLAG_HAS_INDEX,
+    HEADER_FLAGS_OFFSET,
+    INDEX_ENTRY,
+    INDEX_MAGIC,
+    INDEX_TAIL,
+    LogHeader,
+)
+from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name a session is written under until it is complete."""
+    return path.with_name(f".{path.name}.partial")
+
+
+class BinaryFileSink:
+    """Append record batches to a ``.qrsdp`` file (format 1.0).
+
+    ``header.header_flags`` is ignored: the writer clears it at start and sets
+    HAS_INDEX itself once the index is on disk. ``fsync`` makes ``close`` durable
+    (file data and directory entry) before it returns.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: LogHeader, *, fsync: bool = True) -> None:
+        if header.chunk_capacity <= 0:
+            raise ValueError(f"chunk_capacity must be positive, got {header.chunk_capacity}")
+        self.path = Path(path)
+        self.header = header.with_flags(0)
+        self._fsync = fsync
+        self._tmp_path = partial_path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self._tmp_path, "wb")  # noqa: SIM115 -- closed in close()
+        self._fh.write(self.header.pack())
+        self._offset = len(self.header.pack())
+        self._capacity = header.chunk_capacity
+        self._pending = np.empty(self._capacity, dtype=RECORD_DTYPE)
+        self._n_pending = 0
+        self._index: list[bytes] = []
+        self._last_ts = 0
+        self.records_written = 0
+        self.bytes_compressed = 0
+        self.closed = False
+
+    # -- sink interface -------------------------------------------------
+    def append(self, batch: np.ndarray) -> None:
+        if self.closed:
+            raise ValueError(f"{self.path}: append after close")
+        if batch.dtype != RECORD_DTYPE:
+            raise TypeError(f"expected records of RECORD_DTYPE, got {batch.dtype}")
+        n = len(batch)
+        if n == 0:
+            return
+        ts = batch["ts_ns"]
+        if ts[0] < self._last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
+            raise ValueError(f"{self.path}: timestamps must never decrease (batch starting at ts {int(ts[0])})")
+        self._last_ts = int(ts[-1])
+        pos = 0
+        if self._n_pending:
+            take = min(self._capacity - self._n_pending, n)
+            self._pending[self._n_pending : self._n_pending + take] = batch[:take]
+            self._n_pending += take
+            pos = take
+            if self._n_pending == self._capacity:
+                self._write_chunk(self._pending)
+                self._n_pending = 0
+        while n - pos >= self._capacity:
+            self._write_chunk(batch[pos : pos + self._capacity])
+            pos += self._capacity
+        if pos < n:
+            rest = n - pos
+            self._pending[:rest] = batch[pos:]
+            self._n_pending = rest
+
+    def flush(self) -> None:
+        """Write any buffered records as a (short) chunk and flush the OS buffer."""
+        if self.closed:
+            return
+        if self._n_pending:
+            self._write_chunk(self._pending[: self._n_pending])
+            self._n_pending = 0
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Write the last chunk and the index, set HAS_INDEX and publish the file."""
+        if self.closed:
+            return
+        self.flush()
+        index_start = self._offset
+        self._fh.write(b"".join(self._index))
+        self._fh.write(INDEX_TAIL.pack(len(self._index), INDEX_MAGIC, index_start))
+        self._fh.seek(HEADER_FLAGS_OFFSET)
+        self._fh.write(FLAG_HAS_INDEX.to_bytes(4, "little"))
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self._tmp_path, self.path)
+        if self._fsync:
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self.header = self.header.with_flags(FLAG_HAS_INDEX)
+        self.closed = True
+
+    def abort(self) -> None:
+        """Stop without publishing: the partial file is removed."""
+        if self.closed:
+            return
+        self._fh.close()
+        self._tmp_path.unlink(missing_ok=True)
+        self.closed = True
+
+    # -- internals ------------------------------------------------------
+    def _write_chunk(self, records: np.ndarray) -> None:
+        raw = records.tobytes()
+        payload = lz4.block.compress(raw, store_size=False)
+        count = len(records)
+        first_ts = int(records[0]["ts_ns"])
+        last_ts = int(records[-1]["ts_ns"])
+        self._fh.write(CHUNK_HEADER.pack(count * RECORD_SIZE, len(payload), count, 0, first_ts, last_ts))
+        self._fh.write(payload)
+        self._index.append(INDEX_ENTRY.pack(self._offset, first_ts, last_ts, count, 0))
+        self._offset += CHUNK_HEADER.size + len(payload)
+        self.records_written += count
+        self.bytes_compressed += len(payload)
+
+    @property
+    def file_size(self) -> int:
+        return self._offset
+
+    def __enter__(self) -> BinaryFileSink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
