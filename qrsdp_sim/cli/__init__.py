@@ -34,9 +34,9 @@ def _root(
 
 
 def _register() -> None:
-    from qrsdp_sim.cli import log_info, run
+    from qrsdp_sim.cli import log_info, run, stack
 
-    for module in (log_info, run):
+    for module in (log_info, run, stack):
         module.register(app)
 
 
