@@ -143,6 +143,9 @@ class EventLogReader:
             raise self._err(offset, f"chunk_flags is {flags:#x}; format 1.0 defines none")
         if first > last:
             raise self._err(offset, f"chunk first_ts_ns {first} > last_ts_ns {last}")
+        if usize > _LZ4_MAX_RATIO * csize:
+            # No LZ4 block expands by more than 255x: reject before allocating anything.
+            raise self._err(offset, f"chunk uncompressed_size {usize} cannot come from a {csize}-byte LZ4 block")
         if offset + CHUNK_HEADER_SIZE + csize > limit:
             raise TruncatedLogError(
                 self.path, offset, f"chunk payload of {csize} bytes runs past the end of the chunk area ({limit})"
@@ -155,6 +158,9 @@ class EventLogReader:
         offset = FILE_HEADER_SIZE
         prev_last = 0
         while offset < limit:
+            if self.index_missing and self._data[offset : offset + 8] == _FIRST_INDEX_ENTRY_PREFIX:
+                # Index entry 0 (file_offset 64) where a chunk header would be: cut inside the index.
+                raise TruncatedLogError(self.path, offset, "HAS_INDEX is set but the file ends inside its index")
             info = self._chunk_at(offset, limit)
             if info.first_ts_ns < prev_last:
                 raise self._err(offset, "timestamps decrease across chunks")
@@ -206,7 +212,7 @@ class EventLogReader:
         payload = memoryview(self._data)[info.payload_offset : info.end_offset]
         try:
             raw = lz4.block.decompress(payload, uncompressed_size=info.uncompressed_size)
-        except lz4.block.LZ4BlockError as exc:
+        except (lz4.block.LZ4BlockError, OverflowError, MemoryError) as exc:
             raise self._err(info.payload_offset, f"LZ4 payload does not decompress: {exc}") from exc
         if len(raw) != info.uncompressed_size:
             raise self._err(
@@ -233,11 +239,12 @@ class EventLogReader:
 
     def read_chunk(self, k: int) -> np.ndarray:
         """Random access to chunk ``k`` (via the index when present)."""
+        n = len(self.index) if self.index is not None else len(self.chunks)
         if k < 0:
-            k += self.chunk_count
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"chunk {k} out of range (file has {n})")
         if self.index is not None:
-            if not 0 <= k < len(self.index):
-                raise IndexError(f"chunk {k} out of range (file has {len(self.index)})")
             return self._decode(self._chunk_from_index(k))
         return self._decode(self.chunks[k])
 
@@ -282,7 +289,7 @@ class EventLogReader:
         if self.index is not None:
             lo = int(np.searchsorted(self.index["last_ts_ns"], start_ns, side="left"))
             hi = int(np.searchsorted(self.index["first_ts_ns"], end_ns, side="left"))
-            candidates = [self._chunk_from_index(k) for k in range(lo, hi)]
+            candidates = self.chunks[lo:hi]  # every index entry checked against its chunk header
         else:
             candidates = [c for c in self.chunks if c.last_ts_ns >= start_ns and c.first_ts_ns < end_ns]
         parts = []
@@ -325,6 +332,8 @@ def _map_file(path: Path) -> bytes | mmap.mmap:
 
 
 _MAP_THRESHOLD = 1 << 20
+_FIRST_INDEX_ENTRY_PREFIX = FILE_HEADER_SIZE.to_bytes(8, "little")  # never a valid chunk header start
+_LZ4_MAX_RATIO = 255  # each byte of an LZ4 block decodes to at most 255 bytes
 
 
 def records_to_arrow(records: np.ndarray) -> pa.Table:
