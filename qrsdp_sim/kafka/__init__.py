@@ -1,0 +1,1 @@
+"""Kafka distribution layer: the producer sink and the message format (docs/kafka-message-format.md)."""
