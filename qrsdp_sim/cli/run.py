@@ -1,9 +1,539 @@
-"""``qrsdp run`` and ``qrsdp cli``: simulation commands (built with the engine)."""
+"""``qrsdp run`` (multi-day, multi-security simulation) and ``qrsdp cli`` (one session).
+
+Every argument is checked before any simulation starts; an invalid one stops the
+command with a single ``Error: ...`` line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
 import typer
+
+if TYPE_CHECKING:
+    from qrsdp_sim.engine.models.base import IntensityModel
+    from qrsdp_sim.engine.runner import RunResult, SessionRecord
+
+MODELS = ("simple", "hlr")
+
+
+class ArgError(Exception):
+    """An invalid command-line value (reported as one line, exit status 2)."""
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+# -- shared option declarations ---------------------------------------------------
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="Intensity model: 'simple' (SimpleImbalance) or 'hlr' (HLR2014 queue-reactive curves).",
+    ),
+]
+HlrCurvesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--hlr-curves",
+        help="JSON file of HLR intensity curves (schema in docs/engine.md); default: the built-in curves. "
+        "Only with --model hlr.",
+    ),
+]
+BaseLOpt = Annotated[
+    float, typer.Option("--base-L", help="SimpleImbalance: base add rate L per side (events/s).")
+]
+BaseCOpt = Annotated[
+    float,
+    typer.Option("--base-C", help="SimpleImbalance: cancel rate per resting share in the window (1/s)."),
+]
+BaseMOpt = Annotated[
+    float, typer.Option("--base-M", help="SimpleImbalance: base market-order rate M per side (events/s).")
+]
+ImbSensOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--imbalance-sens",
+        help="Imbalance sensitivity (SimpleImbalance sI, default 1; for hlr it overrides the curves' iS).",
+    ),
+]
+CancelSensOpt = Annotated[
+    float, typer.Option("--cancel-sens", help="SimpleImbalance: cancel sensitivity sC.")
+]
+EpsOpt = Annotated[
+    float,
+    typer.Option("--epsilon-exec", help="SimpleImbalance: baseline execution term epsilon (balanced book)."),
+]
+SpreadSensOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--spread-sens",
+        help="Spread sensitivity sS of adds/executions exp(+-sS(s-2)) (default 0.4 for simple; for hlr it "
+        "overrides the curves' value, 0.3 built in). 0 switches it off.",
+    ),
+]
+LevelsOpt = Annotated[
+    int, typer.Option("--levels", help="K: ticks per side the model sees (and the opening book fills).")
+]
+DepthOpt = Annotated[
+    int,
+    typer.Option("--depth", help="Orders of qty 1 placed on each opening level and on each refilled tick."),
+]
+MarketOpenOpt = Annotated[
+    str,
+    typer.Option("--market-open", help="Session start as HH:MM (24 h); timestamps are ns since midnight."),
+]
+RealtimeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--realtime/--no-realtime", help="Pace delivery to the sinks at event time / --speed (wall clock)."
+    ),
+]
+SpeedOpt = Annotated[
+    float, typer.Option("--speed", help="With --realtime: simulated seconds per wall-clock second.")
+]
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    model: str
+    hlr_curves: Path | None
+    base_L: float
+    base_C: float
+    base_M: float
+    imbalance_sens: float | None
+    cancel_sens: float | None
+    epsilon_exec: float
+    spread_sens: float | None
+
+    def build(self, levels: int) -> IntensityModel:
+        """The model object, validated against ``levels``; raises ArgError."""
+        from qrsdp_sim.engine.models import HLR, HLRCurves, HLRCurvesError, SimpleImbalance
+
+        if self.model not in MODELS:
+            raise ArgError(f"unknown model {self.model!r} (choose from: {', '.join(MODELS)})")
+        if self.model == "simple":
+            if self.hlr_curves is not None:
+                raise ArgError("--hlr-curves needs --model hlr")
+            model: Any = SimpleImbalance(
+                base_L=self.base_L,
+                base_C=self.base_C,
+                base_M=self.base_M,
+                imbalance_sens=1.0 if self.imbalance_sens is None else self.imbalance_sens,
+                cancel_sens=1.0 if self.cancel_sens is None else self.cancel_sens,
+                epsilon_exec=self.epsilon_exec,
+                spread_sens=0.4 if self.spread_sens is None else self.spread_sens,
+            )
+        else:
+            try:
+                curves = HLRCurves.load(self.hlr_curves) if self.hlr_curves else HLRCurves.default(levels)
+            except HLRCurvesError as exc:
+                raise ArgError(f"--hlr-curves: {exc}") from None
+            if self.spread_sens is not None or self.imbalance_sens is not None:
+                from dataclasses import replace
+
+                curves = replace(
+                    curves,
+                    spread_sensitivity=curves.spread_sensitivity
+                    if self.spread_sens is None
+                    else self.spread_sens,
+                    imbalance_sensitivity=(
+                        curves.imbalance_sensitivity if self.imbalance_sens is None else self.imbalance_sens
+                    ),
+                )
+            model = HLR(curves=curves, curves_file=str(self.hlr_curves) if self.hlr_curves else None)
+        try:
+            model.validate(levels)
+        except ValueError as exc:
+            raise ArgError(str(exc)) from None
+        return model
+
+
+def _check_writable_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".qrsdp-write-test-"):
+            pass
+    except OSError as exc:
+        raise ArgError(f"{what} {str(path)!r} is not writable: {exc.strerror or exc}") from None
+
+
+def _check_writable_file(path: Path, what: str) -> None:
+    if path.exists() and path.is_dir():
+        raise ArgError(f"{what} {str(path)!r} is a directory")
+    _check_writable_dir(path.parent if str(path.parent) else Path("."), f"directory of {what}")
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+# -- qrsdp run ----------------------------------------------------------------------
+def run_command(
+    seed: Annotated[
+        int, typer.Option("--seed", help="Base seed; each session's seed derives from (seed, symbol, date).")
+    ] = 42,
+    days: Annotated[int, typer.Option("--days", help="Number of consecutive weekdays to simulate.")] = 1,
+    seconds: Annotated[
+        int, typer.Option("--seconds", help="Length of each session in simulated seconds.")
+    ] = 23_400,
+    p0: Annotated[
+        int,
+        typer.Option(
+            "--p0", help="Opening price in ticks of the single security (ignored with --securities)."
+        ),
+    ] = 10_000,
+    symbol: Annotated[
+        str,
+        typer.Option(
+            "--symbol", help="Symbol of the single security (1-8 of A-Z0-9; ignored with --securities)."
+        ),
+    ] = "SIM",
+    output: Annotated[
+        Path,
+        typer.Option("--output", help="Output directory: OUTPUT/SYMBOL/YYYY-MM-DD.qrsdp and manifest.json."),
+    ] = Path("output"),
+    start_date: Annotated[
+        str, typer.Option("--start-date", help="First trading date, YYYY-MM-DD (a weekend rolls to Monday).")
+    ] = "2026-01-02",
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", help="Records per compressed chunk of the .qrsdp files.")
+    ] = 4096,
+    depth: DepthOpt = 5,
+    levels: LevelsOpt = 5,
+    securities: Annotated[
+        str | None,
+        typer.Option(
+            "--securities",
+            help="Several securities as SYMBOL:P0_TICKS,... e.g. AAPL:10000,MSFT:15000 (simulated in parallel).",
+        ),
+    ] = None,
+    model: ModelOpt = "simple",
+    hlr_curves: HlrCurvesOpt = None,
+    base_L: BaseLOpt = 20.0,
+    base_C: BaseCOpt = 0.5,
+    base_M: BaseMOpt = 15.0,
+    imbalance_sens: ImbSensOpt = None,
+    cancel_sens: CancelSensOpt = 1.0,
+    epsilon_exec: EpsOpt = 0.5,
+    spread_sens: SpreadSensOpt = None,
+    market_open: MarketOpenOpt = "09:30",
+    realtime: RealtimeOpt = False,
+    speed: SpeedOpt = 1.0,
+    perf_doc: Annotated[
+        Path | None, typer.Option("--perf-doc", help="Also write the closing table as a markdown file here.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Securities simulated at the same time (threads).")
+    ] = 2,
+) -> None:
+    """Simulate DAYS trading days of one or several securities into .qrsdp files with a manifest."""
+    margs = ModelArgs(
+        model, hlr_curves, base_L, base_C, base_M, imbalance_sens, cancel_sens, epsilon_exec, spread_sens
+    )
+    try:
+        spec, secs = _build_run(
+            seed,
+            days,
+            seconds,
+            p0,
+            symbol,
+            start_date,
+            chunk_size,
+            depth,
+            levels,
+            securities,
+            margs,
+            market_open,
+            realtime,
+            speed,
+            workers,
+        )
+        _check_writable_dir(output, "output directory")
+        if perf_doc is not None:
+            _check_writable_file(perf_doc, "--perf-doc file")
+    except ArgError as exc:
+        _fail(str(exc))
+    result = _execute_run(spec, secs, output, workers, speed if realtime else None)
+    _report(result, perf_doc, spec)
+
+
+def _build_run(
+    seed,
+    days,
+    seconds,
+    p0,
+    symbol,
+    start_date,
+    chunk_size,
+    depth,
+    levels,
+    securities,
+    margs,
+    market_open,
+    realtime,
+    speed,
+    workers,
+):
+    from qrsdp_sim.engine.calendar import parse_date, parse_market_open
+    from qrsdp_sim.engine.runner import RunSpec, Security, parse_securities
+    from qrsdp_sim.engine.seeds import validate_symbol
+
+    if seed < 0 or seed >= 2**63:
+        raise ArgError(f"--seed must be in [0, 2**63), got {seed}")
+    if days < 1:
+        raise ArgError(f"--days must be >= 1, got {days}")
+    if seconds < 1:
+        raise ArgError(f"--seconds must be >= 1, got {seconds}")
+    if depth < 1:
+        raise ArgError(f"--depth must be >= 1, got {depth}")
+    if not 1 <= levels <= 64:
+        raise ArgError(f"--levels must be in [1, 64], got {levels}")
+    if chunk_size < 1:
+        raise ArgError(f"--chunk-size must be >= 1, got {chunk_size}")
+    if workers < 1:
+        raise ArgError(f"--workers must be >= 1, got {workers}")
+    if realtime and not speed > 0:
+        raise ArgError(f"--speed must be > 0, got {speed}")
+    for name, value in (
+        ("--base-L", margs.base_L),
+        ("--base-C", margs.base_C),
+        ("--base-M", margs.base_M),
+        ("--cancel-sens", margs.cancel_sens),
+        ("--epsilon-exec", margs.epsilon_exec),
+        ("--imbalance-sens", margs.imbalance_sens),
+    ):
+        if value is not None and not value >= 0:
+            raise ArgError(f"{name} must be >= 0, got {value}")
+    try:
+        start = parse_date(start_date)
+        parse_market_open(market_open)
+        if securities is not None:
+            secs = parse_securities(securities)
+        else:
+            secs = [Security(validate_symbol(symbol), p0)]
+    except ValueError as exc:
+        raise ArgError(str(exc)) from None
+    model = margs.build(levels)
+    spec = RunSpec(
+        base_seed=seed,
+        days=days,
+        start_date=start,
+        session_seconds=seconds,
+        levels_per_side=levels,
+        initial_depth=depth,
+        tick_size=100,
+        market_open=market_open,
+        model=model,
+        chunk_capacity=chunk_size,
+    )
+    try:
+        for sec in secs:
+            spec.validate(sec.p0_ticks)
+    except ValueError as exc:
+        raise ArgError(f"{exc}") from None
+    return spec, secs
+
+
+def _execute_run(spec, secs, output: Path, workers: int, realtime_speed: float | None) -> RunResult:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from qrsdp_sim.engine.runner import run
+
+    dates = spec.dates()
+    day_index = {d: i for i, d in enumerate(dates)}
+    total = float(spec.session_seconds * len(dates))
+    columns = (
+        TextColumn("[bold]{task.description:<8}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[date]}  {task.fields[events]:>12,} events"),
+        TimeElapsedColumn(),
+    )
+    with Progress(
+        *columns, transient=False, disable=not sys.stderr.isatty() and not os.environ.get("QRSDP_PROGRESS")
+    ) as bar:
+        tasks = {s.symbol: bar.add_task(s.symbol, total=total, date="", events=0) for s in secs}
+        events_done: dict[str, int] = {s.symbol: 0 for s in secs}
+        last_seen: dict[str, tuple[Any, int]] = {}
+
+        def progress(symbol: str, date, t: float, n: int) -> None:
+            prev = last_seen.get(symbol)
+            if prev is not None and prev[0] != date:
+                events_done[symbol] += prev[1]
+            last_seen[symbol] = (date, n)
+            bar.update(
+                tasks[symbol],
+                completed=day_index[date] * spec.session_seconds + t,
+                date=date.isoformat(),
+                events=events_done[symbol] + n,
+            )
+
+        return run(spec, secs, output, workers=workers, progress=progress, realtime_speed=realtime_speed)
+
+
+def _rows(sessions: list[SessionRecord]) -> list[list[str]]:
+    rows = []
+    for rec in sessions:
+        r = rec.result
+        rows.append(
+            [
+                rec.symbol,
+                rec.date.isoformat(),
+                f"{r.events:,}",
+                _human_bytes(r.file_bytes or 0),
+                f"{r.compression:.2f}x" if r.compression else "-",
+                f"{r.events_per_second / 1e6:.2f} M",
+                str(r.open_ticks),
+                str(r.close_ticks),
+            ]
+        )
+    return rows
+
+
+HEADERS = ["Symbol", "Date", "Events", "File size", "Compression", "Events/s", "Open", "Close"]
+
+
+def _report(result: RunResult, perf_doc: Path | None, spec) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = _rows(result.sessions)
+    total_events = sum(r.result.events for r in result.sessions)
+    table = Table(title=f"QRSDP run {result.manifest['run_id'][:8]} -> {result.output_dir}")
+    for h in HEADERS:
+        table.add_column(h, justify="left" if h in ("Symbol", "Date") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    rate = total_events / result.wall_seconds if result.wall_seconds else 0.0
+    summary = (
+        f"{len(result.sessions)} sessions, {total_events:,} events in {result.wall_seconds:.2f} s "
+        f"({rate / 1e6:.2f} M events/s aggregate; kernel load {result.warmup_seconds:.2f} s before); "
+        f"manifest: {result.manifest_path}"
+    )
+    console.print(summary)
+    if perf_doc is not None:
+        lines = [
+            "# QRSDP run performance",
+            "",
+            f"- run_id: `{result.manifest['run_id']}`",
+            f"- model: {spec.model.name}, {spec.session_seconds} s sessions, K = {spec.levels_per_side}, "
+            f"depth {spec.initial_depth}, base seed {spec.base_seed}",
+            f"- {summary}",
+            f"- generated {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            "",
+            "| " + " | ".join(HEADERS) + " |",
+            "|" + "|".join("---" if h in ("Symbol", "Date") else "---:" for h in HEADERS) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        perf_doc.write_text("\n".join(lines) + "\n")
+
+
+# -- qrsdp cli ----------------------------------------------------------------------
+def cli_command(
+    seed: Annotated[
+        int,
+        typer.Argument(
+            metavar="SEED", help="Session seed (as in a manifest's sessions[].seed), 0 <= SEED < 2**64."
+        ),
+    ],
+    seconds: Annotated[int, typer.Argument(metavar="SECONDS", help="Session length in simulated seconds.")],
+    out: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="OUT", help="Output .qrsdp file (default: session_SEED.qrsdp in the current directory)."
+        ),
+    ] = None,
+    p0: Annotated[int, typer.Option("--p0", help="Opening price in ticks.")] = 10_000,
+    depth: DepthOpt = 5,
+    levels: LevelsOpt = 5,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", help="Records per compressed chunk of the file.")
+    ] = 4096,
+    model: ModelOpt = "simple",
+    hlr_curves: HlrCurvesOpt = None,
+    base_L: BaseLOpt = 20.0,
+    base_C: BaseCOpt = 0.5,
+    base_M: BaseMOpt = 15.0,
+    imbalance_sens: ImbSensOpt = None,
+    cancel_sens: CancelSensOpt = 1.0,
+    epsilon_exec: EpsOpt = 0.5,
+    spread_sens: SpreadSensOpt = None,
+    market_open: MarketOpenOpt = "09:30",
+    realtime: RealtimeOpt = False,
+    speed: SpeedOpt = 1.0,
+) -> None:
+    """Simulate one session with an explicit session seed into a single .qrsdp file."""
+    from qrsdp_sim.engine.calendar import parse_market_open
+    from qrsdp_sim.engine.session import SessionConfig, simulate_to_file
+
+    margs = ModelArgs(
+        model, hlr_curves, base_L, base_C, base_M, imbalance_sens, cancel_sens, epsilon_exec, spread_sens
+    )
+    path = out if out is not None else Path(f"session_{seed}.qrsdp")
+    try:
+        if not 0 <= seed < 2**64:
+            raise ArgError(f"SEED must be in [0, 2**64), got {seed}")
+        if seconds < 1:
+            raise ArgError(f"SECONDS must be >= 1, got {seconds}")
+        if depth < 1:
+            raise ArgError(f"--depth must be >= 1, got {depth}")
+        if not 1 <= levels <= 64:
+            raise ArgError(f"--levels must be in [1, 64], got {levels}")
+        if chunk_size < 1:
+            raise ArgError(f"--chunk-size must be >= 1, got {chunk_size}")
+        if realtime and not speed > 0:
+            raise ArgError(f"--speed must be > 0, got {speed}")
+        try:
+            open_ns = parse_market_open(market_open)
+        except ValueError as exc:
+            raise ArgError(str(exc)) from None
+        config = SessionConfig(
+            seed=seed,
+            p0_ticks=p0,
+            session_seconds=seconds,
+            levels_per_side=levels,
+            initial_depth=depth,
+            market_open_ns=open_ns,
+            model=margs.build(levels),
+            chunk_capacity=chunk_size,
+        )
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise ArgError(str(exc)) from None
+        _check_writable_file(path, "output file")
+    except ArgError as exc:
+        _fail(str(exc))
+    from qrsdp_sim.engine.runner import warm_up
+
+    warm_up(config.model, levels)  # compile / load the kernel first, so the figure below is the simulation's
+    result = simulate_to_file(config, path, realtime_speed=speed if realtime else None)
+    typer.echo(
+        f"{path}: {result.events:,} events, {_human_bytes(result.file_bytes or 0)} "
+        f"({result.compression or 0:.2f}x), {result.events_per_second / 1e6:.2f} M events/s, "
+        f"open {result.open_ticks} close {result.close_ticks}"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Engine commands are registered here once the engine exists."""
+    """Add ``run`` and ``cli`` to the ``qrsdp`` app."""
+    app.command(
+        "run", help="Simulate trading days of one or several securities into .qrsdp files + manifest.json."
+    )(run_command)
+    app.command("cli", help="Simulate one session (explicit session seed) into one .qrsdp file.")(cli_command)

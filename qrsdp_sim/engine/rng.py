@@ -26,12 +26,12 @@ def seed_state(seed: int) -> np.ndarray:
     return state
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def _rotl(x, k):
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def next_u64(st):
     """Advance the state and return the next 64-bit output."""
     s0 = st[0]
@@ -53,32 +53,32 @@ def next_u64(st):
     return result
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def uniform(st):
     """Uniform double in [0, 1) with 53 random bits."""
     return float(next_u64(st) >> np.uint64(11)) * _TWO_M53
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def uniform_pos(st):
     """Uniform double in (0, 1]: safe to take the logarithm of."""
     return float((next_u64(st) >> np.uint64(11)) + np.uint64(1)) * _TWO_M53
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def exponential(st):
     """Standard exponential variate (mean 1) by inversion."""
     return -np.log(uniform_pos(st))
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def below(st, n):
     """Uniform integer in [0, n) for 1 <= n < 2**32, by Lemire's multiply-shift (bias < n / 2**32)."""
     x = next_u64(st) >> np.uint64(32)
     return np.int64((x * np.uint64(n)) >> np.uint64(32))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def fill_uniform(st, out):
     """Fill ``out`` with uniforms in [0, 1) (for tests of the generator)."""
     for i in range(out.shape[0]):

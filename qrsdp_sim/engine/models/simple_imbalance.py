@@ -1,0 +1,125 @@
+"""SimpleImbalance: aggregate rates driven by the best-queue imbalance and the spread.
+
+    I = (q_bid - q_ask) / (q_bid + q_ask + 1e-9)           (queues at the best)
+    a = exp(sS (s - 2)),  e = exp(-sS (s - 2))             (s = spread in ticks)
+    add_bid  = L (1 - sI I) a          add_ask  = L (1 + sI I) a
+    exec_sell = M (eps + max(sI I, 0)) e     exec_buy = M (eps + max(-sI I, 0)) e
+    cancel_bid = C sC D_bid            cancel_ask = C sC D_ask     (D = depth over the K-tick window)
+
+every rate clamped to >= 1e-9. Levels are picked by the kernel's attribute rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from qrsdp_sim.engine.book import BASE, BB, G_QSUM, LEVELS
+from qrsdp_sim.engine.models.base import (
+    MODEL_SIMPLE,
+    N_SHARED,
+    P_LOADING,
+    P_SPREAD_SENS,
+    check_finite,
+    no_tables,
+    shared_params,
+)
+
+# model-specific slots
+P_L = N_SHARED + 0
+P_C = N_SHARED + 1
+P_M = N_SHARED + 2
+P_SI = N_SHARED + 3
+P_SC = N_SHARED + 4
+P_EPS = N_SHARED + 5
+N_PARAMS = N_SHARED + 6
+
+RATE_FLOOR = 1e-9
+
+
+@dataclass(frozen=True)
+class SimpleImbalance:
+    """Parameters of the SimpleImbalance model (defaults from the spec)."""
+
+    base_L: float = 20.0
+    base_C: float = 0.5
+    base_M: float = 15.0
+    imbalance_sens: float = 1.0
+    cancel_sens: float = 1.0
+    epsilon_exec: float = 0.5
+    spread_sens: float = 0.4
+    add_decay_alpha: float = 0.5
+    improve_per_tick: float = 0.5
+    exo_loading: float = 0.0  # weight of the exogenous signal in the imbalance (market factor hook)
+
+    name = "simple"
+
+    @property
+    def kind(self) -> int:
+        return MODEL_SIMPLE
+
+    def validate(self, levels: int) -> None:
+        for field, value in asdict(self).items():
+            check_finite(field, value, minimum=None if field == "exo_loading" else 0.0)
+
+    def params_vector(self) -> np.ndarray:
+        p = shared_params(self.spread_sens, self.improve_per_tick, self.add_decay_alpha, self.exo_loading)
+        p += [0.0] * (N_PARAMS - N_SHARED)
+        p[P_L] = self.base_L
+        p[P_C] = self.base_C
+        p[P_M] = self.base_M
+        p[P_SI] = self.imbalance_sens
+        p[P_SC] = self.cancel_sens
+        p[P_EPS] = self.epsilon_exec
+        return np.asarray(p, dtype=np.float64)
+
+    def tables(self, levels: int) -> np.ndarray:
+        return no_tables()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": asdict(self)}
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def simple_rates(grid, ist, p, x, mult, rates):
+    """Fill ``rates[0:6]`` (by EventType) and return their sum.
+
+    ``x`` is the exogenous signal value (0 without one); ``mult[s]`` caches exp(sS (s - 2)).
+    """
+    K = ist[LEVELS]
+    base = ist[BASE]
+    bb = ist[BB]
+    ba = ist[BB + 1]
+    ib = bb - base
+    ia = ba - base
+    qb = grid[G_QSUM, 0, ib]
+    qa = grid[G_QSUM, 1, ia]
+    db = 0
+    da = 0
+    for k in range(K):
+        db += grid[G_QSUM, 0, ib - k]
+        da += grid[G_QSUM, 1, ia + k]
+    imb = (qb - qa) / (qb + qa + 1e-9)
+    if x != 0.0:
+        imb = min(1.0, max(-1.0, imb + p[P_LOADING] * x))
+    s = ba - bb
+    a = mult[s] if s < mult.shape[0] else np.exp(p[P_SPREAD_SENS] * (s - 2))
+    e = 1.0 / a
+    si = p[P_SI] * imb
+    r0 = max(p[P_L] * (1.0 - si) * a, RATE_FLOOR)
+    r1 = max(p[P_L] * (1.0 + si) * a, RATE_FLOOR)
+    cs = p[P_C] * p[P_SC]
+    r2 = max(cs * db, RATE_FLOOR)
+    r3 = max(cs * da, RATE_FLOOR)
+    r4 = max(p[P_M] * (p[P_EPS] + max(-si, 0.0)) * e, RATE_FLOOR)
+    r5 = max(p[P_M] * (p[P_EPS] + max(si, 0.0)) * e, RATE_FLOOR)
+    rates[0] = r0
+    rates[1] = r1
+    rates[2] = r2
+    rates[3] = r3
+    rates[4] = r4
+    rates[5] = r5
+    return r0 + r1 + r2 + r3 + r4 + r5

@@ -1,0 +1,314 @@
+"""Multi-day, multi-security runs: calendar, price chaining, threads, manifest.
+
+* Dates: ``days`` consecutive weekdays from ``start_date`` (a weekend start rolls to Monday).
+* Chaining: a symbol's first session opens at its ``p0_ticks``; every later session
+  opens at the previous session's close, where close = floor((best bid + best ask) / 2)
+  of the final book. Each session re-seeds a fresh opening book around its open.
+* Seeds: ``session_seed(base_seed, symbol, date)`` -- independent of list positions.
+* Files: ``OUTPUT/SYMBOL/YYYY-MM-DD.qrsdp`` (``session_path``), one folder per symbol.
+* Parallelism: one worker thread per security at a time (the compiled kernel releases
+  the GIL, and so does LZ4 compression), days of a symbol in order within its worker.
+  Results do not depend on the number of workers or on scheduling.
+
+``simulate_symbol_date`` is the single-partition entry point used both here and by the
+orchestrator, so one symbol-date simulated alone is byte-identical to the same
+symbol-date inside any run, given the same open price.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qrsdp_sim.engine.calendar import DEFAULT_MARKET_OPEN, DEFAULT_START, parse_market_open, trading_dates
+from qrsdp_sim.engine.models.base import IntensityModel
+from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
+from qrsdp_sim.engine.seeds import SEED_STRATEGY, session_seed, validate_symbol
+from qrsdp_sim.engine.session import DEFAULT_BATCH, SessionConfig, SessionResult, simulate_to_file
+from qrsdp_sim.eventlog.format import DEFAULT_CHUNK_CAPACITY
+from qrsdp_sim.sinks.base import EventSink
+
+MANIFEST_NAME = "manifest.json"
+PRODUCER = "qrsdp-engine 0.1.0"
+
+# (symbol, date, simulated seconds so far, records so far)
+RunProgressFn = Callable[[str, dt.date, float, int], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Settings shared by every session of a run (and by orchestrator partitions)."""
+
+    base_seed: int = 42
+    days: int = 1
+    start_date: dt.date = DEFAULT_START
+    session_seconds: int = 23_400
+    levels_per_side: int = 5
+    initial_depth: int = 5
+    initial_spread_ticks: int = 2
+    tick_size: int = 100
+    market_open: str = DEFAULT_MARKET_OPEN
+    model: IntensityModel = field(default_factory=SimpleImbalance)
+    chunk_capacity: int = DEFAULT_CHUNK_CAPACITY
+    batch_records: int = DEFAULT_BATCH
+
+    def dates(self) -> list[dt.date]:
+        return trading_dates(self.start_date, self.days)
+
+    def session_config(self, symbol: str, date: dt.date, open_ticks: int) -> SessionConfig:
+        """The complete configuration of one symbol-date session."""
+        return SessionConfig(
+            seed=session_seed(self.base_seed, symbol, date),
+            p0_ticks=int(open_ticks),
+            session_seconds=self.session_seconds,
+            levels_per_side=self.levels_per_side,
+            initial_spread_ticks=self.initial_spread_ticks,
+            initial_depth=self.initial_depth,
+            tick_size=self.tick_size,
+            market_open_ns=parse_market_open(self.market_open),
+            model=self.model,
+            batch_records=self.batch_records,
+            chunk_capacity=self.chunk_capacity,
+        )
+
+    def validate(self, p0_ticks: int = 10_000) -> None:
+        if self.base_seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.base_seed}")
+        if self.days < 1:
+            raise ValueError(f"days must be >= 1, got {self.days}")
+        if self.chunk_capacity < 1:
+            raise ValueError(f"chunk size must be >= 1, got {self.chunk_capacity}")
+        self.session_config("SIM", self.dates()[0], p0_ticks).validate()
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {
+            "tick_size": self.tick_size,
+            "session_seconds": self.session_seconds,
+            "levels_per_side": self.levels_per_side,
+            "initial_spread_ticks": self.initial_spread_ticks,
+            "initial_depth": self.initial_depth,
+            "market_open": self.market_open,
+            "model": self.model.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Security:
+    symbol: str
+    p0_ticks: int = 10_000
+
+    def __post_init__(self) -> None:
+        validate_symbol(self.symbol)
+        if self.p0_ticks < 1:
+            raise ValueError(f"{self.symbol}: opening price must be >= 1 tick, got {self.p0_ticks}")
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One session of a run, as listed in the manifest and the closing table."""
+
+    symbol: str
+    date: dt.date
+    result: SessionResult
+    file: str  # relative to the output directory
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "date": self.date.isoformat(),
+            "seed": self.result.seed,
+            "file": self.file,
+            "events": self.result.events,
+            "open_ticks": self.result.open_ticks,
+            "close_ticks": self.result.close_ticks,
+        }
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    sessions: list[SessionRecord]
+    wall_seconds: float  # simulating and writing, after the kernel was loaded
+    warmup_seconds: float = 0.0  # compiling or loading the kernel from numba's cache
+
+
+def parse_securities(text: str) -> list[Security]:
+    """``"AAPL:10000,MSFT:15000"`` -> securities. Raises ValueError with the offending item."""
+    out: list[Security] = []
+    seen: set[str] = set()
+    for item in text.split(","):
+        item = item.strip()
+        sym, sep, price = item.partition(":")
+        if not sep:
+            raise ValueError(f"invalid security {item!r}: expected SYMBOL:P0_TICKS")
+        try:
+            p0 = int(price)
+        except ValueError:
+            raise ValueError(
+                f"invalid opening price in {item!r}: expected an integer number of ticks"
+            ) from None
+        sec = Security(validate_symbol(sym), p0)
+        if sym in seen:
+            raise ValueError(f"symbol {sym} listed twice")
+        seen.add(sym)
+        out.append(sec)
+    if not out:
+        raise ValueError("no securities given")
+    return out
+
+
+def session_path(output_dir: str | os.PathLike[str], symbol: str, date: dt.date) -> Path:
+    """Where a symbol-date session lives: ``OUTPUT/SYMBOL/YYYY-MM-DD.qrsdp``."""
+    return Path(output_dir) / validate_symbol(symbol) / f"{date.isoformat()}.qrsdp"
+
+
+def simulate_symbol_date(
+    spec: RunSpec,
+    symbol: str,
+    date: dt.date,
+    open_ticks: int,
+    path: str | os.PathLike[str],
+    *,
+    extra_sinks: list[EventSink] | None = None,
+    progress: Callable[[float, int], None] | None = None,
+    realtime_speed: float | None = None,
+    fsync: bool = True,
+) -> SessionResult:
+    """Simulate one symbol-date opening at ``open_ticks`` into ``path`` (a ``.qrsdp`` file).
+
+    The orchestrator's per-partition entry point. ``open_ticks`` is the symbol's ``p0``
+    on its first date and the previous trading date's ``close_ticks`` afterwards.
+    """
+    config = spec.session_config(symbol, date, open_ticks)
+    return simulate_to_file(
+        config, path, extra_sinks=extra_sinks, progress=progress, realtime_speed=realtime_speed, fsync=fsync
+    )
+
+
+def _run_security(
+    spec: RunSpec,
+    sec: Security,
+    output_dir: Path,
+    progress: RunProgressFn | None,
+    realtime_speed: float | None,
+    stop: threading.Event,
+) -> list[SessionRecord]:
+    out: list[SessionRecord] = []
+    open_ticks = sec.p0_ticks
+    for date in spec.dates():
+        if stop.is_set():
+            break
+        path = session_path(output_dir, sec.symbol, date)
+        cb = None
+        if progress is not None:
+
+            def cb(t: float, n: int, _d: dt.date = date) -> None:
+                progress(sec.symbol, _d, t, n)
+
+        result = simulate_symbol_date(
+            spec, sec.symbol, date, open_ticks, path, progress=cb, realtime_speed=realtime_speed
+        )
+        out.append(SessionRecord(sec.symbol, date, result, path.relative_to(output_dir).as_posix()))
+        open_ticks = result.close_ticks
+    return out
+
+
+def build_manifest(
+    spec: RunSpec, securities: list[Security], sessions: list[SessionRecord], run_id: str
+) -> dict[str, Any]:
+    """Format 1.0 for one security, 1.1 (a ``securities`` list) for several."""
+    by_symbol: dict[str, list[SessionRecord]] = {s.symbol: [] for s in securities}
+    for rec in sessions:
+        by_symbol[rec.symbol].append(rec)
+    head = {
+        "run_id": run_id,
+        "producer": PRODUCER,
+        "base_seed": spec.base_seed,
+        "seed_strategy": SEED_STRATEGY,
+    }
+
+    def entry(sec: Security) -> dict[str, Any]:
+        fields = spec.manifest_fields()
+        return {
+            "symbol": sec.symbol,
+            "tick_size": fields.pop("tick_size"),
+            "p0_ticks": sec.p0_ticks,
+            **fields,
+            "sessions": [r.manifest_entry() for r in sorted(by_symbol[sec.symbol], key=lambda r: r.date)],
+        }
+
+    if len(securities) == 1:
+        return {"format": "1.0", **head, **entry(securities[0])}
+    return {"format": "1.1", **head, "securities": [entry(s) for s in securities]}
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run(
+    spec: RunSpec,
+    securities: list[Security],
+    output_dir: str | os.PathLike[str],
+    *,
+    workers: int = 2,
+    progress: RunProgressFn | None = None,
+    realtime_speed: float | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """Simulate every (security, date) of the run and write ``manifest.json``."""
+    started = time.perf_counter()
+    if not securities:
+        raise ValueError("no securities to simulate")
+    spec.validate(min(s.p0_ticks for s in securities))
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    warm_up(spec.model, spec.levels_per_side)
+    warmup = time.perf_counter() - started
+    started = time.perf_counter()
+    stop = threading.Event()
+    sessions: list[SessionRecord] = []
+    n_workers = max(1, min(workers, len(securities)))
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="qrsdp-sim") as pool:
+        futures = [
+            pool.submit(_run_security, spec, sec, output, progress, realtime_speed, stop)
+            for sec in securities
+        ]
+        try:
+            for fut in futures:
+                sessions.extend(fut.result())
+        except BaseException:
+            stop.set()
+            raise
+    order = {s.symbol: i for i, s in enumerate(securities)}
+    sessions.sort(key=lambda r: (order[r.symbol], r.date))
+    manifest = build_manifest(spec, securities, sessions, run_id or uuid.uuid4().hex)
+    manifest_path = output / MANIFEST_NAME
+    write_manifest(manifest_path, manifest)
+    return RunResult(output, manifest_path, manifest, sessions, time.perf_counter() - started, warmup)
+
+
+_warm_lock = threading.Lock()
+
+
+def warm_up(model: IntensityModel, levels: int = 5) -> None:
+    """Compile (or load from the cache) the kernel in the calling thread before workers start."""
+    from qrsdp_sim.engine.session import simulate_session
+    from qrsdp_sim.sinks.memory import InMemorySink
+
+    with _warm_lock:
+        simulate_session(
+            SessionConfig(seed=0, session_seconds=1, levels_per_side=levels, model=model), InMemorySink()
+        )

@@ -1,0 +1,348 @@
+"""Python API for one session: ``simulate_session(config, sink) -> SessionResult``.
+
+The driver owns the book, generator and clock arrays, calls the compiled kernel
+until the session ends, and hands each filled buffer to the sink as one batch. A
+batch handed to a sink is never touched again by the engine (a fresh buffer is used
+for the next call), so sinks may keep it without copying.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from qrsdp_sim.engine.book import BB, ERROR, N_FREE, NEXT_ID, grow_pool, new_book, open_book
+from qrsdp_sim.engine.calendar import NS_PER_SECOND
+from qrsdp_sim.engine.decorators import no_decorator
+from qrsdp_sim.engine.kernel import (
+    DONE,
+    ERROR_GRID,
+    F_TIME,
+    N_FST,
+    TOB_COLS,
+    max_records_per_event,
+    run_kernel,
+    scratch_size,
+)
+from qrsdp_sim.engine.models.base import P_LOADING, IntensityModel
+from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
+from qrsdp_sim.engine.pacing import Pacer
+from qrsdp_sim.engine.rng import seed_state
+from qrsdp_sim.eventlog.format import DEFAULT_CHUNK_CAPACITY, LogHeader
+from qrsdp_sim.eventlog.writer import BinaryFileSink
+from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
+from qrsdp_sim.sinks.base import EventSink
+from qrsdp_sim.sinks.multiplex import MultiplexSink
+
+DEFAULT_BATCH = 65_536
+MAX_LEVELS = 64
+MAX_DEPTH = 1000
+DAY_NS = 86_400 * NS_PER_SECOND
+
+ProgressFn = Callable[[float, int], None]  # (simulated seconds so far, records so far)
+
+
+class SimulationError(RuntimeError):
+    """The session could not be completed (e.g. the price left the book's tick grid)."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Everything that determines one session's records (together with nothing else)."""
+
+    seed: int
+    p0_ticks: int = 10_000
+    session_seconds: int = 23_400
+    levels_per_side: int = 5
+    initial_spread_ticks: int = 2
+    initial_depth: int = 5
+    tick_size: int = 100
+    market_open_ns: int = 34_200 * NS_PER_SECOND
+    model: IntensityModel = field(default_factory=SimpleImbalance)
+    batch_records: int = DEFAULT_BATCH
+    chunk_capacity: int = DEFAULT_CHUNK_CAPACITY
+
+    def validate(self) -> None:
+        """Raise ValueError on any setting the engine cannot honour."""
+        if not 0 <= int(self.seed) < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
+        if not 1 <= self.levels_per_side <= MAX_LEVELS:
+            raise ValueError(f"levels per side must be in [1, {MAX_LEVELS}], got {self.levels_per_side}")
+        if not 1 <= self.initial_depth <= MAX_DEPTH:
+            raise ValueError(f"initial depth must be in [1, {MAX_DEPTH}], got {self.initial_depth}")
+        if self.initial_spread_ticks < 1:
+            raise ValueError(f"initial spread must be >= 1 tick, got {self.initial_spread_ticks}")
+        if self.session_seconds < 1:
+            raise ValueError(f"session length must be >= 1 second, got {self.session_seconds}")
+        if not 0 <= self.market_open_ns < DAY_NS:
+            raise ValueError("market open must be a time of day")
+        if self.market_open_ns + self.session_seconds * NS_PER_SECOND > DAY_NS:
+            raise ValueError("the session would run past midnight: reduce the length or the market open")
+        low = self.p0_ticks - self.initial_spread_ticks // 2 - self.levels_per_side
+        if low < 1 or self.p0_ticks >= 2**31 - 1_000_000:
+            raise ValueError(f"opening price {self.p0_ticks} ticks leaves no room for the opening book")
+        if self.tick_size < 1:
+            raise ValueError(f"tick size must be >= 1, got {self.tick_size}")
+        if self.batch_records < 1:
+            raise ValueError("batch_records must be >= 1")
+        if self.chunk_capacity < 1:
+            raise ValueError(f"chunk capacity must be >= 1, got {self.chunk_capacity}")
+        self.model.validate(self.levels_per_side)
+
+    def header(self) -> LogHeader:
+        return LogHeader(
+            seed=int(self.seed),
+            p0_ticks=int(self.p0_ticks),
+            tick_size=int(self.tick_size),
+            session_seconds=int(self.session_seconds),
+            levels_per_side=int(self.levels_per_side),
+            initial_spread_ticks=int(self.initial_spread_ticks),
+            initial_depth=int(self.initial_depth),
+            chunk_capacity=int(self.chunk_capacity),
+        )
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    seed: int
+    open_ticks: int
+    close_ticks: int  # floor((best bid + best ask) / 2) at the session end
+    best_bid: int
+    best_ask: int
+    events: int  # records emitted, opening book and refills included
+    counts: tuple[int, ...]  # records by EventType
+    sim_seconds: float
+    wall_seconds: float
+    last_order_id: int
+    file: str | None = None
+    file_bytes: int | None = None
+    sink_failures: tuple[str, ...] = ()  # extra sinks that failed and were isolated (simulate_to_file)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+    @property
+    def compression(self) -> float | None:
+        """Raw record bytes / file bytes."""
+        if not self.file_bytes:
+            return None
+        return self.events * RECORD_SIZE / self.file_bytes
+
+
+def close_rule(best_bid: int, best_ask: int) -> int:
+    """The session close: the mid price rounded down to a whole tick."""
+    return (int(best_bid) + int(best_ask)) // 2
+
+
+class SessionDriver:
+    """Runs one session batch by batch; the book can be inspected between batches.
+
+    ``simulate_session`` is the usual entry point; the driver exists for callers that
+    need the engine's own book (tests, debugging). With ``top_of_book=True`` each batch
+    comes with an int64 array (len(batch), 6): for the last record of every event, the
+    book after that event -- best bid, best ask, their quantities, bid and ask window
+    depths -- and -1 on the other rows (opening-book and refill records).
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        exo: np.ndarray | None = None,
+        exo_step_seconds: float = 1.0,
+        top_of_book: bool = False,
+        pool_size: int | None = None,
+    ) -> None:
+        config.validate()
+        if exo is not None and not exo_step_seconds > 0:
+            raise ValueError("exo_step_seconds must be > 0")
+        self.config = config
+        K = config.levels_per_side
+        D = config.initial_depth
+        self._need = max_records_per_event(K, D)
+        self._batch = max(config.batch_records, 2 * K * D, self._need)
+        pool = (
+            max(4096, 4 * K * D + self._need) if pool_size is None else max(pool_size, 2 * K * D + self._need)
+        )
+        self.book = new_book(config.p0_ticks, K, D, pool_size=pool)
+        self.rng = seed_state(config.seed)
+        self.fst = np.zeros(N_FST, dtype=np.float64)
+        self._params = config.model.params_vector()
+        self._tables = np.ascontiguousarray(config.model.tables(K), dtype=np.float64)
+        self._dec = no_decorator()
+        # without a loading the signal cannot matter: drop it, so the output stays byte-identical
+        # to a run without one (a signal also restarts the clock at each of its steps)
+        use_exo = exo is not None and self._params[P_LOADING] != 0.0
+        self._exo = np.ascontiguousarray(exo, dtype=np.float64) if use_exo else np.zeros(0, dtype=np.float64)
+        if use_exo and not np.all(np.isfinite(self._exo)):
+            raise ValueError("the exogenous signal must be finite")
+        self._exo_step = float(exo_step_seconds)
+        self._tob = top_of_book
+        self._scratch = np.zeros(scratch_size(K), dtype=np.float64)
+        self.records = 0
+        self.done = False
+
+    @property
+    def sim_seconds(self) -> float:
+        return float(self.fst[F_TIME])
+
+    def _tob_array(self, rows: int) -> np.ndarray:
+        return np.full((rows, TOB_COLS) if self._tob else (0, TOB_COLS), -1, dtype=np.int64)
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(records, top_of_book)`` until the session ends (opening book first)."""
+        cfg = self.config
+        book = self.book
+        open_ns = int(cfg.market_open_ns)
+        out = np.empty(self._batch, dtype=RECORD_DTYPE)
+        best_bid = cfg.p0_ticks - cfg.initial_spread_ticks // 2
+        n = open_book(
+            book.grid,
+            book.pool,
+            book.oid,
+            book.ist,
+            best_bid,
+            cfg.initial_spread_ticks,
+            out,
+            0,
+            np.uint64(open_ns),
+        )
+        if book.ist[ERROR]:
+            raise SimulationError("the opening book does not fit the price grid")
+        self.records = n
+        yield out[:n], self._tob_array(n)
+        t_end = float(cfg.session_seconds)
+        dec_kind, dec_params, dec_state = self._dec
+        while True:
+            book = self.book
+            out = np.empty(self._batch, dtype=RECORD_DTYPE)
+            tob = self._tob_array(self._batch)
+            status, n = run_kernel(
+                book.grid,
+                book.pool,
+                book.oid,
+                book.ist,
+                self.rng,
+                self.fst,
+                cfg.model.kind,
+                self._params,
+                self._tables,
+                dec_kind,
+                dec_params,
+                dec_state,
+                self._exo,
+                self._exo_step,
+                t_end,
+                open_ns,
+                out,
+                tob,
+                self._scratch,
+            )
+            self.records += n
+            if n:
+                yield out[:n], tob[:n]
+            if status == DONE:
+                self.done = True
+                return
+            if status == ERROR_GRID:
+                raise SimulationError(
+                    f"seed {cfg.seed}: the price moved more than the book's grid allows "
+                    f"(best bid {book.ist[BB]}, best ask {book.ist[BB + 1]})"
+                )
+            if book.ist[N_FREE] < self._need:
+                self.book = grow_pool(book, self._need)
+
+    def result(self, wall_seconds: float, counts: np.ndarray) -> SessionResult:
+        bb, ba = int(self.book.ist[BB]), int(self.book.ist[BB + 1])
+        return SessionResult(
+            seed=int(self.config.seed),
+            open_ticks=int(self.config.p0_ticks),
+            close_ticks=close_rule(bb, ba),
+            best_bid=bb,
+            best_ask=ba,
+            events=int(self.records),
+            counts=tuple(int(c) for c in counts),
+            sim_seconds=self.sim_seconds,
+            wall_seconds=wall_seconds,
+            last_order_id=int(self.book.ist[NEXT_ID]) - 1,
+        )
+
+
+def simulate_session(
+    config: SessionConfig,
+    sink: EventSink,
+    *,
+    progress: ProgressFn | None = None,
+    realtime_speed: float | None = None,
+    exo: np.ndarray | None = None,
+    exo_step_seconds: float = 1.0,
+) -> SessionResult:
+    """Simulate one session, streaming record batches to ``sink`` (which is not closed).
+
+    ``realtime_speed`` paces delivery at event time / speed. ``exo`` is the optional
+    exogenous signal reserved for the market factor (piecewise constant on
+    ``exo_step_seconds``); it only has an effect through a model's loading parameter.
+    """
+    started = time.perf_counter()
+    driver = SessionDriver(config, exo=exo, exo_step_seconds=exo_step_seconds)
+    pacer = Pacer(realtime_speed, config.market_open_ns) if realtime_speed else None
+    counts = np.zeros(6, dtype=np.int64)
+    for records, _ in driver.batches():
+        counts += np.bincount(records["type"], minlength=6)[:6]
+        if pacer is not None:
+            pacer.deliver(sink, records)
+        else:
+            sink.append(records)
+        if progress is not None:
+            progress(driver.sim_seconds, driver.records)
+    return driver.result(time.perf_counter() - started, counts)
+
+
+def simulate_to_file(
+    config: SessionConfig,
+    path: str | os.PathLike[str],
+    *,
+    extra_sinks: list[EventSink] | None = None,
+    fsync: bool = True,
+    progress: ProgressFn | None = None,
+    realtime_speed: float | None = None,
+) -> SessionResult:
+    """Simulate one session into a ``.qrsdp`` file (published atomically on success).
+
+    ``extra_sinks`` also receive every batch (they are flushed, not closed); one that
+    fails is isolated and its failure listed in ``SessionResult.sink_failures``. On any
+    error of the file itself the partial file is removed and the exception propagates.
+    """
+    config.validate()
+    started = time.perf_counter()
+    file_sink = BinaryFileSink(path, config.header(), fsync=fsync)
+    sink: EventSink = file_sink
+    mux: MultiplexSink | None = None
+    if extra_sinks:
+        sink = mux = MultiplexSink(
+            [file_sink, *extra_sinks],
+            required={"file"},
+            names=["file"] + [f"extra{i}" for i in range(len(extra_sinks))],
+        )
+    try:
+        result = simulate_session(config, sink, progress=progress, realtime_speed=realtime_speed)
+        sink.flush()
+        file_sink.close()
+    except BaseException:
+        file_sink.abort()
+        raise
+    size = Path(path).stat().st_size
+    failures = tuple(f"{f.sink}: {f.operation}: {f.error}" for f in mux.failures) if mux else ()
+    return replace(
+        result,
+        file=str(path),
+        file_bytes=size,
+        wall_seconds=time.perf_counter() - started,
+        sink_failures=failures,
+    )

@@ -1,0 +1,71 @@
+"""Extension hooks of the kernel: the exogenous per-session signal (reserved for the market factor)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from qrsdp_sim.engine import HLR, SessionConfig, SimpleImbalance, simulate_session
+from qrsdp_sim.records import EventType
+from qrsdp_sim.sinks import InMemorySink
+
+SECONDS = 1200
+
+
+def _run(model, exo=None, step=1.0, seed=21):
+    sink = InMemorySink()
+    simulate_session(
+        SessionConfig(seed=seed, session_seconds=SECONDS, model=model), sink, exo=exo, exo_step_seconds=step
+    )
+    return sink.records
+
+
+@pytest.mark.parametrize("model", [SimpleImbalance(), HLR()], ids=["simple", "hlr"])
+def test_a_signal_without_loading_changes_nothing(model):
+    base = _run(model)
+    signal = np.random.default_rng(0).uniform(-1, 1, SECONDS)
+    assert np.array_equal(_run(model, exo=signal), base)
+
+
+def _sell_share(records: np.ndarray, lo: float, hi: float) -> float:
+    t = (records["ts_ns"].astype(np.int64) - records["ts_ns"][0].astype(np.int64)) / 1e9
+    sel = (t >= lo) & (t < hi)
+    sells = np.count_nonzero(records["type"][sel] == EventType.EXECUTE_SELL)
+    buys = np.count_nonzero(records["type"][sel] == EventType.EXECUTE_BUY)
+    return sells / (sells + buys)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [dataclasses.replace(SimpleImbalance(), exo_loading=0.8), HLR(exo_loading=0.8)],
+    ids=["simple", "hlr"],
+)
+def test_the_signal_shifts_the_imbalance_piecewise(model):
+    """+1 for the first half, -1 for the second (60-second steps): sells dominate, then buys."""
+    signal = np.where(np.arange(SECONDS // 60) < SECONDS // 120, 1.0, -1.0)
+    rec = _run(model, exo=signal, step=60.0)
+    first, second = _sell_share(rec, 0, SECONDS / 2), _sell_share(rec, SECONDS / 2, SECONDS)
+    plain = _run(dataclasses.replace(model, exo_loading=0.0))
+    neutral = _sell_share(plain, 0, SECONDS)
+    assert first > neutral + 0.05
+    assert second < neutral - 0.05
+    ts = rec["ts_ns"].astype(np.int64)
+    assert np.all(np.diff(ts) >= 0)
+
+
+def test_signal_must_be_finite():
+    with pytest.raises(ValueError, match="finite"):
+        _run(dataclasses.replace(SimpleImbalance(), exo_loading=1.0), exo=np.array([0.0, np.nan]))
+
+
+@pytest.mark.parametrize("step", [0.1, 0.7, 1 / 3])
+def test_many_small_signal_steps_terminate_and_stay_ordered(step):
+    """Step boundaries that are not exactly representable must not stall the clock."""
+    n = int(SECONDS / step) + 1
+    signal = np.sin(np.arange(n) * 0.01)
+    rec = _run(dataclasses.replace(SimpleImbalance(), exo_loading=0.3), exo=signal, step=step)
+    ts = rec["ts_ns"].astype(np.int64)
+    assert np.all(np.diff(ts) >= 0)
+    assert (ts[-1] - ts[0]) / 1e9 > SECONDS - 5
