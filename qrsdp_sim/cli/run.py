@@ -239,6 +239,18 @@ def run_command(
     workers: Annotated[
         int, typer.Option("--workers", help="Securities simulated at the same time (threads).")
     ] = 2,
+    kafka_brokers: Annotated[
+        str | None,
+        typer.Option(
+            "--kafka-brokers",
+            help="Also publish every event to Kafka at HOST:PORT[,HOST:PORT] (dual-write, best effort: the "
+            ".qrsdp files never depend on it; failures are counted and reported).",
+            envvar="QRSDP_KAFKA_BROKERS",
+        ),
+    ] = None,
+    kafka_topic: Annotated[
+        str, typer.Option("--kafka-topic", help="Topic for --kafka-brokers.")
+    ] = "exchange.events",
 ) -> None:
     """Simulate DAYS trading days of one or several securities into .qrsdp files with a manifest."""
     margs = ModelArgs(
@@ -267,8 +279,15 @@ def run_command(
             _check_writable_file(perf_doc, "--perf-doc file")
     except ArgError as exc:
         _fail(str(exc))
-    result = _execute_run(spec, secs, output, workers, speed if realtime else None)
+    publisher = None
+    if kafka_brokers:
+        from qrsdp_sim.kafka.publisher import KafkaPublisher
+
+        publisher = KafkaPublisher(kafka_brokers, kafka_topic)
+    result = _execute_run(spec, secs, output, workers, speed if realtime else None, publisher)
     _report(result, perf_doc, spec)
+    if publisher is not None:
+        _report_publish(result.manifest["publish"], output)
 
 
 def _build_run(
@@ -348,7 +367,24 @@ def _build_run(
     return spec, secs
 
 
-def _execute_run(spec, secs, output: Path, workers: int, realtime_speed: float | None) -> RunResult:
+def _report_publish(publish: dict[str, Any], output: Path) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    line = (
+        f"Kafka {publish['brokers']} topic {publish['topic']}: {publish['produced']:,} produced, "
+        f"{publish['delivered']:,} delivered, {publish['failed']:,} failed"
+    )
+    if publish["failed"]:
+        console.print(f"[yellow]warning:[/yellow] {line}. The .qrsdp files are complete; close the gap with "
+                      f"`qrsdp republish {output}/*/*.qrsdp --kafka-brokers {publish['brokers']}`.")
+    else:
+        console.print(line)
+
+
+def _execute_run(
+    spec, secs, output: Path, workers: int, realtime_speed: float | None, publisher=None
+) -> RunResult:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from qrsdp_sim.engine.runner import run
@@ -382,7 +418,10 @@ def _execute_run(spec, secs, output: Path, workers: int, realtime_speed: float |
                 events=events_done[symbol] + n,
             )
 
-        return run(spec, secs, output, workers=workers, progress=progress, realtime_speed=realtime_speed)
+        return run(
+            spec, secs, output, workers=workers, progress=progress, realtime_speed=realtime_speed,
+            publisher=publisher,
+        )
 
 
 def _rows(sessions: list[SessionRecord]) -> list[list[str]]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from qrsdp_sim.engine.calendar import DEFAULT_MARKET_OPEN, DEFAULT_START, parse_market_open, trading_dates
 from qrsdp_sim.engine.models.base import IntensityModel
@@ -42,6 +42,21 @@ PRODUCER = "qrsdp-engine 0.1.0"
 
 # (symbol, date, simulated seconds so far, records so far)
 RunProgressFn = Callable[[str, dt.date, float, int], None]
+
+
+class SessionPublisher(Protocol):
+    """Something that receives every session of a run besides its file (e.g. Kafka).
+
+    ``open_session`` returns a sink fed alongside the file sink (best effort: its
+    failures never stop the run); ``end_session`` is called after the session's file
+    is published; ``close`` ends the run and returns delivery totals for the manifest.
+    """
+
+    def open_session(self, symbol: str, date: dt.date, run_id: str) -> EventSink: ...
+
+    def end_session(self, sink: EventSink, close_ticks: int) -> None: ...
+
+    def close(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -202,6 +217,8 @@ def _run_security(
     progress: RunProgressFn | None,
     realtime_speed: float | None,
     stop: threading.Event,
+    publisher: SessionPublisher | None = None,
+    run_id: str = "",
 ) -> list[SessionRecord]:
     out: list[SessionRecord] = []
     open_ticks = sec.p0_ticks
@@ -215,9 +232,13 @@ def _run_security(
             def cb(t: float, n: int, _d: dt.date = date) -> None:
                 progress(sec.symbol, _d, t, n)
 
+        extra = [publisher.open_session(sec.symbol, date, run_id)] if publisher is not None else None
         result = simulate_symbol_date(
-            spec, sec.symbol, date, open_ticks, path, progress=cb, realtime_speed=realtime_speed
+            spec, sec.symbol, date, open_ticks, path, progress=cb, realtime_speed=realtime_speed,
+            extra_sinks=extra,
         )
+        if publisher is not None and extra:
+            publisher.end_session(extra[0], result.close_ticks)
         out.append(SessionRecord(sec.symbol, date, result, path.relative_to(output_dir).as_posix()))
         open_ticks = result.close_ticks
     return out
@@ -267,8 +288,13 @@ def run(
     progress: RunProgressFn | None = None,
     realtime_speed: float | None = None,
     run_id: str | None = None,
+    publisher: SessionPublisher | None = None,
 ) -> RunResult:
-    """Simulate every (security, date) of the run and write ``manifest.json``."""
+    """Simulate every (security, date) of the run and write ``manifest.json``.
+
+    With a ``publisher`` every session is also published (dual-write); its delivery
+    totals go into the manifest under ``publish``. The files do not depend on it.
+    """
     started = time.perf_counter()
     if not securities:
         raise ValueError("no securities to simulate")
@@ -279,11 +305,12 @@ def run(
     warmup = time.perf_counter() - started
     started = time.perf_counter()
     stop = threading.Event()
+    run_id = run_id or uuid.uuid4().hex
     sessions: list[SessionRecord] = []
     n_workers = max(1, min(workers, len(securities)))
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="qrsdp-sim") as pool:
         futures = [
-            pool.submit(_run_security, spec, sec, output, progress, realtime_speed, stop)
+            pool.submit(_run_security, spec, sec, output, progress, realtime_speed, stop, publisher, run_id)
             for sec in securities
         ]
         try:
@@ -291,10 +318,14 @@ def run(
                 sessions.extend(fut.result())
         except BaseException:
             stop.set()
+            if publisher is not None:
+                publisher.close()
             raise
     order = {s.symbol: i for i, s in enumerate(securities)}
     sessions.sort(key=lambda r: (order[r.symbol], r.date))
-    manifest = build_manifest(spec, securities, sessions, run_id or uuid.uuid4().hex)
+    manifest = build_manifest(spec, securities, sessions, run_id)
+    if publisher is not None:
+        manifest["publish"] = publisher.close()
     manifest_path = output / MANIFEST_NAME
     write_manifest(manifest_path, manifest)
     return RunResult(output, manifest_path, manifest, sessions, time.perf_counter() - started, warmup)

@@ -86,6 +86,8 @@ class KafkaSink:
         topic: str = DEFAULT_TOPIC,
         close_timeout: float = 30.0,
         producer: Producer | None = None,
+        stats: DeliveryStats | None = None,
+        drop_all: bool = False,
         **config_overrides: object,
     ) -> None:
         self.topic = topic
@@ -94,13 +96,16 @@ class KafkaSink:
         self._date = date.encode("ascii")
         self._run_id = run_id.encode("ascii")
         self._close_timeout = close_timeout
+        # A shared producer (KafkaPublisher) is flushed by its owner, not by close().
+        self._owns_producer = producer is None
         self._producer = producer or Producer(
             producer_config(brokers, on_delivery=self._on_delivery, **config_overrides)
         )
         self._lock = threading.Lock()
-        self.stats = DeliveryStats()
+        self.stats = stats if stats is not None else DeliveryStats()
+        # Broker known to be down: count every record as failed without queueing it.
+        self._drop_all = drop_all
         self._seq = 0
-        self._last_price = 0
         self.closed = False
 
     def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
@@ -116,6 +121,10 @@ class KafkaSink:
             raise TypeError(f"expected records of RECORD_DTYPE, got {batch.dtype}")
         n = len(batch)
         if n == 0:
+            return
+        if self._drop_all:
+            self._count_unqueued(n, "broker unreachable")
+            self._seq += n
             return
         values = batch.tobytes()
         ts_be = big_endian_u64(batch["ts_ns"])
@@ -138,7 +147,6 @@ class KafkaSink:
             self._count_unqueued(n - queued, "local queue full")
         self.stats.produced += queued
         self._seq += n
-        self._last_price = int(batch["price_ticks"][-1])
         self._producer.poll(0)
 
     def _count_unqueued(self, count: int, reason: str) -> None:
@@ -147,8 +155,16 @@ class KafkaSink:
             if self.stats.first_error is None:
                 self.stats.first_error = reason
 
+    @property
+    def records_sent(self) -> int:
+        """Records appended so far (the session's event count once it has ended)."""
+        return self._seq
+
     def end_of_session(self, events: int, close_ticks: int) -> None:
         """Produce the marker that tells consumers this (symbol, date) is complete."""
+        if self._drop_all:
+            self._count_unqueued(1, "broker unreachable")
+            return
         eos = EndOfSession(events, close_ticks)
         try:
             self._producer.produce(
@@ -169,7 +185,10 @@ class KafkaSink:
         if self.closed:
             return
         self.closed = True
-        self.end_of_session(self._seq, self._last_price if close_ticks is None else close_ticks)
+        self.end_of_session(self._seq, 0 if close_ticks is None else close_ticks)  # 0: close unknown
+        if not self._owns_producer:
+            self._producer.poll(0)
+            return
         remaining = self._producer.flush(self._close_timeout)
         if remaining:
             self._producer.purge()
