@@ -47,5 +47,56 @@ def republish_command(
         raise typer.Exit(1)
 
 
+def parquet_consumer_command(
+    kafka_brokers: Annotated[
+        str, typer.Option("--kafka-brokers", help="Kafka bootstrap servers HOST:PORT.", envvar="QRSDP_KAFKA_BROKERS")
+    ] = "127.0.0.1:9092",
+    kafka_topic: Annotated[str, typer.Option("--kafka-topic", help="Topic to consume.")] = "exchange.events",
+    lake_uri: Annotated[
+        str,
+        typer.Option("--lake-uri", help="Where to land Parquet: s3://bucket/prefix or a local path.",
+                     envvar="QRSDP_LAKE_URI"),
+    ] = "s3://exchange-data",
+    s3_endpoint: Annotated[
+        str, typer.Option("--s3-endpoint", help="S3 endpoint (MinIO).", envvar="QRSDP_S3_ENDPOINT")
+    ] = "http://127.0.0.1:9000",
+    group: Annotated[str, typer.Option("--consumer-group", help="Kafka consumer group.")] = "parquet-writer",
+    batch_records: Annotated[int, typer.Option("--batch-records", help="Flush after this many records.")] = 10_000,
+    batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="...or after this many seconds.")] = 5.0,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option("--idle-exit", help="Exit after this many seconds without messages (default: run forever)."),
+    ] = None,
+) -> None:
+    """Land the Kafka event stream as Parquet in the lake (a long-running service of the stack).
+
+    Commits offsets only after the objects are written; SIGTERM/SIGINT flush the partial batch first.
+    Malformed messages go to the dead-letter topic exchange.events.dlq.
+    """
+    import json
+    import logging
+    import os
+
+    from qrsdp_sim.kafka.consumer import ParquetConsumer
+    from qrsdp_sim.lake.store import Lake, S3Options
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s3 = S3Options(
+        endpoint=s3_endpoint,
+        access_key=os.environ.get("QRSDP_S3_ACCESS_KEY") or os.environ.get("MINIO_ROOT_USER") or "qrsdp",
+        secret_key=os.environ.get("QRSDP_S3_SECRET_KEY") or os.environ.get("MINIO_ROOT_PASSWORD") or "qrsdp-secret",
+    )
+    if batch_records < 1 or batch_seconds <= 0:
+        Console(stderr=True).print("[red]error:[/red] --batch-records must be >= 1 and --batch-seconds > 0")
+        raise typer.Exit(2)
+    lake = Lake.from_uri(lake_uri, s3)
+    consumer = ParquetConsumer(kafka_brokers, lake, topic=kafka_topic, group_id=group,
+                               batch_records=batch_records, batch_seconds=batch_seconds)
+    consumer.install_signal_handlers()
+    stats = consumer.run(idle_exit_seconds=idle_exit)
+    print(json.dumps(stats.to_dict()))
+
+
 def register(app: typer.Typer) -> None:
     app.command("republish")(republish_command)
+    app.command("parquet-consumer")(parquet_consumer_command)
