@@ -17,6 +17,7 @@ import lz4.block
 import numpy as np
 
 from qrsdp_sim.eventlog import BinaryFileSink, LogHeader
+from qrsdp_sim.eventlog.writer import LZ4_ACCELERATION
 from qrsdp_sim.records import RECORD_DTYPE
 
 # --- layouts straight from the spec tables ------------------------------------
@@ -137,7 +138,11 @@ def encode_file(
     offset = HDR
     for k, recs in enumerate(chunks):
         raw = recs.tobytes()
-        payload = (payload_override or {}).get(k, lz4.block.compress(raw, store_size=False))
+        # The format fixes the LZ4 *block* encoding, not the compressor's effort: use the writer's
+        # setting so byte-for-byte comparison with BinaryFileSink is meaningful.
+        payload = (payload_override or {}).get(
+            k, lz4.block.compress(raw, store_size=False, mode="fast", acceleration=LZ4_ACCELERATION)
+        )
         f = {
             "usize": len(raw),
             "csize": len(payload),

@@ -27,6 +27,12 @@ from qrsdp_sim.eventlog.format import (
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 
 
+# Measured on engine output (benchmarks/bench_engine.py data): acceleration 4 compresses
+# ~1.5x faster than the default *and* smaller (2.32x vs 2.12x): the records' repetitive
+# fields match at short distances, which the faster search still finds.
+LZ4_ACCELERATION = 4
+
+
 def partial_path(path: Path) -> Path:
     """The temporary name a session is written under until it is complete."""
     return path.with_name(f".{path.name}.partial")
@@ -134,7 +140,7 @@ class BinaryFileSink:
     # -- internals ------------------------------------------------------
     def _write_chunk(self, records: np.ndarray) -> None:
         raw = records.tobytes()
-        payload = lz4.block.compress(raw, store_size=False)
+        payload = lz4.block.compress(raw, store_size=False, mode="fast", acceleration=LZ4_ACCELERATION)
         count = len(records)
         first_ts = int(records[0]["ts_ns"])
         last_ts = int(records[-1]["ts_ns"])
