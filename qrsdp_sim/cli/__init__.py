@@ -34,9 +34,9 @@ def _root(
 
 
 def _register() -> None:
-    from qrsdp_sim.cli import log_info, run, stack
+    from qrsdp_sim.cli import kafka, log_info, platform, run, stack
 
-    for module in (log_info, run, stack):
+    for module in (log_info, run, stack, platform, kafka):
         module.register(app)
 
 

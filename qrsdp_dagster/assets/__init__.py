@@ -1,0 +1,1 @@
+"""Assets by domain: simulation (session_log), lake (raw_events, book_states), dbt (marts)."""

@@ -1,0 +1,102 @@
+"""dbt assets over ``dbt_project/`` (dbt-duckdb), partitioned like the lake.
+
+A run passes its symbol-dates to dbt as ``--vars {"partitions": [...]}``: staging views
+stay unfiltered, the incremental marts replace exactly those partitions, and the tests
+(Dagster asset checks) are evaluated on those partitions -- except the cross-session
+continuity test, which always sees every session. dbt tests failing fail the run.
+
+The dbt sources ``lake.events``/``lake.sessions`` are the ``raw_events`` asset and
+``lake.book_states`` is ``book_states`` (``meta.dagster.asset_key`` in _sources.yml).
+
+DuckDB has one writer at a time: the dbt step runs in the ``qrsdp_duckdb`` pool, which
+``qrsdp ui`` limits to 1, so concurrent partition runs queue for the warehouse.
+"""
+
+import fcntl
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+
+from qrsdp_dagster.partitions import SETTINGS, chain_order, session_partitions
+from qrsdp_dagster.resources import LakeResource, SimulationResource, WarehouseResource, dbt_executable
+
+DBT_POOL = "qrsdp_duckdb"
+_SOURCE_SUFFIXES = {".sql", ".yml", ".yaml"}
+
+
+def ensure_manifest(project_dir: Path) -> Path:
+    """``target/manifest.json`` of the dbt project, running ``dbt parse`` if it is missing or
+    older than any model, macro or yml file (a lock keeps concurrent loaders from racing)."""
+    project_dir = Path(project_dir)
+    manifest = project_dir / "target" / "manifest.json"
+
+    def stale() -> bool:
+        if not manifest.is_file():
+            return True
+        built = manifest.stat().st_mtime
+        for path in project_dir.rglob("*"):
+            rel = path.relative_to(project_dir).parts
+            if rel[0] in ("target", "logs", "dbt_packages"):
+                continue
+            if path.suffix in _SOURCE_SUFFIXES and path.stat().st_mtime > built:
+                return True
+        return False
+
+    if not stale():
+        return manifest
+    (project_dir / "target").mkdir(exist_ok=True)
+    with open(project_dir / "target" / ".parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stale():
+            DbtCliResource(
+                project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
+            ).cli(["parse", "--quiet"], target_path=Path("target")).wait()
+    return manifest
+
+
+class QrsdpDbtTranslator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props: dict[str, Any]) -> str | None:
+        return "analytics"
+
+
+DBT_MANIFEST = ensure_manifest(SETTINGS.dbt_project_dir)
+TRANSLATOR = QrsdpDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_duplicate_source_asset_keys=True)
+)
+
+
+@dbt_assets(
+    manifest=DBT_MANIFEST,
+    name="qrsdp_dbt",
+    partitions_def=session_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=TRANSLATOR,
+    pool=DBT_POOL,
+)
+def qrsdp_dbt(
+    context: AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
+    simulation: SimulationResource,
+) -> Iterator[Any]:
+    store = lake.lake()
+    partitions = chain_order(context.partition_keys)
+    dbt_vars = warehouse.dbt_vars(store, partitions)
+    Path(warehouse.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+    target = Path(simulation.data_dir) / "dbt" / "target"
+    context.log.info(f"dbt build for {len(partitions)} partition(s) into {warehouse.duckdb_path}")
+    # DuckDB allows one writing process: serialise dbt runs on this machine whatever the
+    # instance's pool limits are (a second run waits here instead of failing on the lock).
+    with open(f"{warehouse.duckdb_path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with warehouse.environment(store):
+            invocation = dbt.cli(
+                ["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target
+            )
+        yield from invocation.stream()

@@ -1,0 +1,237 @@
+"""Resources, configured from environment variables with embedded defaults (see settings.py).
+
+Field defaults are the environment's settings, so a run config may override any single
+field (e.g. ``resources: {simulation: {config: {session_seconds: 600}}}``).
+
+* ``simulation`` -- the engine settings and where ``.qrsdp`` files and their manifests live
+* ``lake``       -- the Parquet lake (local directory or S3 via pyarrow.fs, same code path)
+* ``warehouse``  -- the DuckDB file and the dbt project; exports what dbt needs to its environment
+* ``kafka``      -- Kafka brokers (full stack only; unused on the embedded default)
+* ``dbt``        -- dagster-dbt's CLI resource over ``dbt_project/`` (profiles.yml inside it)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from qrsdp_dagster.settings import SETTINGS, Settings
+from qrsdp_sim.engine.models import HLR, HLRCurves, IntensityModel, SimpleImbalance
+from qrsdp_sim.engine.runner import RunSpec, session_path, simulate_symbol_date
+from qrsdp_sim.engine.session import SessionResult
+from qrsdp_sim.lake import Lake, S3Options
+
+MANIFEST_SUFFIX = ".json"
+
+
+class SimulationResource(dg.ConfigurableResource):
+    """Engine settings shared by every partition, and the session file layout.
+
+    Files: ``<data_dir>/sessions/<SYMBOL>/<YYYY-MM-DD>.qrsdp`` and, beside it, a
+    ``.json`` manifest with the session's open and close (the next date's open).
+    """
+
+    data_dir: str = str(SETTINGS.data_dir)
+    symbols: dict[str, int] = dict(SETTINGS.symbols)  # noqa: RUF012 -- pydantic copies it. symbol -> open on first_date
+    first_date: str = SETTINGS.start_date.isoformat()  # sessions on this date open at the symbol's p0
+    base_seed: int = SETTINGS.base_seed
+    session_seconds: int = SETTINGS.session_seconds
+    market_open: str = "09:30"
+    fsync: bool = True
+    # intensity model, as `qrsdp run --model`: simple | hlr; hlr_curves: a curves JSON for hlr
+    model: str = "simple"
+    hlr_curves: str | None = None
+
+    @property
+    def sessions_dir(self) -> Path:
+        return Path(self.data_dir) / "sessions"
+
+    def spec(self) -> RunSpec:
+        return RunSpec(
+            base_seed=self.base_seed,
+            start_date=dt.date.fromisoformat(self.first_date),
+            session_seconds=self.session_seconds,
+            market_open=self.market_open,
+            model=self._model(),
+        )
+
+    def _model(self) -> IntensityModel:
+        if self.model == "simple":
+            return SimpleImbalance()
+        if self.model == "hlr":
+            curves = HLRCurves.load(self.hlr_curves) if self.hlr_curves else HLRCurves.default(5)
+            return HLR(curves=curves, curves_file=self.hlr_curves)
+        raise ValueError(f"unknown model {self.model!r}: simple or hlr")
+
+    def session_file(self, symbol: str, date: dt.date) -> Path:
+        return session_path(self.sessions_dir, symbol, date)
+
+    def manifest_file(self, symbol: str, date: dt.date) -> Path:
+        return self.session_file(symbol, date).with_suffix(MANIFEST_SUFFIX)
+
+    def read_manifest(self, symbol: str, date: dt.date) -> dict[str, Any] | None:
+        path = self.manifest_file(symbol, date)
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    def simulate(self, symbol: str, date: dt.date, open_ticks: int) -> tuple[SessionResult, dict[str, Any]]:
+        """Simulate one symbol-date into its file and write its manifest (published last)."""
+        spec = self.spec()
+        path = self.session_file(symbol, date)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = simulate_symbol_date(spec, symbol, date, open_ticks, path, fsync=self.fsync)
+        config = spec.session_config(symbol, date, open_ticks)
+        manifest = {
+            "symbol": symbol,
+            "date": date.isoformat(),
+            "seed": result.seed,
+            "base_seed": self.base_seed,
+            "open_ticks": result.open_ticks,
+            "close_ticks": result.close_ticks,
+            "best_bid": result.best_bid,
+            "best_ask": result.best_ask,
+            "events": result.events,
+            "counts": list(result.counts),
+            "file": path.name,
+            "file_bytes": result.file_bytes,
+            "compression": result.compression,
+            "wall_seconds": result.wall_seconds,
+            "session_seconds": config.session_seconds,
+            "market_open_ns": config.market_open_ns,
+            "tick_size": config.tick_size,
+            **{k: v for k, v in spec.manifest_fields().items() if k not in ("session_seconds", "tick_size")},
+        }
+        target = self.manifest_file(symbol, date)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, target)
+        return result, manifest
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Parquet lake. ``uri``: ``file:///dir``, a path, or ``s3://bucket/prefix`` (then the s3_* fields)."""
+
+    uri: str = SETTINGS.lake_uri
+    s3_endpoint: str | None = SETTINGS.s3_endpoint
+    s3_access_key: str | None = SETTINGS.s3_access_key
+    s3_secret_key: str | None = None
+    s3_region: str = SETTINGS.s3_region
+
+    def lake(self) -> Lake:
+        s3 = S3Options(
+            endpoint=self.s3_endpoint, access_key=self.s3_access_key, secret_key=self.s3_secret_key,
+            region=self.s3_region,
+        )  # fmt: skip
+        return Lake.from_uri(self.uri, s3)
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """Kafka bootstrap servers. The embedded default does not use Kafka; the full stack dual-writes to it."""
+
+    brokers: str = SETTINGS.kafka_brokers
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse that dbt builds the marts in, and the dbt project's data-quality bounds."""
+
+    duckdb_path: str = str(SETTINGS.duckdb_path)
+    dbt_project_dir: str = str(SETTINGS.dbt_project_dir)
+    min_events_per_session: int = 1000
+    max_events_per_session: int = 20_000_000
+
+    def dbt_vars(self, lake: Lake, partitions: list[tuple[str, dt.date]]) -> dict[str, Any]:
+        return {
+            "lake_root": lake.query_root,
+            "partitions": [{"symbol": s, "date": d.isoformat()} for s, d in partitions],
+            "min_events_per_session": self.min_events_per_session,
+            "max_events_per_session": self.max_events_per_session,
+        }
+
+    def dbt_env(self, lake: Lake) -> dict[str, str]:
+        """Environment the dbt subprocess needs (profile path; S3 secret for an s3:// lake)."""
+        env = {"QRSDP_DUCKDB_PATH": str(Path(self.duckdb_path).resolve()), "QRSDP_LAKE_ROOT": lake.query_root}
+        if not lake.is_local and lake.s3 is not None:
+            import duckdb
+            import duckdb_extension_httpfs
+
+            ext = (
+                Path(duckdb_extension_httpfs.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+                / "httpfs.duckdb_extension"
+            )  # fmt: skip
+            env.update(
+                QRSDP_DUCKDB_HTTPFS=str(ext),
+                QRSDP_S3_ENDPOINT=lake.s3.endpoint or "",
+                QRSDP_S3_ACCESS_KEY=lake.s3.access_key or "",
+                QRSDP_S3_SECRET_KEY=lake.s3.secret_key or "",
+                QRSDP_S3_REGION=lake.s3.region,
+            )
+        return env
+
+    @contextlib.contextmanager
+    def environment(self, lake: Lake) -> Iterator[None]:
+        """Export dbt_env() to os.environ for the duration (dbt runs as a subprocess that inherits it)."""
+        saved = {k: os.environ.get(k) for k in self.dbt_env(lake)}
+        os.environ.update(self.dbt_env(lake))
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def connect(self, *, read_only: bool = True):
+        import duckdb
+
+        return duckdb.connect(str(self.duckdb_path), read_only=read_only)
+
+
+def dbt_executable() -> str:
+    """The dbt next to this Python (so dbt is found without the virtualenv on PATH)."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else "dbt"
+
+
+def _secret(name: str, value: str) -> str | dg.EnvVar:
+    """A secret shows in the UI as its variable's name when it comes from the environment."""
+    return dg.EnvVar(name) if os.environ.get(name) else value
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, Any]:
+    s = settings or Settings.from_env()
+    return {
+        "simulation": SimulationResource(
+            data_dir=str(s.data_dir),
+            symbols=s.symbols,
+            first_date=s.start_date.isoformat(),
+            base_seed=s.base_seed,
+            session_seconds=s.session_seconds,
+        ),
+        "lake": LakeResource(
+            uri=s.lake_uri,
+            s3_endpoint=s.s3_endpoint,
+            s3_access_key=s.s3_access_key,
+            s3_secret_key=_secret("QRSDP_S3_SECRET_KEY", s.s3_secret_key),
+            s3_region=s.s3_region,
+        ),
+        "kafka": KafkaResource(brokers=s.kafka_brokers),
+        "warehouse": WarehouseResource(
+            duckdb_path=str(s.duckdb_path), dbt_project_dir=str(s.dbt_project_dir)
+        ),
+        "dbt": DbtCliResource(
+            project_dir=str(s.dbt_project_dir),
+            profiles_dir=str(s.dbt_project_dir),
+            dbt_executable=dbt_executable(),
+        ),
+    }

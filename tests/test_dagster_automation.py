@@ -1,0 +1,129 @@
+"""The landing sensor (given fake landings) and the nightly schedule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pytest
+from book_streams import random_session
+
+from qrsdp_dagster.partitions import SETTINGS, session_key
+from qrsdp_dagster.resources import LakeResource
+from qrsdp_dagster.schedules import nightly_next_trading_date
+from qrsdp_dagster.sensors import lake_landing_sensor
+from qrsdp_sim.engine.calendar import trading_dates
+from qrsdp_sim.lake import Lake, land_records
+
+SYMBOLS = list(SETTINGS.symbols)
+DATES = trading_dates(SETTINGS.start_date, 3)
+
+
+@pytest.fixture
+def lake_uri(tmp_path):
+    return (tmp_path / "lake").as_uri()
+
+
+def evaluate(instance, lake_uri, cursor=None):
+    ctx = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"lake": LakeResource(uri=lake_uri)}
+    )
+    result = lake_landing_sensor(ctx)
+    return result, ctx.cursor
+
+
+def requested(result) -> list[str]:
+    return [] if isinstance(result, dg.SkipReason) else sorted(r.partition_key for r in result)
+
+
+def test_sensor_requests_exactly_the_newly_landed_partitions(lake_uri, tmp_path):
+    lake = Lake.from_uri(lake_uri)
+    with dg.instance_for_test() as instance:
+        result, cursor = evaluate(instance, lake_uri)
+        assert isinstance(result, dg.SkipReason)
+
+        land_records(lake, SYMBOLS[0], DATES[0], random_session(100, 1))
+        land_records(lake, SYMBOLS[1], DATES[1], random_session(100, 2))
+        # incomplete landing (no marker yet): not requested
+        land_records(lake, SYMBOLS[1], DATES[2], random_session(100, 3))
+        lake.fs.delete_file(lake.marker_path("events", SYMBOLS[1], DATES[2]))
+        # a symbol this code location does not know: ignored
+        land_records(lake, "ZZZZ", DATES[0], random_session(100, 4))
+
+        result, cursor = evaluate(instance, lake_uri, cursor)
+        assert requested(result) == sorted(
+            [str(session_key(SYMBOLS[0], DATES[0])), str(session_key(SYMBOLS[1], DATES[1]))]
+        )
+        assert all(r.job_name in (None, "qrsdp_downstream") for r in result)
+        assert len({r.run_key for r in result}) == 2
+        assert set(json.loads(cursor)) == {
+            str(session_key(SYMBOLS[0], DATES[0])),
+            str(session_key(SYMBOLS[1], DATES[1])),
+        }
+
+        # nothing new: nothing requested
+        result, cursor = evaluate(instance, lake_uri, cursor)
+        assert requested(result) == []
+
+        # the partition completes, another is landed again: exactly those two
+        land_records(lake, SYMBOLS[1], DATES[2], random_session(100, 3))
+        land_records(lake, SYMBOLS[0], DATES[0], random_session(120, 5))
+        result, cursor = evaluate(instance, lake_uri, cursor)
+        assert requested(result) == sorted(
+            [str(session_key(SYMBOLS[1], DATES[2])), str(session_key(SYMBOLS[0], DATES[0]))]
+        )
+
+
+def test_sensor_leaves_partitions_whose_downstream_is_handled(lake_uri):
+    lake = Lake.from_uri(lake_uri)
+    with dg.instance_for_test() as instance:
+        # landed by a Dagster run that is still going: its own downstream steps will follow
+        instance.add_run(
+            dg.DagsterRun(job_name="qrsdp_pipeline", run_id="landing-run", status=dg.DagsterRunStatus.STARTED)
+        )
+        land_records(
+            lake, SYMBOLS[0], DATES[0], random_session(100, 1), marker_extra={"dagster_run_id": "landing-run"}
+        )
+        # landed, then book_states materialised after the landing (e.g. by the pipeline run)
+        land_records(lake, SYMBOLS[1], DATES[0], random_session(100, 2))
+        key = str(session_key(SYMBOLS[1], DATES[0]))
+        instance.report_runless_asset_event(dg.AssetMaterialization("book_states", partition=key))
+        result, cursor = evaluate(instance, lake_uri)
+        assert requested(result) == []
+        assert "1 waiting" in result.skip_message
+        # the landing run failed before its downstream steps: now the sensor takes over
+        instance.delete_run("landing-run")
+        instance.add_run(
+            dg.DagsterRun(job_name="qrsdp_pipeline", run_id="landing-run", status=dg.DagsterRunStatus.FAILURE)
+        )
+        result, cursor = evaluate(instance, lake_uri, cursor)
+        assert requested(result) == [str(session_key(SYMBOLS[0], DATES[0]))]
+
+
+def test_nightly_schedule_requests_each_symbols_next_trading_date():
+    with dg.instance_for_test() as instance:
+        # first symbol simulated through DATES[1]; the other never
+        for day in DATES[:2]:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization("session_log", partition=str(session_key(SYMBOLS[0], day)))
+            )
+        ctx = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 3, 1, tzinfo=dt.UTC)
+        )
+        requests = nightly_next_trading_date(ctx)
+        got = sorted(r.partition_key for r in requests)
+        expected = sorted(
+            [
+                str(session_key(SYMBOLS[0], DATES[2])),
+                *(str(session_key(s, SETTINGS.start_date)) for s in SYMBOLS[1:]),
+            ]
+        )
+        assert got == expected
+        # before the first trading date exists, nothing to do
+        early = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime.combine(SETTINGS.start_date, dt.time(1), dt.UTC)
+            - dt.timedelta(days=3),
+        )
+        assert isinstance(nightly_next_trading_date(early), dg.SkipReason)

@@ -1,0 +1,163 @@
+"""The 2 symbols x 2 dates slice through Dagster's execution API, and the CI command line.
+
+Paths (data dir, lake, DuckDB) come from run config, so nothing is written to ./data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from qrsdp_dagster.definitions import defs
+from qrsdp_dagster.partitions import SETTINGS, range_tags, session_key
+from qrsdp_sim.engine.calendar import trading_dates
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS = list(SETTINGS.symbols)[:2]
+DATES = trading_dates(SETTINGS.start_date, 2)
+ASSETS = [
+    "session_log", "raw_events", "book_states", "staging/stg_events", "staging/stg_book_states",
+    "staging/stg_sessions", "marts/fct_ohlcv_1min", "marts/fct_session_summary",
+]  # fmt: skip
+
+
+def run_config(tmp: Path, session_seconds: int = 300) -> dict:
+    return {
+        "resources": {
+            "simulation": {
+                "config": {"data_dir": str(tmp), "session_seconds": session_seconds, "fsync": False}
+            },
+            "lake": {"config": {"uri": (tmp / "lake").as_uri()}},
+            "warehouse": {
+                "config": {"duckdb_path": str(tmp / "warehouse.duckdb"), "min_events_per_session": 1000}
+            },
+        },
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    }
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, key: str) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_user_string(asset), asset_partitions=[key]), limit=1
+    ).records
+    assert records, f"{asset} {key} was not materialised"
+    return records[0].asset_materialization.metadata
+
+
+@pytest.fixture(scope="module")
+def slice_run(tmp_path_factory):
+    """One run of qrsdp_pipeline over the 2x2 rectangle on a temporary instance."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+            instance=instance,
+            run_config=run_config(tmp),
+            tags=range_tags(SYMBOLS, DATES[0], DATES[-1]),
+            raise_on_error=False,
+        )
+        yield tmp, instance, result
+
+
+def test_slice_materialises_every_asset_and_passes_every_check(slice_run):
+    tmp, instance, result = slice_run
+    assert result.success
+    keys = {str(session_key(s, d)) for s in SYMBOLS for d in DATES}
+    for asset in ASSETS:
+        assert instance.get_materialized_partitions(dg.AssetKey.from_user_string(asset)) == keys, asset
+    checks = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert len(checks) >= 40
+    assert [c.check_name for c in checks if not c.passed] == []
+    for s in SYMBOLS:
+        for d in DATES:
+            assert (tmp / "sessions" / s / f"{d}.qrsdp").is_file()
+            assert (tmp / "lake" / "raw" / "events" / f"symbol={s}" / f"date={d}" / "_SUCCESS").is_file()
+            assert (tmp / "lake" / "raw" / "book_states" / f"symbol={s}" / f"date={d}" / "_SUCCESS").is_file()
+
+
+def test_prices_chain_across_partitions_with_per_partition_metadata(slice_run):
+    tmp, instance, _ = slice_run
+    for s in SYMBOLS:
+        first = latest_metadata(instance, "session_log", str(session_key(s, DATES[0])))
+        second = latest_metadata(instance, "session_log", str(session_key(s, DATES[1])))
+        assert first["open_ticks"].value == SETTINGS.symbols[s]
+        assert second["open_ticks"].value == first["close_ticks"].value
+        assert "previous" not in first["open_from"].value and str(DATES[0]) in second["open_from"].value
+        assert "data:image/png;base64," in second["price_path"].value
+        assert second["file_bytes"].value == (tmp / "sessions" / s / f"{DATES[1]}.qrsdp").stat().st_size
+        assert second["compression"].value > 1
+        landed = latest_metadata(instance, "raw_events", str(session_key(s, DATES[1])))
+        assert landed["rows"].value == second["events"].value
+    with duckdb.connect(str(tmp / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.sql(
+            "select symbol, date, open_ticks, close_ticks, engine_close_ticks, n_events "
+            "from marts.fct_session_summary order by symbol, date"
+        ).fetchall()
+    assert len(rows) == 4
+    for (s1, _d1, _o1, c1, e1, _), (s2, _d2, o2, _c2, _e2, _) in zip(rows[::2], rows[1::2], strict=True):
+        assert s1 == s2 and o2 == c1 == e1
+
+
+def test_single_partition_rerun_is_idempotent(slice_run):
+    tmp, instance, _ = slice_run
+    key = str(session_key(SYMBOLS[1], DATES[1]))
+    path = tmp / "sessions" / SYMBOLS[1] / f"{DATES[1]}.qrsdp"
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+        instance=instance, run_config=run_config(tmp), partition_key=key, raise_on_error=False
+    )
+    assert result.success
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # same seed, same open: same bytes
+    with duckdb.connect(str(tmp / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*) from marts.fct_session_summary").fetchone()[0] == 4
+
+
+def test_missing_previous_date_fails_naming_the_partition(tmp_path):
+    later = trading_dates(SETTINGS.start_date, 4)[3]
+    prev = trading_dates(SETTINGS.start_date, 4)[2]
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+            instance=instance,
+            run_config=run_config(tmp_path),
+            partition_key=str(session_key(SYMBOLS[0], later)),
+            asset_selection=[dg.AssetKey("session_log")],
+            raise_on_error=False,
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    text = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+    assert f"'{session_key(SYMBOLS[0], prev)}'" in text
+    assert not (tmp_path / "sessions" / SYMBOLS[0] / f"{later}.qrsdp").exists()
+
+
+def test_ci_command_line_runs_the_slice_job(tmp_path):
+    """The CI entry point: `dagster job execute -m qrsdp_dagster.definitions -j qrsdp_slice -c ...`."""
+    env = {**os.environ, "QRSDP_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    for name in ("QRSDP_LAKE_URI", "QRSDP_DUCKDB_PATH"):
+        env.pop(name, None)
+    (tmp_path / "home").mkdir()
+    exe = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run(
+        [str(exe), "job", "execute", "-m", "qrsdp_dagster.definitions", "-j", "qrsdp_slice",
+         "-c", str(ROOT / "qrsdp_dagster" / "configs" / "ci_slice.yaml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "RUN_SUCCESS" in proc.stdout + proc.stderr
+    data = tmp_path / "data"
+    assert len(list((data / "sessions").glob("*/*.qrsdp"))) == 4
+    with duckdb.connect(str(data / "warehouse" / "qrsdp.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*), min(date), max(date) from marts.fct_session_summary").fetchone() == (
+            4, dt.date(2026, 1, 2), dt.date(2026, 1, 5),
+        )  # fmt: skip
