@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic import synthetic_records  # noqa: E402
+from synthetic import synthetic_records
 
-from qrsdp_sim.eventlog import BinaryFileSink, LogHeader  # noqa: E402
-from qrsdp_sim.eventlog.reader import EventLogReader  # noqa: E402
+from qrsdp_sim.eventlog import BinaryFileSink, LogHeader
+from qrsdp_sim.eventlog.reader import EventLogReader
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ that can be compressed, published or decoded without a Python loop per event.
 
 from __future__ import annotations
 
+import contextlib
 from enum import IntEnum
 
 import numpy as np
@@ -94,7 +95,5 @@ def prefault(records: np.ndarray, start: int, stop: int) -> None:
     page = mmap.PAGESIZE
     lo = (start * RECORD_SIZE) // page * page
     hi = min(len(base), stop * RECORD_SIZE)
-    try:
+    with contextlib.suppress(OSError):
         base.madvise(_MADV_POPULATE_WRITE, lo, hi - lo)
-    except OSError:
-        pass

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
+from qrsdp_log_testutil import make_records
 
 from qrsdp_sim.kafka.message import EndOfSession
 from qrsdp_sim.kafka.sink import KafkaSink
 from qrsdp_sim.records import RECORD_DTYPE
-from qrsdp_log_testutil import make_records
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(1800)]
 

@@ -26,7 +26,6 @@ from qrsdp_sim.eventlog.format import (
 )
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 
-
 # Measured on engine output (benchmarks/bench_engine.py data): acceleration 4 compresses
 # ~1.5x faster than the default *and* smaller (2.32x vs 2.12x): the records' repetitive
 # fields match at short distances, which the faster search still finds.
