@@ -25,6 +25,15 @@ EXPECTED_ASSETS = {
 }  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _own_instance():
+    """Resolving Definitions reads the state storage of Dagster's *current* instance (a context
+    variable). A test that ran earlier may have left it pointing at an instance that is gone, so
+    each test here runs under an instance of its own."""
+    with dg.instance_for_test():
+        yield
+
+
 def test_definitions_load_with_the_asset_graph():
     import qrsdp_dagster
 
