@@ -89,16 +89,22 @@ class ParquetConsumer:
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
                 "max.poll.interval.ms": 600_000,
+                # A consumer killed without leaving the group holds its partitions until this
+                # runs out; 10 s keeps landing latency after a crash in seconds.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
                 "fetch.min.bytes": 65_536,
                 "fetch.wait.max.ms": 100,
                 "log_level": 3,
             }
         )
         self._dlq = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all",
-                              "log_level": 3})
+                              "log_level": 3, "on_delivery": self._on_dlq_delivery})
+        self._dlq_errors: list[str] = []
         self._pending: dict[int, list[Any]] = {}  # partition -> messages in offset order
         self._pending_count = 0
         self._batch_started = 0.0
+        self._flush_now = False
         self._writers = ThreadPoolExecutor(4, thread_name_prefix="lake-writer")
         self._deferred: list[Any] = []  # returned by poll() while writes were being retried
 
@@ -125,7 +131,9 @@ class ParquetConsumer:
                     last_message = now
                     self._accept(msgs)
                 if self._pending_count and (
-                    self._pending_count >= self.batch_records or now - self._batch_started >= self.batch_seconds
+                    self._flush_now
+                    or self._pending_count >= self.batch_records
+                    or now - self._batch_started >= self.batch_seconds
                 ):
                     self.flush()
                 if idle_exit_seconds is not None and now - last_message >= idle_exit_seconds:
@@ -153,6 +161,8 @@ class ParquetConsumer:
             self._pending.setdefault(m.partition(), []).append(m)
             self._pending_count += 1
             self.stats.messages += 1
+            if not m.value():  # an end-of-session marker: land the session's tail now
+                self._flush_now = True
 
     def flush(self) -> None:
         """Land every pending message, then commit the offsets they cover."""
@@ -164,6 +174,14 @@ class ParquetConsumer:
             commits.append(TopicPartition(self.topic, partition, msgs[-1].offset() + 1))
         self._pending.clear()
         self._pending_count = 0
+        self._flush_now = False
+        # Dead-lettered messages must be in the DLQ before their offsets are committed.
+        undelivered = self._dlq.flush(30)
+        if undelivered or self._dlq_errors:
+            raise RuntimeError(
+                f"dead-letter topic {self.dead_letter_topic}: {undelivered} undelivered, errors "
+                f"{self._dlq_errors[:3]}; offsets not committed (the messages are read again on restart)"
+            )
         self._consumer.commit(offsets=commits, asynchronous=False)
         self.stats.commits += 1
         if self._deferred:
@@ -253,6 +271,10 @@ class ParquetConsumer:
             assignment = self._consumer.assignment()
             if assignment:
                 self._consumer.resume(assignment)
+
+    def _on_dlq_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self._dlq_errors.append(str(err))
 
     def _dead_letter(self, message: Any, reason: str) -> None:
         headers = list(message.headers() or ())

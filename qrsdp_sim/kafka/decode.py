@@ -50,6 +50,8 @@ def _date(raw: bytes | None) -> dt.date | None:
     if raw is None:
         return None
     if raw not in _dates:
+        if len(_dates) > 4096:  # only malformed input makes many distinct values
+            _dates.clear()
         try:
             day = dt.date.fromisoformat(raw.decode("ascii"))
             _dates[raw] = day if 2000 <= day.year <= 2100 else None
