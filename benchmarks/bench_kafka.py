@@ -21,7 +21,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from qrsdp_sim.engine.runner import RunSpec, simulate_symbol_date, warm_up
+from qrsdp_sim.engine.runner import RunSpec, session_description, simulate_symbol_date, warm_up
 from qrsdp_sim.kafka.consumer import ParquetConsumer
 from qrsdp_sim.kafka.publisher import KafkaPublisher
 from qrsdp_sim.lake.store import Lake, S3Options
@@ -49,7 +49,7 @@ def main() -> None:
         sink = publisher.open_session("AAPL", dt.date(2026, 1, 2), "bench")
         result = simulate_symbol_date(spec, "AAPL", dt.date(2026, 1, 2), 10_000, Path(tmp) / "a.qrsdp",
                                       extra_sinks=[sink])
-        publisher.end_session(sink, result.close_ticks)
+        publisher.end_session(sink, session_description(spec, "AAPL", dt.date(2026, 1, 2), result))
         totals = publisher.close()
         wall = time.perf_counter() - t0
     print(f"1. dual-write, 1 session of {args.seconds} s: {result.events:,} events in {wall:.2f} s = "

@@ -25,8 +25,9 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from qrsdp_dagster.settings import SETTINGS, Settings
-from qrsdp_sim.engine.models import HLR, HLRCurves, IntensityModel, SimpleImbalance
-from qrsdp_sim.engine.runner import RunSpec, session_path, simulate_symbol_date
+from qrsdp_sim.engine.factor import MarketFactor
+from qrsdp_sim.engine.models import HawkesParams, IntensityModel, build_model
+from qrsdp_sim.engine.runner import RunSpec, session_description, session_path, simulate_symbol_date
 from qrsdp_sim.engine.session import SessionResult
 from qrsdp_sim.lake import Lake, S3Options
 
@@ -47,9 +48,15 @@ class SimulationResource(dg.ConfigurableResource):
     session_seconds: int = SETTINGS.session_seconds
     market_open: str = "09:30"
     fsync: bool = True
-    # intensity model, as `qrsdp run --model`: simple | hlr; hlr_curves: a curves JSON for hlr
+    # intensity model, as `qrsdp run --model`: simple | hlr | hawkes (over hawkes_base: simple | hlr);
+    # hlr_curves: a curves JSON for hlr (default: built-in curves); factor_loading: market factor (0: off)
     model: str = "simple"
     hlr_curves: str | None = None
+    hawkes_alpha: float = 0.0
+    hawkes_beta: float = 1.0
+    hawkes_cap: float = 5.0
+    hawkes_base: str = "simple"
+    factor_loading: float = 0.0
 
     @property
     def sessions_dir(self) -> Path:
@@ -62,15 +69,19 @@ class SimulationResource(dg.ConfigurableResource):
             session_seconds=self.session_seconds,
             market_open=self.market_open,
             model=self._model(),
+            factor=MarketFactor(loading=self.factor_loading),
         )
 
     def _model(self) -> IntensityModel:
-        if self.model == "simple":
-            return SimpleImbalance()
-        if self.model == "hlr":
-            curves = HLRCurves.load(self.hlr_curves) if self.hlr_curves else HLRCurves.default(5)
-            return HLR(curves=curves, curves_file=self.hlr_curves)
-        raise ValueError(f"unknown model {self.model!r}: simple or hlr")
+        """simple | hlr (hlr_curves, else the built-in curves) | hawkes over hawkes_base (same rule)."""
+        hawkes = (
+            HawkesParams(self.hawkes_alpha, self.hawkes_beta, self.hawkes_cap)
+            if self.model == "hawkes"
+            else None
+        )
+        return build_model(
+            self.model, hlr_curves=self.hlr_curves, hawkes=hawkes, hawkes_base=self.hawkes_base
+        )
 
     def session_file(self, symbol: str, date: dt.date) -> Path:
         return session_path(self.sessions_dir, symbol, date)
@@ -84,12 +95,20 @@ class SimulationResource(dg.ConfigurableResource):
             return None
         return json.loads(path.read_text())
 
-    def simulate(self, symbol: str, date: dt.date, open_ticks: int) -> tuple[SessionResult, dict[str, Any]]:
-        """Simulate one symbol-date into its file and write its manifest (published last)."""
+    def simulate(
+        self, symbol: str, date: dt.date, open_ticks: int, *, publisher: Any = None, run_id: str = ""
+    ) -> tuple[SessionResult, dict[str, Any]]:
+        """Simulate one symbol-date into its file and write its manifest (published last).
+
+        With a ``publisher`` (KafkaPublisher) the session is dual-written, best effort.
+        """
         spec = self.spec()
         path = self.session_file(symbol, date)
         path.parent.mkdir(parents=True, exist_ok=True)
-        result = simulate_symbol_date(spec, symbol, date, open_ticks, path, fsync=self.fsync)
+        extra = [publisher.open_session(symbol, date, run_id)] if publisher is not None else None
+        result = simulate_symbol_date(spec, symbol, date, open_ticks, path, fsync=self.fsync, extra_sinks=extra)
+        if publisher is not None and extra:
+            publisher.end_session(extra[0], session_description(spec, symbol, date, result))
         config = spec.session_config(symbol, date, open_ticks)
         manifest = {
             "symbol": symbol,
@@ -136,9 +155,23 @@ class LakeResource(dg.ConfigurableResource):
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """Kafka bootstrap servers. The embedded default does not use Kafka; the full stack dual-writes to it."""
+    """Kafka for dual-writing sessions. Empty ``brokers`` (the embedded default) means no Kafka."""
 
     brokers: str = SETTINGS.kafka_brokers
+    topic: str = os.environ.get("QRSDP_KAFKA_TOPIC", "") or "exchange.events"
+    close_timeout: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.brokers.strip())
+
+    def publisher(self):
+        """A run-wide publisher (one producer; files never depend on it), or None without Kafka."""
+        if not self.enabled:
+            return None
+        from qrsdp_sim.kafka.publisher import KafkaPublisher
+
+        return KafkaPublisher(self.brokers, self.topic, close_timeout=self.close_timeout)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -225,7 +258,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             s3_secret_key=_secret("QRSDP_S3_SECRET_KEY", s.s3_secret_key),
             s3_region=s.s3_region,
         ),
-        "kafka": KafkaResource(brokers=s.kafka_brokers),
+        "kafka": KafkaResource(brokers=s.kafka_brokers),  # empty: embedded default, no Kafka
         "warehouse": WarehouseResource(
             duckdb_path=str(s.duckdb_path), dbt_project_dir=str(s.dbt_project_dir)
         ),

@@ -12,7 +12,8 @@ QRSDP_S3_ENDPOINT         S3 endpoint for an ``s3://`` lake (MinIO)             
 QRSDP_S3_ACCESS_KEY       S3 access key                                          ``$MINIO_ROOT_USER`` or qrsdp
 QRSDP_S3_SECRET_KEY       S3 secret key                                          ``$MINIO_ROOT_PASSWORD`` or ...
 QRSDP_S3_REGION           S3 region                                              ``us-east-1``
-QRSDP_KAFKA_BROKERS       Kafka bootstrap servers (full stack; unused embedded)   ``127.0.0.1:9092``
+QRSDP_KAFKA_BROKERS       Kafka bootstrap servers; set: session_log dual-writes   unset (embedded: no Kafka)
+QRSDP_KAFKA_TOPIC         topic the sessions are published to                    ``exchange.events``
 QRSDP_DUCKDB_PATH         the DuckDB warehouse file the dbt marts live in        ``<data dir>/warehouse/qrsdp.duckdb``
 QRSDP_DBT_PROJECT_DIR     the dbt project                                        ``<project root>/dbt_project``
 QRSDP_SYMBOLS             symbols, optionally with their first open in ticks     ``AAPL,MSFT``
@@ -103,7 +104,7 @@ class Settings:
             s3_access_key=_env("QRSDP_S3_ACCESS_KEY", _env("MINIO_ROOT_USER", "qrsdp")),
             s3_secret_key=_env("QRSDP_S3_SECRET_KEY", _env("MINIO_ROOT_PASSWORD", "qrsdp-secret")),
             s3_region=_env("QRSDP_S3_REGION", "us-east-1"),
-            kafka_brokers=_env("QRSDP_KAFKA_BROKERS", "127.0.0.1:9092"),
+            kafka_brokers=_env("QRSDP_KAFKA_BROKERS", ""),
             duckdb_path=Path(
                 _env("QRSDP_DUCKDB_PATH", str(data_dir / "warehouse" / "qrsdp.duckdb"))
             ).resolve(),

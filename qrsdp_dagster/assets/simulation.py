@@ -12,13 +12,14 @@ import base64
 import datetime as dt
 import io
 import time
+from typing import Any
 
 import dagster as dg
 import numpy as np
 from dagster import AssetExecutionContext
 
-from qrsdp_dagster.partitions import chain_order, previous_session, session_key, session_partitions
-from qrsdp_dagster.resources import SimulationResource
+from qrsdp_dagster.partitions import chain_order, previous_session, session_key, session_partitions, split_key
+from qrsdp_dagster.resources import KafkaResource, SimulationResource
 from qrsdp_sim.engine.calendar import previous_trading_date
 from qrsdp_sim.eventlog.reader import read_records
 from qrsdp_sim.records import EventType
@@ -85,19 +86,23 @@ def price_path_markdown(records: np.ndarray, tick_size: int, market_open_ns: int
     description="One simulated trading session per symbol-date (.qrsdp event log, LZ4 chunks); "
     "opens at the previous trading date's close.",
 )
-def session_log(context: AssetExecutionContext, simulation: SimulationResource) -> None:
+def session_log(context: AssetExecutionContext, simulation: SimulationResource, kafka: KafkaResource) -> None:
+    publisher = kafka.publisher()
+    metadata: dict[str, dict[str, Any]] = {}
     for symbol, date in chain_order(context.partition_keys):
         key = str(session_key(symbol, date))
         open_ticks, open_source = opening_price(simulation, symbol, date)
         started = time.perf_counter()
-        result, manifest = simulation.simulate(symbol, date, open_ticks)
+        result, manifest = simulation.simulate(
+            symbol, date, open_ticks, publisher=publisher, run_id=context.run_id
+        )
         wall = time.perf_counter() - started
         records = read_records(result.file)
         context.log.info(
             f"{key}: {result.events:,} events, open {result.open_ticks} -> close {result.close_ticks} ticks, "
             f"{result.file_bytes:,} bytes in {wall:.2f}s"
         )
-        context.add_asset_metadata(
+        metadata[key] = (
             {
                 "events": dg.MetadataValue.int(result.events),
                 "open_ticks": dg.MetadataValue.int(result.open_ticks),
@@ -114,6 +119,20 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource) 
                         records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}"
                     )
                 ),
-            },
-            partition_key=key,
+            }
         )
+    if publisher is not None:
+        # One flush for the whole run (bounded), then per-session delivery totals.
+        totals = publisher.close()
+        if totals["failed"]:
+            context.log.warning(
+                f"Kafka {totals['brokers']}: {totals['failed']:,} of {totals['produced']:,} messages failed; "
+                "the .qrsdp files are complete -- close the gap with `qrsdp republish`"
+            )
+        for key, meta in metadata.items():
+            symbol, date = split_key(key)
+            stats = totals["sessions"].get(f"{symbol}/{date.isoformat()}", {})
+            meta["kafka_delivered"] = dg.MetadataValue.int(int(stats.get("delivered", 0)))
+            meta["kafka_failed"] = dg.MetadataValue.int(int(stats.get("failed", 0)))
+    for key, meta in metadata.items():
+        context.add_asset_metadata(meta, partition_key=key)

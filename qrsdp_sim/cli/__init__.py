@@ -34,9 +34,9 @@ def _root(
 
 
 def _register() -> None:
-    from qrsdp_sim.cli import kafka, log_info, platform, run, stack
+    from qrsdp_sim.cli import calibrate, kafka, log_info, platform, run, stack
 
-    for module in (log_info, run, stack, platform, kafka):
+    for module in (log_info, run, stack, platform, kafka, calibrate):
         module.register(app)
 
 
@@ -59,3 +59,4 @@ def _alias(command: str) -> Callable[[], None]:
 run_alias = _alias("run")
 cli_alias = _alias("cli")
 log_info_alias = _alias("log-info")
+calibrate_alias = _alias("calibrate")

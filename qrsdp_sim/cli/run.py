@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from qrsdp_sim.engine.models.base import IntensityModel
     from qrsdp_sim.engine.runner import RunResult, SessionRecord
 
-MODELS = ("simple", "hlr")
+MODELS = ("simple", "hlr", "hawkes")
+HAWKES_BASES = ("simple", "hlr")
 
 
 class ArgError(Exception):
@@ -37,8 +38,31 @@ ModelOpt = Annotated[
     str,
     typer.Option(
         "--model",
-        help="Intensity model: 'simple' (SimpleImbalance) or 'hlr' (HLR2014 queue-reactive curves).",
+        help="Intensity model: 'simple' (SimpleImbalance), 'hlr' (HLR2014 queue-reactive curves) or "
+        "'hawkes' (Hawkes self-excitation over --hawkes-base).",
     ),
+]
+HawkesAlphaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--hawkes-alpha",
+        help="Hawkes: excitation added per event, E <- E exp(-beta dt) + alpha (default 0: the base model "
+        "exactly). Only with --model hawkes.",
+    ),
+]
+HawkesBetaOpt = Annotated[
+    float | None,
+    typer.Option("--hawkes-beta", help="Hawkes: decay rate beta of the excitation, 1/s (default 1)."),
+]
+HawkesCapOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--hawkes-cap", help="Hawkes: cap on the excitation; rates = base x (1 + min(E, cap)) (default 5)."
+    ),
+]
+HawkesBaseOpt = Annotated[
+    str | None,
+    typer.Option("--hawkes-base", help="Hawkes: the base model, 'simple' (default) or 'hlr'."),
 ]
 HlrCurvesOpt = Annotated[
     Path | None,
@@ -113,16 +137,44 @@ class ModelArgs:
     cancel_sens: float | None
     epsilon_exec: float
     spread_sens: float | None
+    hawkes_alpha: float | None = None
+    hawkes_beta: float | None = None
+    hawkes_cap: float | None = None
+    hawkes_base: str | None = None
 
     def build(self, levels: int) -> IntensityModel:
         """The model object, validated against ``levels``; raises ArgError."""
-        from qrsdp_sim.engine.models import HLR, HLRCurves, HLRCurvesError, SimpleImbalance
+        from qrsdp_sim.engine.models import (
+            HLR,
+            HawkesIntensity,
+            HawkesParams,
+            HLRCurves,
+            HLRCurvesError,
+            SimpleImbalance,
+        )
 
         if self.model not in MODELS:
             raise ArgError(f"unknown model {self.model!r} (choose from: {', '.join(MODELS)})")
-        if self.model == "simple":
+        hawkes_opts = {
+            "--hawkes-alpha": self.hawkes_alpha,
+            "--hawkes-beta": self.hawkes_beta,
+            "--hawkes-cap": self.hawkes_cap,
+            "--hawkes-base": self.hawkes_base,
+        }
+        if self.model != "hawkes":
+            for name, value in hawkes_opts.items():
+                if value is not None:
+                    raise ArgError(f"{name} needs --model hawkes")
+        base_name = self.model
+        if self.model == "hawkes":
+            base_name = self.hawkes_base or "simple"
+            if base_name not in HAWKES_BASES:
+                raise ArgError(
+                    f"unknown --hawkes-base {base_name!r} (choose from: {', '.join(HAWKES_BASES)})"
+                )
+        if base_name == "simple":
             if self.hlr_curves is not None:
-                raise ArgError("--hlr-curves needs --model hlr")
+                raise ArgError("--hlr-curves needs --model hlr (or --model hawkes --hawkes-base hlr)")
             model: Any = SimpleImbalance(
                 base_L=self.base_L,
                 base_C=self.base_C,
@@ -150,6 +202,18 @@ class ModelArgs:
                     ),
                 )
             model = HLR(curves=curves, curves_file=str(self.hlr_curves) if self.hlr_curves else None)
+        if self.model == "hawkes":
+            params = HawkesParams(
+                alpha=0.0 if self.hawkes_alpha is None else self.hawkes_alpha,
+                beta=1.0 if self.hawkes_beta is None else self.hawkes_beta,
+                max_excitation=5.0 if self.hawkes_cap is None else self.hawkes_cap,
+            )
+            for name, value in (("--hawkes-alpha", params.alpha), ("--hawkes-cap", params.max_excitation)):
+                if not value >= 0 or value == float("inf"):
+                    raise ArgError(f"{name} must be a finite number >= 0, got {value}")
+            if not 0 < params.beta < float("inf"):
+                raise ArgError(f"--hawkes-beta must be a finite number > 0, got {params.beta}")
+            model = HawkesIntensity(base=model, hawkes=params)
         try:
             model.validate(levels)
         except ValueError as exc:
@@ -251,10 +315,34 @@ def run_command(
     kafka_topic: Annotated[
         str, typer.Option("--kafka-topic", help="Topic for --kafka-brokers.")
     ] = "exchange.events",
+    hawkes_alpha: HawkesAlphaOpt = None,
+    hawkes_beta: HawkesBetaOpt = None,
+    hawkes_cap: HawkesCapOpt = None,
+    hawkes_base: HawkesBaseOpt = None,
+    factor_loading: Annotated[
+        float,
+        typer.Option(
+            "--factor-loading",
+            help="Market factor loading f: every security of a date reads its imbalance shifted by "
+            "-f tanh(last 1 s increment of that date's Brownian factor); 0 = independent securities.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Simulate DAYS trading days of one or several securities into .qrsdp files with a manifest."""
     margs = ModelArgs(
-        model, hlr_curves, base_L, base_C, base_M, imbalance_sens, cancel_sens, epsilon_exec, spread_sens
+        model,
+        hlr_curves,
+        base_L,
+        base_C,
+        base_M,
+        imbalance_sens,
+        cancel_sens,
+        epsilon_exec,
+        spread_sens,
+        hawkes_alpha,
+        hawkes_beta,
+        hawkes_cap,
+        hawkes_base,
     )
     try:
         spec, secs = _build_run(
@@ -273,6 +361,7 @@ def run_command(
             realtime,
             speed,
             workers,
+            factor_loading=factor_loading,
         )
         _check_writable_dir(output, "output directory")
         if perf_doc is not None:
@@ -306,8 +395,11 @@ def _build_run(
     realtime,
     speed,
     workers,
+    *,
+    factor_loading=0.0,
 ):
     from qrsdp_sim.engine.calendar import parse_date, parse_market_open
+    from qrsdp_sim.engine.factor import MarketFactor
     from qrsdp_sim.engine.runner import RunSpec, Security, parse_securities
     from qrsdp_sim.engine.seeds import validate_symbol
 
@@ -346,7 +438,11 @@ def _build_run(
             secs = [Security(validate_symbol(symbol), p0)]
     except ValueError as exc:
         raise ArgError(str(exc)) from None
+    if not abs(factor_loading) < float("inf"):
+        raise ArgError(f"--factor-loading must be a finite number, got {factor_loading}")
     model = margs.build(levels)
+    if factor_loading != 0.0 and not hasattr(model, "exo_loading"):
+        raise ArgError(f"--factor-loading is not supported by model {model.name!r}")
     spec = RunSpec(
         base_seed=seed,
         days=days,
@@ -358,6 +454,7 @@ def _build_run(
         market_open=market_open,
         model=model,
         chunk_capacity=chunk_size,
+        factor=MarketFactor(loading=factor_loading),
     )
     try:
         for sec in secs:
@@ -516,13 +613,29 @@ def cli_command(
     market_open: MarketOpenOpt = "09:30",
     realtime: RealtimeOpt = False,
     speed: SpeedOpt = 1.0,
+    hawkes_alpha: HawkesAlphaOpt = None,
+    hawkes_beta: HawkesBetaOpt = None,
+    hawkes_cap: HawkesCapOpt = None,
+    hawkes_base: HawkesBaseOpt = None,
 ) -> None:
     """Simulate one session with an explicit session seed into a single .qrsdp file."""
     from qrsdp_sim.engine.calendar import parse_market_open
     from qrsdp_sim.engine.session import SessionConfig, simulate_to_file
 
     margs = ModelArgs(
-        model, hlr_curves, base_L, base_C, base_M, imbalance_sens, cancel_sens, epsilon_exec, spread_sens
+        model,
+        hlr_curves,
+        base_L,
+        base_C,
+        base_M,
+        imbalance_sens,
+        cancel_sens,
+        epsilon_exec,
+        spread_sens,
+        hawkes_alpha,
+        hawkes_beta,
+        hawkes_cap,
+        hawkes_base,
     )
     path = out if out is not None else Path(f"session_{seed}.qrsdp")
     try:

@@ -1,6 +1,15 @@
 """The simulation engine: an order-level queue-reactive book driven by a compiled event loop."""
 
-from qrsdp_sim.engine.models import HLR, ConstantRates, HLRCurves, HLRCurvesError, SimpleImbalance
+from qrsdp_sim.engine.factor import MarketFactor
+from qrsdp_sim.engine.models import (
+    HLR,
+    ConstantRates,
+    HawkesIntensity,
+    HawkesParams,
+    HLRCurves,
+    HLRCurvesError,
+    SimpleImbalance,
+)
 from qrsdp_sim.engine.session import (
     SessionConfig,
     SessionResult,
@@ -15,6 +24,9 @@ __all__ = [
     "ConstantRates",
     "HLRCurves",
     "HLRCurvesError",
+    "HawkesIntensity",
+    "HawkesParams",
+    "MarketFactor",
     "SessionConfig",
     "SessionResult",
     "SimpleImbalance",

@@ -1,15 +1,29 @@
 """Intensity decorators: a common, time-varying multiplier on every rate of the base model.
 
-Only ``DEC_NONE`` exists today. The kernel already samples event times by thinning
-against ``dec_bound`` so that a decorator whose multiplier decays between events
-(Hawkes excitation) is sampled exactly, not frozen at the last event:
+The kernel samples event times by thinning against ``dec_bound`` so that a decorator
+whose multiplier decays between events (Hawkes excitation) is sampled exactly, not
+frozen at the last event:
 
 * ``dec_bound(t)`` must be >= the multiplier at every time after ``t`` until the next
   accepted event (a decaying multiplier: its value at ``t``);
 * a candidate time ``tc`` is accepted with probability ``dec_multiplier(tc) / bound``;
   when the two are equal no uniform is drawn, so a decorator that is switched off
   consumes exactly the random numbers of the base model (byte-identical output);
+* after a rejection the kernel continues from ``tc`` with the multiplier it just
+  computed there as the new bound (for a non-increasing multiplier that *is* the
+  bound at ``tc``);
 * ``dec_on_event`` updates the decorator's state (``dec_state``, float64) after each event.
+
+Kinds:
+
+``DEC_NONE``
+    multiplier 1.
+``DEC_HAWKES``
+    exponential self-excitation. ``params = [alpha, beta, cap]``, ``state = [E, t_E]``:
+    the excitation E just after the last event, at time t_E. Between events
+    E(t) = E e^(-beta (t - t_E)); at an event at time t, E <- E(t) + alpha and t_E <- t
+    (O(1) per event). Multiplier 1 + min(E(t), cap): non-increasing between events,
+    so its value at t bounds it until the next event.
 
 A new decorator adds a kind code and a branch in each of these three functions.
 """
@@ -20,6 +34,14 @@ import numpy as np
 from numba import njit
 
 DEC_NONE = 0
+DEC_HAWKES = 1
+
+# DEC_HAWKES slots
+H_ALPHA = 0
+H_BETA = 1
+H_CAP = 2
+H_E = 0  # state: excitation just after the last event
+H_T = 1  # state: time of the last event (seconds since the open)
 
 
 def no_decorator() -> tuple[int, np.ndarray, np.ndarray]:
@@ -27,16 +49,53 @@ def no_decorator() -> tuple[int, np.ndarray, np.ndarray]:
     return DEC_NONE, np.zeros(1, dtype=np.float64), np.zeros(1, dtype=np.float64)
 
 
+def hawkes_decorator(alpha: float, beta: float, cap: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """(kind, params, fresh state) for Hawkes excitation; E = 0 at the open."""
+    params = np.array([alpha, beta, cap], dtype=np.float64)
+    return DEC_HAWKES, params, np.zeros(2, dtype=np.float64)
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def _hawkes_multiplier(params, state, t):
+    e = state[H_E] * np.exp(-params[H_BETA] * (t - state[H_T]))
+    return 1.0 + min(e, params[H_CAP])
+
+
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def dec_bound(kind, params, state, t):
+    if kind == DEC_HAWKES:
+        return _hawkes_multiplier(params, state, t)
     return 1.0
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def dec_multiplier(kind, params, state, t):
+    if kind == DEC_HAWKES:
+        return _hawkes_multiplier(params, state, t)
     return 1.0
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def dec_on_event(kind, params, state, t, etype):
-    return None
+    if kind == DEC_HAWKES:
+        state[H_E] = state[H_E] * np.exp(-params[H_BETA] * (t - state[H_T])) + params[H_ALPHA]
+        state[H_T] = t
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def replay_decorator(kind, params, state, event_times, probe_times, out_event, out_probe):
+    """Drive a decorator through ``event_times`` (sorted) and record, for tests and analysis:
+    ``out_event[i]`` the multiplier just *after* event i, ``out_probe[j]`` the multiplier at
+    ``probe_times[j]`` (sorted) given the events strictly before it. Same code as the kernel."""
+    j = 0
+    n_probe = probe_times.shape[0]
+    for i in range(event_times.shape[0]):
+        t = event_times[i]
+        while j < n_probe and probe_times[j] <= t:
+            out_probe[j] = dec_multiplier(kind, params, state, probe_times[j])
+            j += 1
+        dec_on_event(kind, params, state, t, 0)
+        out_event[i] = dec_multiplier(kind, params, state, t)
+    while j < n_probe:
+        out_probe[j] = dec_multiplier(kind, params, state, probe_times[j])
+        j += 1

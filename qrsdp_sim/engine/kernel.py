@@ -185,9 +185,12 @@ def run_kernel(
         else:
             total = simple_rates(grid, ist, params, x, mult, rates)
         # -- next event time: thinning against the decorator's bound
+        # (Ogata): candidates from a Poisson process of rate total x bound, each accepted with
+        # probability multiplier / bound; after a rejection the multiplier just computed at the
+        # candidate is the new bound (the multiplier does not increase between events)
         accepted = False
+        m_hi = dec_bound(dec_kind, dec_params, dec_state, t)
         while True:
-            m_hi = dec_bound(dec_kind, dec_params, dec_state, t)
             tc = t + exponential(rng) / (total * m_hi)
             if tc >= t_limit:
                 break
@@ -200,6 +203,7 @@ def run_kernel(
             if m >= m_hi or uniform(rng) * m_hi < m:
                 accepted = True
                 break
+            m_hi = m
         if not accepted:
             t = t_limit
             if t_limit >= t_end:

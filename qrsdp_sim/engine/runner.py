@@ -6,6 +6,8 @@
   of the final book. Each session re-seeds a fresh opening book around its open.
 * Seeds: ``session_seed(base_seed, symbol, date)`` -- independent of list positions.
 * Files: ``OUTPUT/SYMBOL/YYYY-MM-DD.qrsdp`` (``session_path``), one folder per symbol.
+* Market factor: with ``factor.loading != 0`` every session of a date reads the same
+  signal of that date's factor path (``engine.factor``), derived from (base seed, date).
 * Parallelism: one worker thread per security at a time (the compiled kernel releases
   the GIL, and so does LZ4 compression), days of a symbol in order within its worker.
   Results do not depend on the number of workers or on scheduling.
@@ -29,8 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from qrsdp_sim.engine.calendar import DEFAULT_MARKET_OPEN, DEFAULT_START, parse_market_open, trading_dates
+from qrsdp_sim.engine.factor import MarketFactor
 from qrsdp_sim.engine.models.base import IntensityModel
+from qrsdp_sim.engine.models.factory import with_exo_loading
 from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
 from qrsdp_sim.engine.seeds import SEED_STRATEGY, session_seed, validate_symbol
 from qrsdp_sim.engine.session import DEFAULT_BATCH, SessionConfig, SessionResult, simulate_to_file
@@ -49,12 +55,13 @@ class SessionPublisher(Protocol):
 
     ``open_session`` returns a sink fed alongside the file sink (best effort: its
     failures never stop the run); ``end_session`` is called after the session's file
-    is published; ``close`` ends the run and returns delivery totals for the manifest.
+    is published, with :func:`session_description`; ``close`` ends the run and returns
+    delivery totals for the manifest.
     """
 
     def open_session(self, symbol: str, date: dt.date, run_id: str) -> EventSink: ...
 
-    def end_session(self, sink: EventSink, close_ticks: int) -> None: ...
+    def end_session(self, sink: EventSink, session: dict[str, Any]) -> None: ...
 
     def close(self) -> dict[str, Any]: ...
 
@@ -75,12 +82,14 @@ class RunSpec:
     model: IntensityModel = field(default_factory=SimpleImbalance)
     chunk_capacity: int = DEFAULT_CHUNK_CAPACITY
     batch_records: int = DEFAULT_BATCH
+    factor: MarketFactor = field(default_factory=MarketFactor)  # loading 0: independent securities
 
     def dates(self) -> list[dt.date]:
         return trading_dates(self.start_date, self.days)
 
     def session_config(self, symbol: str, date: dt.date, open_ticks: int) -> SessionConfig:
-        """The complete configuration of one symbol-date session."""
+        """The complete configuration of one symbol-date session (with ``factor_signal(date)``)."""
+        model = with_exo_loading(self.model, self.factor.loading) if self.factor.enabled else self.model
         return SessionConfig(
             seed=session_seed(self.base_seed, symbol, date),
             p0_ticks=int(open_ticks),
@@ -90,10 +99,16 @@ class RunSpec:
             initial_depth=self.initial_depth,
             tick_size=self.tick_size,
             market_open_ns=parse_market_open(self.market_open),
-            model=self.model,
+            model=model,
             batch_records=self.batch_records,
             chunk_capacity=self.chunk_capacity,
         )
+
+    def factor_signal(self, date: dt.date) -> np.ndarray | None:
+        """The market-factor signal every session of ``date`` reads (None without a loading)."""
+        if not self.factor.enabled:
+            return None
+        return self.factor.signal(self.base_seed, date, self.session_seconds)
 
     def validate(self, p0_ticks: int = 10_000) -> None:
         if self.base_seed < 0:
@@ -102,6 +117,7 @@ class RunSpec:
             raise ValueError(f"days must be >= 1, got {self.days}")
         if self.chunk_capacity < 1:
             raise ValueError(f"chunk size must be >= 1, got {self.chunk_capacity}")
+        self.factor.validate()
         self.session_config("SIM", self.dates()[0], p0_ticks).validate()
 
     def manifest_fields(self) -> dict[str, Any]:
@@ -113,6 +129,7 @@ class RunSpec:
             "initial_depth": self.initial_depth,
             "market_open": self.market_open,
             "model": self.model.to_dict(),
+            "market_factor": self.factor.to_dict(),
         }
 
 
@@ -187,6 +204,20 @@ def session_path(output_dir: str | os.PathLike[str], symbol: str, date: dt.date)
     return Path(output_dir) / validate_symbol(symbol) / f"{date.isoformat()}.qrsdp"
 
 
+def session_description(spec: RunSpec, symbol: str, date: dt.date, result: SessionResult) -> dict[str, Any]:
+    """What a consumer needs to describe a session without its file (the lake's ``sessions`` row)."""
+    config = spec.session_config(symbol, date, result.open_ticks)
+    return {
+        "seed": int(result.seed),
+        "open_ticks": int(result.open_ticks),
+        "close_ticks": int(result.close_ticks),
+        "events": int(result.events),
+        "tick_size": int(config.tick_size),
+        "market_open_ns": int(config.market_open_ns),
+        "session_seconds": int(config.session_seconds),
+    }
+
+
 def simulate_symbol_date(
     spec: RunSpec,
     symbol: str,
@@ -206,7 +237,14 @@ def simulate_symbol_date(
     """
     config = spec.session_config(symbol, date, open_ticks)
     return simulate_to_file(
-        config, path, extra_sinks=extra_sinks, progress=progress, realtime_speed=realtime_speed, fsync=fsync
+        config,
+        path,
+        extra_sinks=extra_sinks,
+        progress=progress,
+        realtime_speed=realtime_speed,
+        fsync=fsync,
+        exo=spec.factor_signal(date),
+        exo_step_seconds=spec.factor.step_seconds,
     )
 
 
@@ -238,7 +276,7 @@ def _run_security(
             extra_sinks=extra,
         )
         if publisher is not None and extra:
-            publisher.end_session(extra[0], result.close_ticks)
+            publisher.end_session(extra[0], session_description(spec, sec.symbol, date, result))
         out.append(SessionRecord(sec.symbol, date, result, path.relative_to(output_dir).as_posix()))
         open_ticks = result.close_ticks
     return out

@@ -175,7 +175,9 @@ class SessionDriver:
         self.fst = np.zeros(N_FST, dtype=np.float64)
         self._params = config.model.params_vector()
         self._tables = np.ascontiguousarray(config.model.tables(K), dtype=np.float64)
-        self._dec = no_decorator()
+        # a model with a time-varying multiplier (HawkesIntensity) supplies a decorator; fresh state per session
+        make_decorator = getattr(config.model, "decorator", None)
+        self._dec = make_decorator() if make_decorator is not None else no_decorator()
         # without a loading the signal cannot matter: drop it, so the output stays byte-identical
         # to a run without one (a signal also restarts the clock at each of its steps)
         use_exo = exo is not None and self._params[P_LOADING] != 0.0
@@ -286,7 +288,7 @@ def simulate_session(
     """Simulate one session, streaming record batches to ``sink`` (which is not closed).
 
     ``realtime_speed`` paces delivery at event time / speed. ``exo`` is the optional
-    exogenous signal reserved for the market factor (piecewise constant on
+    exogenous signal (the market factor, ``engine.factor``; piecewise constant on
     ``exo_step_seconds``); it only has an effect through a model's loading parameter.
     """
     started = time.perf_counter()
@@ -312,12 +314,15 @@ def simulate_to_file(
     fsync: bool = True,
     progress: ProgressFn | None = None,
     realtime_speed: float | None = None,
+    exo: np.ndarray | None = None,
+    exo_step_seconds: float = 1.0,
 ) -> SessionResult:
     """Simulate one session into a ``.qrsdp`` file (published atomically on success).
 
     ``extra_sinks`` also receive every batch (they are flushed, not closed); one that
     fails is isolated and its failure listed in ``SessionResult.sink_failures``. On any
     error of the file itself the partial file is removed and the exception propagates.
+    ``exo`` / ``exo_step_seconds``: the exogenous signal, as for ``simulate_session``.
     """
     config.validate()
     started = time.perf_counter()
@@ -331,7 +336,14 @@ def simulate_to_file(
             names=["file"] + [f"extra{i}" for i in range(len(extra_sinks))],
         )
     try:
-        result = simulate_session(config, sink, progress=progress, realtime_speed=realtime_speed)
+        result = simulate_session(
+            config,
+            sink,
+            progress=progress,
+            realtime_speed=realtime_speed,
+            exo=exo,
+            exo_step_seconds=exo_step_seconds,
+        )
         sink.flush()
         file_sink.close()
     except BaseException:

@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from qrsdp_sim.kafka.decode import SessionRows, decode_messages
 from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC, EndOfSession
-from qrsdp_sim.lake.landing import events_table
+from qrsdp_sim.lake.landing import SessionInfo, events_table, sessions_table
 from qrsdp_sim.lake.store import MARKER_NAME, Lake, PartitionMarker, utc_now_iso
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,8 @@ class ParquetConsumer:
                 self._with_retry(lambda rows=rows: self._write_rows(partition, rows))
         for message, reason in decoded.rejected:
             self._dead_letter(message, reason)
-        for symbol, day, eos, _offset in decoded.markers:
-            self._with_retry(lambda s=symbol, d=day, e=eos: self._complete(s, d, e))
+        for symbol, day, eos, _offset, session in decoded.markers:
+            self._with_retry(lambda s=symbol, d=day, e=eos, i=session: self._complete(s, d, e, i))
 
     def _write_rows(self, partition: int, rows: SessionRows) -> None:
         table = events_table(rows.records, rows.symbol, rows.date, landed_at=utc_now_iso())
@@ -214,16 +214,23 @@ class ParquetConsumer:
         self.stats.objects_written += 1
         self.stats.records_landed += len(rows.records)
 
-    def _complete(self, symbol: str, day, eos: EndOfSession) -> None:
-        """Write the partition's _SUCCESS if the lake holds every seq of the session."""
+    def _complete(self, symbol: str, day, eos: EndOfSession, session: dict | None = None) -> None:
+        """Write the partition's _SUCCESS if the lake holds every seq of the session.
+
+        With the marker's session description, the session's ``raw/sessions`` row is
+        landed first (what the marts need besides the events).
+        """
         pdir = self.lake.partition_dir("events", symbol, day)
         files = [
             i.path for i in self.lake.fs.get_file_info(pafs.FileSelector(pdir, allow_not_found=True))
             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
         ]
         distinct = 0
+        first_ts = last_ts = None
         if files:
-            seqs = pads.dataset(files, filesystem=self.lake.fs, format="parquet").to_table(columns=["seq"])["seq"]
+            cols = pads.dataset(files, filesystem=self.lake.fs, format="parquet").to_table(columns=["seq", "ts_ns"])
+            seqs = cols["seq"]
+            first_ts, last_ts = (v.as_py() for v in pc.min_max(cols["ts_ns"]).values())
             uniq = pc.unique(seqs)
             in_range = pc.and_(pc.greater_equal(uniq, 0), pc.less(uniq, eos.events))
             distinct = int(pc.sum(pc.cast(in_range, "int64")).as_py() or 0)
@@ -234,6 +241,15 @@ class ParquetConsumer:
                 "(republish the session from its .qrsdp file)", symbol, day, eos.events, distinct,
             )
             return
+        if session is not None:
+            info = SessionInfo(
+                symbol=symbol, date=day, seed=int(session["seed"]), open_ticks=int(session["open_ticks"]),
+                close_ticks=int(eos.close_ticks), tick_size=int(session["tick_size"]),
+                market_open_ns=int(session["market_open_ns"]), session_seconds=int(session["session_seconds"]),
+                events=eos.events, first_ts_ns=first_ts, last_ts_ns=last_ts, source=f"kafka:{self.topic}",
+            )
+            self.lake.write_partition("sessions", symbol, day, sessions_table(info),
+                                      marker_extra={"source": "kafka"})
         marker = PartitionMarker(
             table="events", symbol=symbol, date=day, rows=eos.events,
             files=tuple(sorted(posixpath.basename(f) for f in files)), landed_at=utc_now_iso(),

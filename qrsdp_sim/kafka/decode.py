@@ -7,12 +7,13 @@ the reason, for the dead-letter topic; they never stop a consumer.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qrsdp_sim.kafka.message import H_DATE, H_EOS, H_SEQ, EndOfSession
+from qrsdp_sim.kafka.message import H_DATE, H_EOS, H_SEQ, H_SESSION, EndOfSession
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 
 _SYMBOL_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -33,7 +34,8 @@ class SessionRows:
 @dataclass
 class DecodedBatch:
     sessions: list[SessionRows] = field(default_factory=list)
-    markers: list[tuple[str, dt.date, EndOfSession, int]] = field(default_factory=list)  # + offset
+    # (symbol, date, marker, offset, session description from the `session` header or None)
+    markers: list[tuple[str, dt.date, EndOfSession, int, dict | None]] = field(default_factory=list)
     rejected: list[tuple[Any, str]] = field(default_factory=list)  # (message, reason)
 
 
@@ -123,7 +125,10 @@ def _decode_slow(m: Any, out: DecodedBatch, groups: dict) -> None:
     value = m.value() or b""
     if H_EOS in headers and not value:
         try:
-            out.markers.append((_symbol(key), day, EndOfSession.decode(headers[H_EOS]), m.offset()))
+            session = json.loads(headers[H_SESSION]) if H_SESSION in headers else None
+            if session is not None and not isinstance(session, dict):
+                raise ValueError("session header is not a JSON object")
+            out.markers.append((_symbol(key), day, EndOfSession.decode(headers[H_EOS]), m.offset(), session))
         except ValueError as exc:
             out.rejected.append((m, f"bad end-of-session marker: {exc}"))
         return

@@ -22,6 +22,7 @@ H_DATE = "date"
 H_SEQ = "seq"
 H_RUN_ID = "run_id"
 H_EOS = "eos"
+H_SESSION = "session"  # on the end-of-session marker: JSON description of the session
 
 EOS_STRUCT = struct.Struct(">Qq")
 

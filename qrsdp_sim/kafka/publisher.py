@@ -84,8 +84,8 @@ class KafkaPublisher:
         )
         return sink
 
-    def end_session(self, sink: KafkaSink, close_ticks: int) -> None:
-        sink.end_of_session(sink.records_sent, close_ticks)
+    def end_session(self, sink: KafkaSink, session: dict[str, Any]) -> None:
+        sink.end_of_session(sink.records_sent, int(session["close_ticks"]), session)
         self._producer.poll(0)
 
     def close(self) -> dict[str, Any]:

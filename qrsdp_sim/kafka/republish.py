@@ -63,6 +63,27 @@ def _manifest_close(session: SessionFile) -> int | None:
     return None
 
 
+def _manifest_entry_field(session: SessionFile, name: str) -> object | None:
+    manifest = session.path.parent.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    data = json.loads(manifest.read_text())
+    for entry in data.get("securities", [data]):
+        if entry.get("symbol") == session.symbol:
+            return entry.get(name)
+    return None
+
+
+def _market_open_ns(session: SessionFile, records) -> int:
+    """The session's market open: from the run manifest (``HH:MM``), else the first event's whole minute."""
+    text = _manifest_entry_field(session, "market_open")
+    if isinstance(text, str) and ":" in text:
+        hh, mm = text.split(":")
+        return (int(hh) * 3600 + int(mm) * 60) * 1_000_000_000
+    first = int(records["ts_ns"][0]) if len(records) else 0
+    return first // 60_000_000_000 * 60_000_000_000
+
+
 def session_close(session: SessionFile, records) -> int:
     """Close price: from the manifest, else floor(mid) of the replayed final book."""
     close = _manifest_close(session)
@@ -90,9 +111,16 @@ def republish(
     if publisher.down_reason:
         raise ConnectionError(f"Kafka at {brokers} is unreachable: {publisher.down_reason}")
     for session in files:
-        records = EventLogReader(session.path).read_all()
+        reader = EventLogReader(session.path)
+        records = reader.read_all()
         sink = publisher.open_session(session.symbol, session.date, run_id)
         for i in range(0, len(records), batch):
             sink.append(records[i : i + batch])
-        publisher.end_session(sink, session_close(session, records))
+        h = reader.header
+        publisher.end_session(sink, {
+            "seed": int(h.seed), "open_ticks": int(h.p0_ticks), "close_ticks": session_close(session, records),
+            "events": len(records), "tick_size": int(h.tick_size), "session_seconds": int(h.session_seconds),
+            # ns since midnight of the first event is at or after the open; the file does not store the open
+            "market_open_ns": _market_open_ns(session, records),
+        })
     return {"run_id": run_id, **publisher.close()}

@@ -9,6 +9,7 @@ unreachable, the affected records are counted as failed -- the run still succeed
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from qrsdp_sim.kafka.message import (
     H_EOS,
     H_RUN_ID,
     H_SEQ,
+    H_SESSION,
     H_TS_NS,
     EndOfSession,
     big_endian_u64,
@@ -160,8 +162,12 @@ class KafkaSink:
         """Records appended so far (the session's event count once it has ended)."""
         return self._seq
 
-    def end_of_session(self, events: int, close_ticks: int) -> None:
-        """Produce the marker that tells consumers this (symbol, date) is complete."""
+    def end_of_session(self, events: int, close_ticks: int, session: dict | None = None) -> None:
+        """Produce the marker that tells consumers this (symbol, date) is complete.
+
+        ``session`` (seed, open/close, tick size, market open, length) travels as the JSON
+        header ``session`` so a consumer can describe the session without its file.
+        """
         if self._drop_all:
             self._count_unqueued(1, "broker unreachable")
             return
@@ -172,7 +178,8 @@ class KafkaSink:
                 b"",
                 self._key,
                 headers=[(H_DATE, self._date), (H_SEQ, big_endian_u64(np.array([events]))),
-                         (H_RUN_ID, self._run_id), (H_EOS, eos.encode())],
+                         (H_RUN_ID, self._run_id), (H_EOS, eos.encode())]
+                + ([(H_SESSION, json.dumps(session, sort_keys=True).encode())] if session else []),
             )
             self.stats.produced += 1
         except BufferError:

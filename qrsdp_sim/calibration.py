@@ -1,0 +1,520 @@
+"""Calibration of HLR queue-reactive curves from ``.qrsdp`` event logs.
+
+For every queue of the K-tick window of each side (level i = ticks from the own best,
+empty ticks included, as the engine sees it) and every queue size n, the estimator is
+
+    lambda_hat(n) = events observed while the queue held n shares / exposure at n
+
+where the exposure is the time spent at n, weighted by the multipliers the HLR model
+applies on top of its curves, so that the estimate is the curve itself:
+
+* adds at level i: time x a(s) x (1 - p(s)), with a(s) = exp(sS (s - 2)) and
+  p(s) = min(1, (s - 1) x improve) the probability that an add improves the best
+  instead (improving adds cannot be attributed to a level and are counted apart);
+* cancels at level i: time;
+* market orders on the best of side S: time x e(s) x (1 + iS max(+-I, 0)), e(s) = 1 / a(s),
+  I = (D_bid - D_ask) / (D_bid + D_ask) over the windows (sells use +I, buys -I).
+
+With sS = iS = 0 this is exactly "events at n / time spent at n". It is the maximum
+likelihood estimate of the curve value when the log was produced by an HLR model with
+the same sensitivities (a Poisson rate times known multipliers), so a simulated log
+gives back the curves it was simulated with (closed loop, tests/test_calibration.py).
+Queues larger than ``n_max`` are pooled into n_max (the flat tail of the curves).
+
+The log is replayed with :func:`qrsdp_sim.book.replay_book` (which validates every
+record and gives the best prices after each); a compiled pass keeps the shares per
+tick, attributes each model event to its level and queue size *before* the event,
+and skips the opening book and the refill ADDs that follow a depletion at the same
+timestamp (they are the engine's, not the model's).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from qrsdp_sim.book.replay import replay_book
+from qrsdp_sim.engine.models.base import DEFAULT_IMPROVE
+from qrsdp_sim.engine.models.hlr import DEFAULT_N_MAX, HLRCurves
+from qrsdp_sim.eventlog.reader import EventLogReader
+
+SIDES = ("bid", "ask")
+KINDS = ("add", "cancel", "market")
+DEFAULT_MIN_EVENTS = 10  # entries with fewer events are interpolated from their neighbours
+ERROR_MIN_EVENTS = 2000  # entries compared with a reference (calibration error) need this many
+
+
+@dataclass
+class QueueStatistics:
+    """Events and (multiplier-weighted) exposure per side, level and queue size.
+
+    ``add_*``/``cancel_*``: shape (2, K, n_max + 1); ``market_*``: (2, n_max + 1), where
+    ``market[0]`` are sells hitting the bid and ``market[1]`` buys lifting the ask.
+    Exposures are in seconds.
+    """
+
+    levels: int
+    n_max: int
+    spread_sensitivity: float
+    imbalance_sensitivity: float
+    improve_per_tick: float
+    add_events: np.ndarray
+    add_exposure: np.ndarray
+    cancel_events: np.ndarray
+    cancel_exposure: np.ndarray
+    market_events: np.ndarray
+    market_exposure: np.ndarray
+    improving_adds: int = 0
+    unattributed: int = 0  # model events outside the K-tick windows (never from the engine)
+    events: int = 0  # model events (opening book and refills excluded)
+    seconds: float = 0.0
+    sessions: int = 0
+    files: list[str] = field(default_factory=list)
+
+    @classmethod
+    def empty(
+        cls,
+        levels: int,
+        n_max: int = DEFAULT_N_MAX,
+        spread_sensitivity: float = 0.3,
+        imbalance_sensitivity: float = 1.0,
+        improve_per_tick: float = DEFAULT_IMPROVE,
+    ) -> QueueStatistics:
+        w = n_max + 1
+        return cls(
+            levels, n_max, float(spread_sensitivity), float(imbalance_sensitivity), float(improve_per_tick),
+            np.zeros((2, levels, w), np.int64), np.zeros((2, levels, w)),
+            np.zeros((2, levels, w), np.int64), np.zeros((2, levels, w)),
+            np.zeros((2, w), np.int64), np.zeros((2, w)),
+        )  # fmt: skip
+
+    def counts(self, kind: str) -> np.ndarray:
+        return getattr(self, f"{kind}_events")
+
+    def exposure(self, kind: str) -> np.ndarray:
+        return getattr(self, f"{kind}_exposure")
+
+    def raw_rates(self, kind: str) -> np.ndarray:
+        """events / exposure (NaN where there is no exposure)."""
+        ev, ex = self.counts(kind), self.exposure(kind)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(ex > 0, ev / np.where(ex > 0, ex, 1.0), np.nan)
+
+
+# ---------------------------------------------------------------------------
+# compiled pass
+# ---------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _expose(
+    db, da, base, bb, ba, K, nmax, dt, sS, iS, improve, add_x, can_x, mkt_x
+):  # fmt: skip
+    s = ba - bb
+    a = np.exp(sS * (s - 2))
+    e = 1.0 / a
+    p_imp = min(1.0, (s - 1) * improve) if s > 1 else 0.0
+    w_add = dt * a * (1.0 - p_imp)
+    tb = 0
+    ta = 0
+    for k in range(K):
+        nb = db[bb - k - base]
+        na = da[ba + k - base]
+        tb += nb
+        ta += na
+        cb = min(nb, nmax)
+        ca = min(na, nmax)
+        add_x[0, k, cb] += w_add
+        add_x[1, k, ca] += w_add
+        can_x[0, k, cb] += dt
+        can_x[1, k, ca] += dt
+    imb = (tb - ta) / (tb + ta + 1e-9)
+    mkt_x[1, min(da[ba - base], nmax)] += dt * e * (1.0 + iS * max(-imb, 0.0))
+    mkt_x[0, min(db[bb - base], nmax)] += dt * e * (1.0 + iS * max(imb, 0.0))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _accumulate(
+    types, sides, prices, qtys, ts, best_bid, best_ask, n_open, t_end, K, nmax, sS, iS, improve,
+    db, da, base, add_n, add_x, can_n, can_x, mkt_n, mkt_x, misc,
+):  # fmt: skip
+    """One session. ``best_bid/best_ask``: replayed best prices after each record.
+    ``misc``: [improving adds, unattributed events, model events]."""
+    n = types.shape[0]
+    for r in range(n_open):
+        if types[r] == 0:
+            db[prices[r] - base] += qtys[r]
+        else:
+            da[prices[r] - base] += qtys[r]
+    bb = best_bid[n_open - 1]
+    ba = best_ask[n_open - 1]
+    t_prev = ts[0]
+    i = n_open
+    while i < n:
+        t_i = ts[i]
+        if t_i > t_prev:
+            _expose(
+                db, da, base, bb, ba, K, nmax, (t_i - t_prev) * 1e-9, sS, iS, improve, add_x, can_x, mkt_x
+            )
+        typ = types[i]
+        p = prices[i]
+        misc[2] += 1
+        if typ <= 1:  # add
+            lvl = bb - p if typ == 0 else p - ba
+            q = db[p - base] if typ == 0 else da[p - base]
+            if lvl < 0:
+                misc[0] += 1
+            elif lvl < K:
+                add_n[typ, lvl, min(q, nmax)] += 1
+            else:
+                misc[1] += 1
+        elif typ <= 3:  # cancel
+            s = typ - 2
+            lvl = bb - p if s == 0 else p - ba
+            q = db[p - base] if s == 0 else da[p - base]
+            if 0 <= lvl < K:
+                can_n[s, lvl, min(q, nmax)] += 1
+            else:
+                misc[1] += 1
+        else:  # execution against the best of the resting side: 4 buys lift the ask, 5 sells hit the bid
+            s = 1 if typ == 4 else 0
+            q = da[ba - base] if s == 1 else db[bb - base]
+            if p == (ba if s == 1 else bb):
+                mkt_n[s, min(q, nmax)] += 1
+            else:
+                misc[1] += 1
+        # apply the event, then the refill ADDs of a depletion (same side, same timestamp)
+        side = sides[i]
+        if typ <= 1:
+            if side == 0:
+                db[p - base] += qtys[i]
+            else:
+                da[p - base] += qtys[i]
+        elif side == 0:
+            db[p - base] -= qtys[i]
+        else:
+            da[p - base] -= qtys[i]
+        depleted = typ >= 2 and ((side == 0 and best_bid[i] != bb) or (side == 1 and best_ask[i] != ba))
+        j = i + 1
+        if depleted:
+            while j < n and ts[j] == t_i and types[j] == side:
+                if side == 0:
+                    db[prices[j] - base] += qtys[j]
+                else:
+                    da[prices[j] - base] += qtys[j]
+                j += 1
+        bb = best_bid[j - 1]
+        ba = best_ask[j - 1]
+        t_prev = t_i
+        i = j
+    if t_end > t_prev:
+        _expose(db, da, base, bb, ba, K, nmax, (t_end - t_prev) * 1e-9, sS, iS, improve, add_x, can_x, mkt_x)
+
+
+def _opening_records(records: np.ndarray, levels: int, depth: int) -> int:
+    """Records of the opening book: 2 K D ADDs at the first timestamp (engine logs); else the
+    leading run of ADDs sharing the first timestamp."""
+    n = 2 * levels * depth
+    head = records[:n]
+    if len(head) == n and np.all(head["type"] <= 1) and np.all(head["ts_ns"] == records["ts_ns"][0]):
+        return n
+    same = (records["type"] <= 1) & (records["ts_ns"] == records["ts_ns"][0])
+    return int(np.argmin(same)) if not same.all() else len(records)
+
+
+def accumulate_session(
+    stats: QueueStatistics,
+    records: np.ndarray,
+    *,
+    session_seconds: float,
+    initial_depth: int = 5,
+    market_open_ns: int | None = None,
+) -> None:
+    """Add one session's events and exposures to ``stats`` (the session's K must be stats.levels)."""
+    if len(records) == 0:
+        return
+    K = stats.levels
+    states = replay_book(records)  # validates every record (raises BookReplayError)
+    n_open = _opening_records(records, K, initial_depth)
+    if n_open == 0:
+        raise ValueError("the log does not start with an opening book (ADDs at the first timestamp)")
+    if not states.two_sided[n_open - 1]:
+        raise ValueError("the opening book is not two-sided: cannot place the K-tick windows")
+    prices = records["price_ticks"].astype(np.int64)
+    base = int(prices.min()) - K - 2
+    size = int(prices.max()) - base + K + 3
+    db = np.zeros(size, np.int64)
+    da = np.zeros(size, np.int64)
+    open_ns = int(records["ts_ns"][0]) if market_open_ns is None else int(market_open_ns)
+    t_end = open_ns + round(session_seconds * 1e9)
+    misc = np.zeros(3, np.int64)
+    _accumulate(
+        np.ascontiguousarray(records["type"]), np.ascontiguousarray(records["side"]), prices,
+        records["qty"].astype(np.int64), records["ts_ns"].astype(np.int64),
+        states.bid_price.astype(np.int64), states.ask_price.astype(np.int64),
+        n_open, t_end, K, stats.n_max, stats.spread_sensitivity, stats.imbalance_sensitivity,
+        stats.improve_per_tick, db, da, base,
+        stats.add_events, stats.add_exposure, stats.cancel_events, stats.cancel_exposure,
+        stats.market_events, stats.market_exposure, misc,
+    )  # fmt: skip
+    stats.improving_adds += int(misc[0])
+    stats.unattributed += int(misc[1])
+    stats.events += int(misc[2])
+    stats.seconds += float(session_seconds)
+    stats.sessions += 1
+
+
+def log_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given; directories expand to every ``*.qrsdp`` below them (sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(p.rglob("*.qrsdp")))
+        else:
+            out.append(p)
+    return out
+
+
+def collect_statistics(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    n_max: int = DEFAULT_N_MAX,
+    spread_sensitivity: float = 0.3,
+    imbalance_sensitivity: float = 1.0,
+    improve_per_tick: float = DEFAULT_IMPROVE,
+) -> QueueStatistics:
+    """Replay every log (files or directories of ``.qrsdp`` files) into one set of statistics."""
+    files = log_files(paths)
+    if not files:
+        raise ValueError("no .qrsdp files to calibrate from")
+    stats: QueueStatistics | None = None
+    for path in files:
+        reader = EventLogReader(path)
+        h = reader.header
+        if stats is None:
+            stats = QueueStatistics.empty(
+                h.levels_per_side, n_max, spread_sensitivity, imbalance_sensitivity, improve_per_tick
+            )
+        elif h.levels_per_side != stats.levels:
+            raise ValueError(
+                f"{path}: {h.levels_per_side} levels per side, but the first log has {stats.levels}"
+            )
+        accumulate_session(
+            stats, reader.read_all(), session_seconds=h.session_seconds, initial_depth=h.initial_depth
+        )
+        stats.files.append(str(path))
+    assert stats is not None
+    return stats
+
+
+# ---------------------------------------------------------------------------
+# estimation
+# ---------------------------------------------------------------------------
+
+
+def _fill(rate: np.ndarray, reliable: np.ndarray, pooled: float) -> np.ndarray:
+    """Reliable entries as estimated; the others linearly interpolated in n, flat beyond the ends."""
+    n = np.arange(len(rate))
+    if not reliable.any():
+        return np.full(len(rate), pooled)
+    return np.interp(n, n[reliable], rate[reliable])
+
+
+def estimate_curves(
+    stats: QueueStatistics, *, min_events: int = DEFAULT_MIN_EVENTS, meta: dict[str, Any] | None = None
+) -> HLRCurves:
+    """The HLR curves estimated from ``stats`` (entries with fewer than ``min_events`` events are
+    interpolated from their neighbours; cancel and market rates of an empty queue are 0)."""
+    w = stats.n_max + 1
+    out: dict[str, np.ndarray] = {}
+    for kind in KINDS:
+        ev, ex = stats.counts(kind), stats.exposure(kind)
+        raw = stats.raw_rates(kind)
+        flat_ev, flat_ex, flat_raw = ev.reshape(-1, w), ex.reshape(-1, w), raw.reshape(-1, w)
+        curves = np.empty_like(flat_raw)
+        for c in range(flat_raw.shape[0]):
+            first = 0 if kind == "add" else 1  # n = 0: no cancel / market order on an empty queue
+            tot_ex = flat_ex[c, first:].sum()
+            pooled = flat_ev[c, first:].sum() / tot_ex if tot_ex > 0 else 0.0
+            reliable = (flat_ev[c] >= min_events) & (flat_ex[c] > 0)
+            reliable[:first] = False
+            curves[c] = _fill(np.nan_to_num(flat_raw[c]), reliable, pooled)
+            curves[c, :first] = 0.0
+        out[kind] = curves.reshape(ev.shape)
+    info = {
+        "source": "qrsdp calibrate",
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "estimator": "events at queue size n / multiplier-weighted time at n (docs/models.md)",
+        "sessions": stats.sessions,
+        "seconds": stats.seconds,
+        "model_events": stats.events,
+        "improving_adds": stats.improving_adds,
+        "unattributed_events": stats.unattributed,
+        "improve_per_tick": stats.improve_per_tick,
+        "min_events": min_events,
+        "files": stats.files[:50],
+        "observed_events": {
+            kind: {side: stats.counts(kind)[s].tolist() for s, side in enumerate(SIDES)} for kind in KINDS
+        },
+    }
+    if meta:
+        info.update(meta)
+    return HLRCurves(
+        add=out["add"],
+        cancel=out["cancel"],
+        market=out["market"],
+        spread_sensitivity=stats.spread_sensitivity,
+        imbalance_sensitivity=stats.imbalance_sensitivity,
+        meta=info,
+    )
+
+
+@dataclass(frozen=True)
+class CurveError:
+    """Relative error of an estimated curve against a reference, over entries with enough events."""
+
+    curve: str  # e.g. "add bid L0", "market ask"
+    points: int
+    events: int
+    max_rel_error: float  # NaN when no entry qualifies
+    mean_rel_error: float  # event-weighted
+
+
+def _curve_list(stats: QueueStatistics) -> list[tuple[str, str, int, int | None]]:
+    out = []
+    for kind in ("add", "cancel"):
+        for s, side in enumerate(SIDES):
+            for lvl in range(stats.levels):
+                out.append((f"{kind} {side} L{lvl}", kind, s, lvl))
+    for s, side in enumerate(SIDES):
+        out.append((f"market {side}", "market", s, None))
+    return out
+
+
+def curve_errors(
+    stats: QueueStatistics, reference: HLRCurves, *, min_events: int = ERROR_MIN_EVENTS
+) -> list[CurveError]:
+    """Per curve: |raw estimate / reference - 1| over entries with >= ``min_events`` events."""
+    if reference.levels != stats.levels:
+        raise ValueError(f"reference has {reference.levels} levels, the logs {stats.levels}")
+    ref_n = reference.n_max
+    rows = []
+    for name, kind, s, lvl in _curve_list(stats):
+        ev = stats.counts(kind)[s] if lvl is None else stats.counts(kind)[s, lvl]
+        raw = stats.raw_rates(kind)[s] if lvl is None else stats.raw_rates(kind)[s, lvl]
+        ref_tab = getattr(reference, kind)[s] if lvl is None else getattr(reference, kind)[s, lvl]
+        n = np.arange(len(ev))
+        # queues the reference pools into its flat tail are not compared
+        ok = n < ref_n if stats.n_max > ref_n else np.ones(len(ev), bool)
+        ref = ref_tab[np.minimum(n, ref_n)]
+        sel = ok & (ev >= min_events) & (ref > 0)
+        if not sel.any():
+            rows.append(CurveError(name, 0, 0, float("nan"), float("nan")))
+            continue
+        rel = np.abs(raw[sel] / ref[sel] - 1.0)
+        weights = ev[sel].astype(np.float64)
+        rows.append(
+            CurveError(
+                name,
+                int(sel.sum()),
+                int(ev[sel].sum()),
+                float(rel.max()),
+                float(np.average(rel, weights=weights)),
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# plot
+# ---------------------------------------------------------------------------
+
+
+def plot_curves(
+    stats: QueueStatistics,
+    estimated: HLRCurves,
+    reference: HLRCurves | None,
+    path: str | os.PathLike[str],
+    *,
+    min_events: int = DEFAULT_MIN_EVENTS,
+    title: str | None = None,
+) -> None:
+    """PNG: per level, add and cancel curves, and the market curves; raw estimates as points
+    (entries with >= ``min_events`` events), the written curves as lines, the reference dashed."""
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
+
+    K = stats.levels
+    fig = Figure(figsize=(3.0 * K, 8.0))
+    axes = fig.subplots(3, K, squeeze=False)
+    colors = ("tab:blue", "tab:red")
+    for row, kind in enumerate(KINDS):
+        for lvl in range(K):
+            ax = axes[row, lvl]
+            if kind == "market" and lvl > 0:
+                ax.axis("off")
+                continue
+            for s, side in enumerate(SIDES):
+                ev = stats.counts(kind)[s] if kind == "market" else stats.counts(kind)[s, lvl]
+                raw = stats.raw_rates(kind)[s] if kind == "market" else stats.raw_rates(kind)[s, lvl]
+                est = getattr(estimated, kind)[s] if kind == "market" else getattr(estimated, kind)[s, lvl]
+                seen = np.flatnonzero(ev >= min_events)
+                top = int(seen.max()) + 1 if len(seen) else len(ev)
+                ax.plot(seen, raw[seen], "o", ms=2.5, color=colors[s], label=f"{side} (estimated)")
+                ax.plot(np.arange(top), est[:top], "-", lw=0.8, color=colors[s], alpha=0.6)
+                if reference is not None:
+                    ref = (
+                        getattr(reference, kind)[s] if kind == "market" else getattr(reference, kind)[s, lvl]
+                    )
+                    n = np.arange(top)
+                    ax.plot(
+                        n, ref[np.minimum(n, reference.n_max)], "--", lw=1.0, color="black",
+                        label="reference" if s == 0 else None,
+                    )  # fmt: skip
+            what = {"add": "add λᴸ", "cancel": "cancel λᶜ", "market": "market λᴹ (best)"}[kind]
+            ax.set_title(f"{what}" + ("" if kind == "market" else f", level {lvl}"), fontsize=9)
+            ax.set_xlabel("queue size n (shares)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if lvl == 0:
+                ax.set_ylabel("events / s", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(
+        title or f"HLR curves from {stats.sessions} session(s), {stats.events:,} model events", fontsize=11
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def calibrate(
+    paths: Iterable[str | os.PathLike[str]],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    plot: str | os.PathLike[str] | None = None,
+    reference: HLRCurves | None = None,
+    n_max: int = DEFAULT_N_MAX,
+    spread_sensitivity: float = 0.3,
+    imbalance_sensitivity: float = 1.0,
+    improve_per_tick: float = DEFAULT_IMPROVE,
+    min_events: int = DEFAULT_MIN_EVENTS,
+) -> tuple[HLRCurves, QueueStatistics]:
+    """Estimate curves from logs; write the curves JSON (``output``) and the plot (``plot``) if given."""
+    stats = collect_statistics(
+        paths,
+        n_max=n_max,
+        spread_sensitivity=spread_sensitivity,
+        imbalance_sensitivity=imbalance_sensitivity,
+        improve_per_tick=improve_per_tick,
+    )
+    curves = estimate_curves(stats, min_events=min_events)
+    if output is not None:
+        curves.save(output)
+    if plot is not None:
+        plot_curves(stats, curves, reference, plot, min_events=min_events)
+    return curves, stats
