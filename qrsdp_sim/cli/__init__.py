@@ -34,9 +34,9 @@ def _root(
 
 
 def _register() -> None:
-    from qrsdp_sim.cli import calibrate, kafka, log_info, platform, run, stack
+    from qrsdp_sim.cli import calibrate, itch, kafka, log_info, platform, run, stack
 
-    for module in (log_info, run, stack, platform, kafka, calibrate):
+    for module in (log_info, run, stack, platform, kafka, calibrate, itch):
         module.register(app)
 
 
@@ -60,3 +60,5 @@ run_alias = _alias("run")
 cli_alias = _alias("cli")
 log_info_alias = _alias("log-info")
 calibrate_alias = _alias("calibrate")
+itch_stream_alias = _alias("itch-stream")
+listen_alias = _alias("listen")

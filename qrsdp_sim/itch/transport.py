@@ -1,0 +1,214 @@
+"""UDP transport for the feed: multicast (default) or unicast sender, receivers, pcap capture.
+
+Multicast: group 239.1.1.1, port 5001 by default, TTL 1 (never leaves the host's network),
+IP_MULTICAST_LOOP on so listeners on the same machine receive, and the outgoing interface set
+explicitly (default 127.0.0.1, the loopback interface). ``unicast=(host, port)`` sends plain
+UDP datagrams to one listener instead.
+
+``PcapWriter`` writes a standard libpcap file (Ethernet link type) of the datagrams as sent, with
+their IPv4/UDP headers, so tcpdump, Wireshark or tshark read it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import struct
+import time
+from pathlib import Path
+
+DEFAULT_GROUP = "239.1.1.1"
+DEFAULT_PORT = 5001
+DEFAULT_INTERFACE = "127.0.0.1"
+DEFAULT_RETRANSMIT_PORT = 5002
+DEFAULT_TTL = 1
+_SOCKET_BUFFER = 32 << 20
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        return text, default_port
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise ValueError(f"invalid port in {text!r}") from None
+
+
+def _set_buffer(sock: socket.socket, option: int, size: int) -> None:
+    forced = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32}.get(option)  # SO_RCVBUFFORCE / SO_SNDBUFFORCE
+    try:
+        if forced is not None:
+            sock.setsockopt(socket.SOL_SOCKET, forced, size)  # beyond rmem_max/wmem_max (needs CAP_NET_ADMIN)
+            return
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+class PcapWriter:
+    """Minimal libpcap writer: Ethernet + IPv4 + UDP around each datagram (microsecond stamps)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        # magic, version 2.4, thiszone, sigfigs, snaplen, LINKTYPE_ETHERNET
+        self._f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        self._ident = 0
+        self.packets = 0
+
+    @staticmethod
+    def _checksum(data: bytes) -> int:
+        if len(data) % 2:
+            data += b"\0"
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return ~total & 0xFFFF
+
+    def write(self, payload: bytes, src: tuple[str, int], dst: tuple[str, int], ttl: int = DEFAULT_TTL,
+              ts: float | None = None) -> None:
+        ts = time.time() if ts is None else ts
+        src_ip, dst_ip = socket.inet_aton(src[0]), socket.inet_aton(dst[0])
+        if dst_ip[0] >= 224 and dst_ip[0] <= 239:  # IPv4 multicast MAC 01:00:5e + low 23 bits of the group
+            dst_mac = b"\x01\x00\x5e" + bytes([dst_ip[1] & 0x7F, dst_ip[2], dst_ip[3]])
+        else:
+            dst_mac = b"\0" * 6
+        eth = dst_mac + b"\0" * 6 + b"\x08\x00"
+        udp_len = 8 + len(payload)
+        udp = struct.pack("!HHHH", src[1], dst[1], udp_len, 0)  # checksum 0: not computed (IPv4)
+        self._ident = (self._ident + 1) & 0xFFFF
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, self._ident, 0x4000, ttl, 17, 0, src_ip, dst_ip)
+        ip = ip[:10] + struct.pack("!H", self._checksum(ip)) + ip[12:]
+        frame = eth + ip + udp + payload
+        sec = int(ts)
+        self._f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(frame), len(frame)))
+        self._f.write(frame)
+        self.packets += 1
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def read_pcap(path: str | os.PathLike[str]) -> list[tuple[float, bytes, tuple[str, int], tuple[str, int]]]:
+    """(timestamp, UDP payload, src, dst) of every packet of a pcap written by :class:`PcapWriter`."""
+    data = Path(path).read_bytes()
+    magic, _vmaj, _vmin, _tz, _sig, _snap, link = struct.unpack_from("<IHHiIII", data, 0)
+    if magic != 0xA1B2C3D4 or link != 1:
+        raise ValueError("not a little-endian microsecond Ethernet pcap")
+    pos = 24
+    out = []
+    while pos + 16 <= len(data):
+        sec, usec, incl, _orig = struct.unpack_from("<IIII", data, pos)
+        frame = data[pos + 16 : pos + 16 + incl]
+        pos += 16 + incl
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        src_ip, dst_ip = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+        sport, dport, ulen, _ = struct.unpack_from("!HHHH", ip, ihl)
+        out.append((sec + usec / 1e6, ip[ihl + 8 : ihl + ulen], (src_ip, sport), (dst_ip, dport)))
+    return out
+
+
+class Sender:
+    """Sends MoldUDP64 packets to the multicast group (or a unicast address).
+
+    ``loss``: probability of silently dropping a packet instead of sending it (tests of gap
+    recovery); dropped packets are still counted in ``dropped`` and kept for retransmission by the
+    caller, but are neither sent nor captured.
+    """
+
+    def __init__(
+        self,
+        group: str = DEFAULT_GROUP,
+        port: int = DEFAULT_PORT,
+        *,
+        interface: str = DEFAULT_INTERFACE,
+        ttl: int = DEFAULT_TTL,
+        unicast: tuple[str, int] | None = None,
+        pcap: str | os.PathLike[str] | None = None,
+        loss: float = 0.0,
+        loss_seed: int = 0,
+    ) -> None:
+        self.unicast = unicast
+        self.dest = unicast if unicast is not None else (group, port)
+        self.ttl = ttl
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        _set_buffer(sock, socket.SO_SNDBUF, _SOCKET_BUFFER)
+        if unicast is None:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+            sock.bind((interface, 0))
+        else:
+            sock.bind(("127.0.0.1" if unicast[0] in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
+        self.sock = sock
+        self.source = sock.getsockname()
+        self.pcap = PcapWriter(pcap) if pcap else None
+        self.loss = float(loss)
+        self._rng = random.Random(loss_seed)
+        self.packets = 0
+        self.bytes = 0
+        self.dropped = 0
+
+    def send(self, head: bytes, body: bytes | memoryview = b"", *, lossy: bool = True) -> None:
+        """Send one datagram (header + body, no copy); ``lossy=False`` exempts it from simulated loss."""
+        if lossy and self.loss and self._rng.random() < self.loss:
+            self.dropped += 1
+            return
+        self._sendmsg([head, body] if len(body) else [head])
+        self.packets += 1
+        self.bytes += len(head) + len(body)
+        if self.pcap is not None:
+            self.pcap.write(head + bytes(body), (self.source[0], self.source[1]), self.dest, self.ttl)
+
+    def _sendmsg(self, parts: list) -> None:
+        for attempt in range(200):
+            try:
+                self.sock.sendmsg(parts, [], 0, self.dest)
+                return
+            except (BlockingIOError, InterruptedError):
+                time.sleep(0.0005 * (attempt + 1))
+            except OSError as exc:
+                if exc.errno == 105:  # ENOBUFS: the kernel queue is full; back off briefly
+                    time.sleep(0.0005 * (attempt + 1))
+                    continue
+                raise
+        raise OSError("UDP send kept failing (socket buffer full)")
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.pcap is not None:
+            self.pcap.close()
+
+
+def open_receiver(
+    group: str = DEFAULT_GROUP,
+    port: int = DEFAULT_PORT,
+    *,
+    interface: str = DEFAULT_INTERFACE,
+    unicast: tuple[str, int] | None = None,
+    rcvbuf: int = 64 << 20,
+) -> socket.socket:
+    """A UDP socket receiving the feed: joined to the multicast group on ``interface``, or bound
+    to the unicast address."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _set_buffer(sock, socket.SO_RCVBUF, rcvbuf)
+    if unicast is not None:
+        sock.bind(unicast)
+    else:
+        sock.bind((group, port))  # only this group's datagrams, not every group on the port
+        mreq = socket.inet_aton(group) + socket.inet_aton(interface)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    return sock
