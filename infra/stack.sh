@@ -12,6 +12,8 @@
 #   env                     print export lines for clients (brokers, S3 endpoint, credentials)
 #   kafka-start|kafka-stop  start or stop Kafka alone ("kafka-stop kill" sends SIGKILL at once)
 #   minio-start|minio-stop  start or stop MinIO alone ("minio-stop kill" sends SIGKILL at once)
+#   itch-start|itch-stop    start or stop the ITCH streamer (`qrsdp itch-stream`) as a supervised
+#                           background process consuming the stack's Kafka ("itch-stop kill": SIGKILL)
 #   kafka-run-class CLASS [ARGS...]   run a Kafka tool class on the installed classpath
 #   compose-check           validate infra/docker-compose.yml with compose-go (the library behind
 #                           `docker compose config`; no Docker needed) and print the normalized file
@@ -28,6 +30,11 @@
 #   QRSDP_KAFKA_HEAP             broker max heap           (default 512m)
 #   QRSDP_STACK_TIMEOUT          seconds to wait for health (default 90)
 #   QRSDP_PYTHON                 Python with confluent_kafka + boto3 (default: uv run python)
+#   QRSDP_STACK_ITCH             1: up/down/status also start/stop/report the ITCH streamer (default 0:
+#                                opt-in, so private test stacks never put a feed on the multicast group)
+#   QRSDP_ITCH_ARGS              extra `qrsdp itch-stream` options, word-split (e.g. "--unicast H:P")
+#   QRSDP_ITCH_TOPIC             topic the streamer consumes (default exchange.events)
+#   QRSDP_ITCH_GROUP             its consumer group           (default itch-streamer)
 #   JAVA                         java binary               (default java on PATH, needs >= 17)
 set -euo pipefail
 
@@ -61,6 +68,12 @@ MINIO_DIR="$STACK_DIR/minio"
 MINIO_DATA="$MINIO_DIR/data"
 MINIO_LOGS="$MINIO_DIR/logs"
 KAFKA_PID="$RUN_DIR/kafka-$KAFKA_PORT.pid"
+ITCH_ENABLED="${QRSDP_STACK_ITCH:-0}"
+ITCH_TOPIC="${QRSDP_ITCH_TOPIC:-exchange.events}"
+ITCH_GROUP="${QRSDP_ITCH_GROUP:-itch-streamer}"
+ITCH_DIR="$STACK_DIR/itch"
+ITCH_LOG="$ITCH_DIR/itch-stream.log"
+ITCH_PID="$RUN_DIR/itch-$KAFKA_PORT.pid"   # keyed by the broker it consumes from
 MINIO_PID="$RUN_DIR/minio-$MINIO_PORT.pid"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 S3_ENDPOINT="http://127.0.0.1:$MINIO_PORT"
@@ -108,6 +121,7 @@ live_pid() {
 }
 kafka_pid() { live_pid "$KAFKA_PID" "kafka.Kafka $KAFKA_CONF"; }
 minio_pid() { live_pid "$MINIO_PID" "server --quiet --address 127.0.0.1:$MINIO_PORT"; }
+itch_pid() { live_pid "$ITCH_PID" "itch-stream --kafka-brokers 127.0.0.1:$KAFKA_PORT "; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -295,6 +309,64 @@ minio_stop() {
   log "minio: stopped"
 }
 
+# ---------------------------------------------------------------- itch streamer
+
+# The streamer as a program: the project's console script `qrsdp` (no uv process in between, so the
+# pid file holds the streamer itself and SIGTERM reaches it), else `uv run --no-sync qrsdp`.
+itch_program() {
+  if [[ -x "$ROOT/.venv/bin/qrsdp" ]]; then
+    ITCH_PROG=("$ROOT/.venv/bin/qrsdp")
+  elif [[ -n "${QRSDP_PYTHON:-}" && -x "$(dirname "$QRSDP_PYTHON")/qrsdp" ]]; then
+    ITCH_PROG=("$(dirname "$QRSDP_PYTHON")/qrsdp")
+  elif command -v uv >/dev/null 2>&1; then
+    ITCH_PROG=(uv run --project "$ROOT" --no-sync qrsdp)
+  else
+    die "itch: cannot find the qrsdp program (run 'uv sync' first)"
+  fi
+}
+
+itch_start() {
+  local pid; pid="$(itch_pid)"
+  if [[ -n "$pid" ]]; then
+    log "itch: already running (pid $pid), consuming $ITCH_TOPIC on $BOOTSTRAP"
+    return 0
+  fi
+  [[ -n "$(kafka_pid)" ]] || die "itch: kafka is not running on $BOOTSTRAP (infra/stack.sh kafka-start)"
+  mkdir -p "$ITCH_DIR" "$RUN_DIR"
+  local extra=()
+  itch_program
+  # shellcheck disable=SC2206  # word-splitting of the extra options is intended
+  [[ -n "${QRSDP_ITCH_ARGS:-}" ]] && extra=(${QRSDP_ITCH_ARGS})
+  set -- "${ITCH_PROG[@]}" itch-stream --kafka-brokers "$BOOTSTRAP" --kafka-topic "$ITCH_TOPIC" \
+    --consumer-group "$ITCH_GROUP" --verbose "${extra[@]}"
+  printf '\n=== start %s ===\n' "$(date -u +%FT%TZ)" >>"$ITCH_LOG"
+  spawn "$ITCH_PID" "$ITCH_LOG" "$@"
+  pid="$(cat "$ITCH_PID")"
+  # It must survive its start-up (imports, Kafka connection, group join); a bad option or an
+  # unusable interface ends it within a few seconds.
+  local _
+  for _ in $(seq 1 30); do
+    alive "$pid" || { tail_log "$ITCH_LOG"; rm -f "$ITCH_PID"; die "itch: streamer exited during start-up (log $ITCH_LOG)"; }
+    sleep 0.1
+  done
+  log "itch: started pid $pid, consuming $ITCH_TOPIC on $BOOTSTRAP as group $ITCH_GROUP (log $ITCH_LOG)"
+}
+
+itch_stop() {
+  local pid; pid="$(itch_pid)"
+  if [[ -z "$pid" ]]; then
+    log "itch: not running"
+    return 0
+  fi
+  log "itch: stopping pid $pid"
+  # SIGTERM: it finishes the packet being sent, commits and exits; re-requests stop being answered.
+  stop_pid itch "$pid" 20 "${1:-}"
+  rm -f "$ITCH_PID"
+  log "itch: stopped"
+}
+
+itch_enabled() { [[ "$ITCH_ENABLED" == "1" || "$ITCH_ENABLED" == "true" || "$ITCH_ENABLED" == "yes" ]]; }
+
 # ---------------------------------------------------------------- commands
 
 cmd_status() {
@@ -314,6 +386,14 @@ cmd_status() {
     log "minio running pid=$pid address=$S3_ENDPOINT health=$health"
   else
     log "minio stopped address=$S3_ENDPOINT"; rc=3
+  fi
+  if itch_enabled; then
+    pid="$(itch_pid)"
+    if [[ -n "$pid" ]]; then
+      log "itch running pid=$pid address=$BOOTSTRAP/$ITCH_TOPIC group=$ITCH_GROUP"
+    else
+      log "itch stopped address=$BOOTSTRAP/$ITCH_TOPIC group=$ITCH_GROUP"; rc=3
+    fi
   fi
   log "data $STACK_DIR"
   return $rc
@@ -373,14 +453,20 @@ main() {
       install_kafka; install_minio
       kafka_launch; minio_launch
       kafka_ready; minio_ready
+      if itch_enabled; then itch_start; fi
       log "stack up: kafka $BOOTSTRAP, minio $S3_ENDPOINT, data $STACK_DIR" ;;
-    down) kafka_stop; minio_stop ;;
+    down)
+      # The streamer first (it commits its position to Kafka on the way out); then the services.
+      if itch_enabled || [[ -n "$(itch_pid)" ]]; then itch_stop; fi
+      kafka_stop; minio_stop ;;
     status) cmd_status ;;
     env) cmd_env ;;
     kafka-start) kafka_launch; kafka_ready ;;
     kafka-stop) kafka_stop "${1:-}" ;;
     minio-start) minio_launch; minio_ready ;;
     minio-stop) minio_stop "${1:-}" ;;
+    itch-start) itch_start ;;
+    itch-stop) itch_stop "${1:-}" ;;
     kafka-run-class) install_kafka; [[ $# -gt 0 ]] || die "kafka-run-class needs a class name"; kafka_java "$@" ;;
     kafka-perf) cmd_perf "$@" ;;
     compose-check) cmd_compose_check "$@" ;;

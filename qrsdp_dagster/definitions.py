@@ -13,12 +13,12 @@ from qrsdp_dagster.jobs import qrsdp_downstream, qrsdp_pipeline, qrsdp_slice
 from qrsdp_dagster.partitions import SETTINGS
 from qrsdp_dagster.resources import build_resources
 from qrsdp_dagster.schedules import nightly_next_trading_date
-from qrsdp_dagster.sensors import lake_landing_sensor
+from qrsdp_dagster.sensors import itch_streamer_health, lake_landing_sensor
 
 defs = dg.Definitions(
     assets=[session_log, raw_events, book_states, qrsdp_dbt],
     jobs=[qrsdp_pipeline, qrsdp_downstream, qrsdp_slice],
-    sensors=[lake_landing_sensor],
+    sensors=[lake_landing_sensor, itch_streamer_health],
     schedules=[nightly_next_trading_date],
     resources=build_resources(SETTINGS),
 )

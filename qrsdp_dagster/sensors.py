@@ -1,4 +1,6 @@
-"""``lake_landing_sensor``: newly landed, complete ``raw/events`` partitions -> downstream runs.
+"""Sensors: ``lake_landing_sensor`` and ``itch_streamer_health`` (at the end).
+
+``lake_landing_sensor``: newly landed, complete ``raw/events`` partitions -> downstream runs.
 
 A partition is complete when its ``_SUCCESS`` marker exists. For each marker not seen
 before (the cursor maps partition -> landed_at), the sensor requests ``qrsdp_downstream``
@@ -9,12 +11,15 @@ was already materialised after the landing.
 
 import datetime as dt
 import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
 from qrsdp_dagster.jobs import qrsdp_downstream
 from qrsdp_dagster.partitions import SETTINGS, session_key
-from qrsdp_dagster.resources import LakeResource
+from qrsdp_dagster.resources import KafkaResource, LakeResource
 
 MAX_REQUESTS_PER_TICK = 50
 
@@ -70,3 +75,145 @@ def lake_landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
         if waiting
         else "no newly landed partitions"
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# itch_streamer_health: is the ITCH streamer (`qrsdp itch-stream`, run by infra/stack.sh) keeping up?
+
+ITCH_GROUP = os.environ.get("QRSDP_ITCH_GROUP", "") or "itch-streamer"
+GROWING_LIMIT = 3
+"""Consecutive evaluations with a growing lag before the sensor reports the streamer unhealthy."""
+
+
+class ItchStreamerUnhealthy(RuntimeError):
+    """Raised by ``itch_streamer_health``: the tick fails and the UI shows this message."""
+
+
+@dataclass(frozen=True)
+class StreamerHealth:
+    healthy: bool
+    message: str
+    growing: int  # consecutive evaluations the lag grew (kept in the cursor)
+
+
+def streamer_health(
+    members: int,
+    lag: int,
+    lag_before: int | None,
+    growing_before: int = 0,
+    *,
+    growing_limit: int = GROWING_LIMIT,
+) -> StreamerHealth:
+    """Health of the streamer from what Kafka (and the pid file) say now and the last evaluation.
+
+    ``members``: live consumers of the group (group members, plus the local streamer process when its pid
+    file names a live one); ``lag``: messages of the topic not yet committed by the group;
+    ``lag_before`` / ``growing_before``: the previous evaluation's lag and growth streak (None: first).
+    Unhealthy when nobody consumes while there is lag, or when the lag grew ``growing_limit`` times in a row.
+    """
+    if lag_before is None:
+        trend, growing = "first check", 0
+    elif lag == lag_before:
+        trend, growing = "steady", 0
+    elif lag < lag_before:
+        trend, growing = "falling", 0
+    else:
+        trend, growing = "growing", growing_before + 1
+    if members <= 0:
+        if lag > 0:
+            return StreamerHealth(
+                False, f"no active consumer in the group while lag is {lag:,} ({trend})", growing
+            )
+        return StreamerHealth(True, "not running, nothing to send (lag 0)", 0)
+    if lag <= 0:
+        return StreamerHealth(True, f"alive ({members} member(s)), caught up (lag 0)", 0)
+    if growing >= growing_limit:
+        return StreamerHealth(
+            False,
+            f"alive ({members} member(s)) but lag {lag:,} grew over {growing} consecutive evaluations",
+            growing,
+        )
+    return StreamerHealth(True, f"alive ({members} member(s)), lag {lag:,} ({trend})", growing)
+
+
+def _local_streamer_alive(brokers: str) -> bool:
+    """Whether infra/stack.sh's pid file for this (loopback) broker names a live ``itch-stream`` process.
+
+    The streamer assigns its partitions itself (no group subscription), so Kafka lists no members for
+    its group; on the stack's machine the pid file says whether it runs."""
+    from qrsdp_sim.stack import StackError, project_root
+
+    first = brokers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+        return False
+    try:
+        pidfile = project_root() / "infra" / ".run" / f"itch-{port}.pid"
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError, StackError):
+        return False
+    return b"itch-stream" in cmdline and f"127.0.0.1:{port}".encode() in cmdline
+
+
+def group_lag(brokers: str, topic: str, group: str, timeout: float = 10.0) -> tuple[int, int]:
+    """(active members of ``group``, total lag of ``group`` on ``topic``): high watermark minus the
+    committed offset per partition (minus the low watermark where nothing is committed)."""
+    from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": brokers, "socket.connection.setup.timeout.ms": 5000})
+    members = 0
+    try:
+        desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
+        if desc.state in (
+            ConsumerGroupState.STABLE,
+            ConsumerGroupState.PREPARING_REBALANCING,
+            ConsumerGroupState.COMPLETING_REBALANCING,
+        ):
+            members = len(desc.members)
+    except KafkaException:
+        members = 0  # no such group yet
+    # A consumer that never subscribes does not join the group: it only reads its committed offsets.
+    probe = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False,
+                      "socket.connection.setup.timeout.ms": 5000, "log_level": 3})  # fmt: skip
+    try:
+        md = probe.list_topics(topic, timeout=timeout)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None:
+            raise ItchStreamerUnhealthy(f"topic {topic!r} not found on {brokers} ({t and t.error})")
+        tps = [TopicPartition(topic, p) for p in sorted(t.partitions)]
+        committed = {tp.partition: tp.offset for tp in probe.committed(tps, timeout=timeout)}
+        lag = 0
+        for tp in tps:
+            low, high = probe.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            done = committed.get(tp.partition, -1)
+            lag += max(0, high - (done if done >= 0 else low))
+    finally:
+        probe.close()
+    return members, lag
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING
+    if SETTINGS.kafka_brokers
+    else dg.DefaultSensorStatus.STOPPED,
+    description=f"Checks that the ITCH streamer (consumer group {ITCH_GROUP}) is alive and keeping up with "
+    "the Kafka topic; fails the tick when nobody consumes while there is lag, or when the lag keeps growing. "
+    "Requests no runs.",
+)
+def itch_streamer_health(context: dg.SensorEvaluationContext, kafka: KafkaResource):
+    if not kafka.enabled:
+        return dg.SkipReason("Kafka is not configured (QRSDP_KAFKA_BROKERS unset): no ITCH streamer to check")
+    state = json.loads(context.cursor) if context.cursor else {}
+    members, lag = group_lag(kafka.brokers, kafka.topic, ITCH_GROUP)
+    local = _local_streamer_alive(kafka.brokers)
+    health = streamer_health(members + int(local), lag, state.get("lag"), state.get("growing", 0))
+    context.update_cursor(json.dumps({"lag": lag, "growing": health.growing}))
+    where = f"group {ITCH_GROUP} on {kafka.topic}" + (" (local streamer process running)" if local else "")
+    if not health.healthy:
+        message = f"ITCH streamer unhealthy: {health.message} -- {where}"
+        context.log.error(message)
+        raise ItchStreamerUnhealthy(message)
+    return dg.SkipReason(f"ITCH streamer {health.message} -- {where}")

@@ -59,6 +59,7 @@ class StackConfig:
     access_key: str = DEFAULT_USER
     secret_key: str = DEFAULT_PASSWORD
     timeout_s: float = 90.0
+    itch: bool = False  # up/down/status include the ITCH streamer (QRSDP_STACK_ITCH=1); opt-in
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -74,6 +75,7 @@ class StackConfig:
             access_key=env.get("MINIO_ROOT_USER", DEFAULT_USER),
             secret_key=env.get("MINIO_ROOT_PASSWORD", DEFAULT_PASSWORD),
             timeout_s=float(env.get("QRSDP_STACK_TIMEOUT", 90)),
+            itch=env.get("QRSDP_STACK_ITCH", "0").strip().lower() in ("1", "true", "yes"),
         )
 
     @property
@@ -102,6 +104,8 @@ class StackConfig:
             MINIO_ROOT_USER=self.access_key,
             MINIO_ROOT_PASSWORD=self.secret_key,
             QRSDP_STACK_TIMEOUT=str(int(self.timeout_s)),
+            # Explicit, so a private (test) stack never starts a streamer because of the caller's env.
+            QRSDP_STACK_ITCH="1" if self.itch else "0",
             # The probes need confluent_kafka and boto3: this interpreter has them.
             QRSDP_PYTHON=e.get("QRSDP_PYTHON", sys.executable),
         )
@@ -225,6 +229,17 @@ def up(config: StackConfig | None = None, *, echo_install: bool = False) -> str:
 def down(config: StackConfig | None = None) -> str:
     """Stop both services (SIGTERM, then SIGKILL after a grace period). Safe when nothing runs."""
     return run_script("down", config=config).stdout
+
+
+def start_itch(config: StackConfig | None = None) -> str:
+    """Start the ITCH streamer (``qrsdp itch-stream``) against the stack's Kafka; idempotent."""
+    return run_script("itch-start", config=config, services=("kafka",), timeout_s=120).stdout
+
+
+def stop_itch(config: StackConfig | None = None, *, kill: bool = False) -> str:
+    """Stop the ITCH streamer (SIGTERM: it commits and exits; SIGKILL after 20 s, or at once with ``kill``)."""
+    args = ("itch-stop", "kill") if kill else ("itch-stop",)
+    return run_script(*args, config=config, services=("kafka",), timeout_s=120).stdout
 
 
 def start_service(service: Service, config: StackConfig | None = None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 
 from qrsdp_sim import stack as _stack
@@ -34,16 +36,28 @@ def _service(name: str | None) -> _stack.Service | None:
 
 
 @stack_app.command("up")
-def up_cmd(service: str | None = typer.Option(None, "--service", "-s", help=_SERVICE_HELP)) -> None:
+def up_cmd(
+    service: str | None = typer.Option(None, "--service", "-s", help=_SERVICE_HELP),
+    itch: bool = typer.Option(
+        False,
+        "--itch",
+        help="Also start the ITCH streamer (qrsdp itch-stream) on the multicast feed; "
+        "the same as QRSDP_STACK_ITCH=1.",
+    ),
+) -> None:
     """Start the services (fetching Kafka jars / building MinIO the first time), wait until they are healthy, and create topics exchange.events + exchange.events.dlq and bucket exchange-data. Idempotent: running services are left alone."""
     svc = _service(service)
     cfg = _stack.StackConfig.from_env()
+    if itch:
+        cfg = dataclasses.replace(cfg, itch=True)
     try:
         if svc is None:
             out = _stack.up(cfg, echo_install=True)
         else:
             _stack.install(cfg, echo=True)
             out = _stack.start_service(svc, cfg)
+            if itch and svc == "kafka":
+                out += _stack.start_itch(cfg)
     except _stack.StackError as exc:
         _fail(exc)
     typer.echo(out.rstrip())
@@ -61,7 +75,8 @@ def down_cmd(
         if svc is None and not kill:
             out = _stack.down(cfg)
         else:
-            out = "".join(
+            out = _stack.stop_itch(cfg, kill=kill) if svc in (None, "kafka") else ""
+            out += "".join(
                 _stack.stop_service(s, cfg, kill=kill) for s in ((svc,) if svc else _stack.SERVICES)
             )
     except _stack.StackError as exc:
