@@ -142,6 +142,7 @@ class ParquetConsumer:
         finally:
             self._consumer.close()
             self._dlq.flush(10)
+            self._dlq = None  # its delivery callback refers back here: release the client now
             self._writers.shutdown()
         return self.stats
 

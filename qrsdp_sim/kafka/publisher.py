@@ -49,6 +49,7 @@ class KafkaPublisher:
         self.close_timeout = close_timeout
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], DeliveryStats] = {}
+        self._totals: dict[str, Any] | None = None
         self.down_reason = broker_reachable(brokers) if check_broker else None
         if self.down_reason:
             log.warning("Kafka at %s is unreachable (%s): events are counted as failed, files are unaffected; "
@@ -89,7 +90,13 @@ class KafkaPublisher:
         self._producer.poll(0)
 
     def close(self) -> dict[str, Any]:
-        """Flush (bounded), count what is left as failed, and return the delivery totals."""
+        """Flush (bounded), count what is left as failed, and return the delivery totals.
+
+        Idempotent. Releases the producer (its delivery callback refers back to this object, so
+        without that the librdkafka client would live on until a garbage-collection pass).
+        """
+        if self._totals is not None:
+            return self._totals
         remaining = self._producer.flush(self.close_timeout)
         if remaining:
             log.warning("Kafka: %d messages undelivered after %.0f s; counting them as failed", remaining,
@@ -105,5 +112,7 @@ class KafkaPublisher:
                 "delivered": sum(st.delivered for st in self._sessions.values()),
                 "failed": sum(st.failed for st in self._sessions.values()),
             }
-        return {"brokers": self.brokers, "topic": self.topic, "broker_down_at_start": self.down_reason,
-                **totals, "sessions": sessions}
+        self._totals = {"brokers": self.brokers, "topic": self.topic, "broker_down_at_start": self.down_reason,
+                        **totals, "sessions": sessions}
+        self._producer = None
+        return self._totals

@@ -121,6 +121,8 @@ class KafkaSink:
     def append(self, batch: np.ndarray) -> None:
         if batch.dtype != RECORD_DTYPE:
             raise TypeError(f"expected records of RECORD_DTYPE, got {batch.dtype}")
+        if self.closed:
+            raise ValueError(f"KafkaSink {self.symbol} {self.topic}: append after close")
         n = len(batch)
         if n == 0:
             return
@@ -186,7 +188,8 @@ class KafkaSink:
             self._count_unqueued(1, "local queue full")
 
     def flush(self) -> None:
-        self._producer.poll(0)
+        if self._producer is not None:
+            self._producer.poll(0)
 
     def close(self, close_ticks: int | None = None) -> None:
         if self.closed:
@@ -208,3 +211,4 @@ class KafkaSink:
             still_queued = len(self._producer)
             self.stats.failed += still_queued
             self.stats.delivered = max(0, self.stats.produced - self.stats.failed)
+        self._producer = None  # break the producer -> callback -> sink cycle: the client goes now
