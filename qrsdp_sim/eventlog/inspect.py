@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from qrsdp_sim.eventlog.errors import EventLogError
 from qrsdp_sim.eventlog.format import FILE_HEADER_SIZE
 from qrsdp_sim.eventlog.reader import EventLogReader
-from qrsdp_sim.records import EVENT_TYPE_NAMES, N_EVENT_TYPES, RECORD_SIZE, EventType, Side
+from qrsdp_sim.records import EVENT_TYPE_NAMES, N_EVENT_TYPES, RECORD_DTYPE, RECORD_SIZE, EventType, Side
 
 # The side each event type must carry (executions: the resting order's side).
-EXPECTED_SIDE = np.array(
-    [Side.BID, Side.ASK, Side.BID, Side.ASK, Side.ASK, Side.BID], dtype=np.uint8
-)
+EXPECTED_SIDE = np.array([Side.BID, Side.ASK, Side.BID, Side.ASK, Side.ASK, Side.BID], dtype=np.uint8)
 assert EXPECTED_SIDE[EventType.EXECUTE_BUY] == Side.ASK
 
 
@@ -98,7 +95,7 @@ def verify(path: str | os.PathLike[str], *, require_index: bool = True) -> Verif
         parts = [reader._decode(c) for c in scanned]
     except EventLogError as exc:
         return fail(str(exc))
-    records = np.concatenate(parts) if parts else np.empty(0, dtype=reader.read_all().dtype)
+    records = np.concatenate(parts) if parts else np.empty(0, dtype=RECORD_DTYPE)
     result.records = len(records)
     if not len(records):
         return result
@@ -122,6 +119,3 @@ def verify(path: str | os.PathLike[str], *, require_index: bool = True) -> Verif
         fail("ADD order ids do not increase strictly")
     return result
 
-
-def file_size(path: str | os.PathLike[str]) -> int:
-    return Path(path).stat().st_size
