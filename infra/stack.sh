@@ -172,11 +172,21 @@ stop_pid() {
 
 # ---------------------------------------------------------------- install
 
+# Java, Maven and Go from the machine, else from apt / the Go module proxy (infra/ensure-tools.sh).
+ensure_tools() {
+  [[ -n "${_QRSDP_TOOLS_OK:-}" ]] && return 0
+  local exports
+  exports="$("$INFRA/ensure-tools.sh")" || die "could not install the toolchains the services need (see above)"
+  eval "$exports"
+  _QRSDP_TOOLS_OK=1
+}
+
 install_kafka() {
   local version; version="$(kafka_version)"
   if [[ -f "$LIBS/kafka_2.13-$version.jar" && -f "$LIBS/kafka-tools-$version.jar" ]]; then
     return 0
   fi
+  ensure_tools
   command -v mvn >/dev/null 2>&1 || die "mvn not found (apt-get install maven)"
   log "kafka: fetching Apache Kafka $version jars with mvn into $LIBS"
   rm -rf "$LIBS"; mkdir -p "$LIBS"
@@ -188,10 +198,12 @@ install_kafka() {
 
 install_minio() {
   [[ -x "$MINIO_BIN" ]] && return 0
+  ensure_tools
   "$INFRA/minio/build.sh"
 }
 
 check_java() {
+  command -v "$JAVA" >/dev/null 2>&1 || ensure_tools
   command -v "$JAVA" >/dev/null 2>&1 || die "java not found (needs JDK/JRE >= 17)"
   local v
   v="$("$JAVA" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
