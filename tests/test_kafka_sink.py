@@ -4,12 +4,10 @@ end-of-session marker; a dead broker never blocks or fails the producer, and eve
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
+from kafka_lake_testutil import consume_all, create_topics
 from qrsdp_log_testutil import make_records
 
 from qrsdp_sim.kafka.message import EndOfSession
@@ -19,34 +17,9 @@ from qrsdp_sim.records import RECORD_DTYPE
 pytestmark = [pytest.mark.services, pytest.mark.timeout(1800)]
 
 
-def _topic(bootstrap: str) -> str:
-    name = f"qrsdp.test.sink.{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
-    admin.create_topics([NewTopic(name, 3, 1)])[name].result(30)
-    return name
-
-
-def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
-         "enable.auto.commit": False}
-    )
-    consumer.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(got) < expected and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 1.0):
-                assert msg.error() is None, msg.error()
-                got.append(msg)
-    finally:
-        consumer.close()
-    return got
-
-
 def test_every_record_arrives_unchanged_with_headers_and_eos(kafka_stack) -> None:
     bootstrap = kafka_stack.bootstrap_servers
-    topic = _topic(bootstrap)
+    topic, _dlq = create_topics(bootstrap, "sink")
     records = make_records(25_000, seed=3)
     sink = KafkaSink(bootstrap, symbol="AAPL", date="2026-01-05", run_id="run-xyz", topic=topic)
     for i in range(0, len(records), 4_000):
@@ -56,7 +29,7 @@ def test_every_record_arrives_unchanged_with_headers_and_eos(kafka_stack) -> Non
     assert sink.stats.delivered == len(records) + 1
     assert sink.stats.failed == 0
 
-    msgs = _consume_all(bootstrap, topic, len(records) + 1)
+    msgs = consume_all(bootstrap, topic, len(records) + 1)
     assert len(msgs) == len(records) + 1
     assert len({m.partition() for m in msgs}) == 1, "one symbol must map to one partition (ordering)"
     msgs.sort(key=lambda m: m.offset())
