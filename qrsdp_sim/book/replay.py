@@ -33,13 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from qrsdp_sim.book.order_table import EMPTY_KEY, backshift_source
+from qrsdp_sim.book.order_table import find as _find
+from qrsdp_sim.book.order_table import free_slot as _insert_slot
 from qrsdp_sim.records import EVENT_TYPE_NAMES, N_EVENT_TYPES, RECORD_DTYPE
 
 NO_PRICE: int = int(np.iinfo(np.int32).min)
 """Price reported for a side with no resting order (its size is then 0)."""
 
-_EMPTY_KEY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)  # hash-table slot marker: no order id can take it
-_GOLDEN = np.uint64(0x9E37_79B9_7F4A_7C15)
+_EMPTY_KEY = EMPTY_KEY  # hash-table slot marker: no order id can take it
 
 # scalar state, kept in one int64 array so the compiled loop can update it in place
 _S_BEST_BID = 0  # index into the price window; -1 = no bid
@@ -179,49 +181,15 @@ def _empty_states(n: int) -> BookStates:
 # ---------------------------------------------------------------------------
 
 
-@njit(inline="always", nogil=True, cache=True)
-def _home(key, shift):
-    return np.int64((key * _GOLDEN) >> shift)
-
-
-@njit(nogil=True, cache=True)
-def _find(keys, key, shift, mask):
-    """Slot holding ``key``, or -1."""
-    i = _home(key, shift)
-    while True:
-        k = keys[i]
-        if k == key:
-            return i
-        if k == _EMPTY_KEY:
-            return -1
-        i = (i + 1) & mask
-
-
-@njit(nogil=True, cache=True)
-def _insert_slot(keys, key, shift, mask):
-    """Free slot for a new ``key`` (the caller checked it is absent and the table has room)."""
-    i = _home(key, shift)
-    while keys[i] != _EMPTY_KEY:
-        i = (i + 1) & mask
-    return i
-
-
 @njit(nogil=True, cache=True)
 def _delete(keys, o_price, o_qty, o_side, slot, shift, mask):
     """Remove the entry at ``slot`` by backward-shift deletion (no tombstones)."""
     i = slot
-    j = slot
     while True:
-        j = (j + 1) & mask
-        kj = keys[j]
-        if kj == _EMPTY_KEY:
+        j = backshift_source(keys, i, shift, mask)
+        if j < 0:
             break
-        h = _home(kj, shift)
-        # entry j may move to i only if its home is not cyclically within (i, j]
-        stays = i < h <= j if i <= j else h > i or h <= j
-        if stays:
-            continue
-        keys[i] = kj
+        keys[i] = keys[j]
         o_price[i] = o_price[j]
         o_qty[i] = o_qty[j]
         o_side[i] = o_side[j]

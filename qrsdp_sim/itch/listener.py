@@ -34,6 +34,8 @@ from typing import IO, Any
 import numpy as np
 from numba import njit
 
+from qrsdp_sim.book.order_table import EMPTY_KEY, backshift_source, free_slot, new_keys
+from qrsdp_sim.book.order_table import find as _find
 from qrsdp_sim.book.replay import NO_PRICE, OrderBook
 from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.messages import EVENT_CODE_NAMES, SIZES
@@ -45,8 +47,7 @@ for _t, _n in SIZES.items():
     _SIZE_TABLE[_t[0]] = _n
 
 _A, _F, _E, _C, _X, _D, _U, _S, _R = (ord(c) for c in "AFECXDUSR")
-_EMPTY = np.uint64(0)  # order table: free slot (reference 0 is never a valid order)
-_GOLDEN = np.uint64(0x9E37_79B9_7F4A_7C15)
+_EMPTY = EMPTY_KEY  # order table: free slot (shared primitives in qrsdp_sim.book.order_table)
 
 # listener-side book errors (per record conversion)
 ERR_UNKNOWN_REF = 1
@@ -149,28 +150,9 @@ def _decode(
     return bad
 
 
-@njit(inline="always")
-def _home(key, shift):  # pragma: no cover - compiled
-    return np.int64((key * _GOLDEN) >> shift)
-
-
-@njit(cache=True, nogil=True)
-def _find(keys, key, shift, mask):  # pragma: no cover - compiled
-    i = _home(key, shift)
-    while True:
-        k = keys[i]
-        if k == key:
-            return i
-        if k == _EMPTY:
-            return -1
-        i = (i + 1) & mask
-
-
 @njit(cache=True, nogil=True)
 def _insert(keys, key, shift, mask):  # pragma: no cover - compiled
-    i = _home(key, shift)
-    while keys[i] != _EMPTY:
-        i = (i + 1) & mask
+    i = free_slot(keys, key, shift, mask)
     keys[i] = key
     return i
 
@@ -178,17 +160,11 @@ def _insert(keys, key, shift, mask):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def _delete(keys, t_side, t_price, t_shares, t_loc, slot, shift, mask):  # pragma: no cover - compiled
     i = slot
-    j = slot
     while True:
-        j = (j + 1) & mask
-        kj = keys[j]
-        if kj == _EMPTY:
+        j = backshift_source(keys, i, shift, mask)
+        if j < 0:
             break
-        h = _home(kj, shift)
-        stays = i < h <= j if i <= j else h > i or h <= j
-        if stays:
-            continue
-        keys[i] = kj
+        keys[i] = keys[j]
         t_side[i] = t_side[j]
         t_price[i] = t_price[j]
         t_shares[i] = t_shares[j]
@@ -268,7 +244,7 @@ def _to_records(
                 sd = 0 if side[i] == 66 else 1
                 loc = locate[i]
                 new_ref = ref[i]
-            if new_ref == _EMPTY or _find(keys, new_ref, shift, mask) >= 0:
+            if new_ref == 0 or new_ref == _EMPTY or _find(keys, new_ref, shift, mask) >= 0:
                 errors[i] |= 2
                 continue
             px = np.int64(price[i])
@@ -411,7 +387,7 @@ class Listener:
 
     # -- order table ---------------------------------------------------------
     def _alloc_table(self, cap: int) -> None:
-        self._keys = np.zeros(cap, np.uint64)
+        self._keys = new_keys(cap)
         self._t_side = np.zeros(cap, np.uint8)
         self._t_price = np.zeros(cap, np.int32)
         self._t_shares = np.zeros(cap, np.uint32)
