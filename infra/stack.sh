@@ -4,7 +4,9 @@
 # Go module. Everything binds to 127.0.0.1; all state lives under one data folder.
 #
 # usage: infra/stack.sh COMMAND
-#   install                 fetch the Kafka jars (mvn) and build MinIO (go install) if missing
+#   install                 fetch the Kafka jars (mvn) and build MinIO (go install) if missing, and
+#                           build the Kafka bridge (qrsdp_sim/kafka/bridge) when its source is newer
+#   bridge-build            (re)build the Kafka bridge binary infra/.build/bin/qrsdp-kafka-bridge
 #   up                      install if needed, start Kafka and MinIO, wait until healthy,
 #                           create topics exchange.events / exchange.events.dlq and bucket exchange-data
 #   down                    stop both (SIGTERM, wait, then SIGKILL); fine when nothing runs
@@ -44,6 +46,9 @@ BUILD="$INFRA/.build"
 RUN_DIR="$INFRA/.run"
 LIBS="$BUILD/kafka/libs"
 MINIO_BIN="$BUILD/bin/minio"
+BRIDGE_SRC="$ROOT/qrsdp_sim/kafka/bridge"
+BRIDGE_BIN="$BUILD/bin/qrsdp-kafka-bridge"
+BRIDGE_MIN_GO_MINOR=26   # franz-go v1.22 needs Go >= 1.26
 
 STACK_DIR="${QRSDP_STACK_DIR:-$ROOT/data/stack}"
 KAFKA_PORT="${QRSDP_KAFKA_PORT:-9092}"
@@ -200,6 +205,33 @@ install_minio() {
   [[ -x "$MINIO_BIN" ]] && return 0
   ensure_tools
   "$INFRA/minio/build.sh"
+}
+
+# The Kafka bridge (Go, franz-go) is rebuilt when a source file is newer than the binary.
+bridge_stale() {
+  [[ -x "$BRIDGE_BIN" ]] || return 0
+  [[ -n "$(find "$BRIDGE_SRC" -maxdepth 1 \( -name '*.go' -o -name go.mod -o -name go.sum \) \
+           -newer "$BRIDGE_BIN" -print -quit)" ]]
+}
+
+build_bridge() {
+  local minor=""
+  command -v go >/dev/null 2>&1 && minor="$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
+  # A Go older than the module needs is upgraded by the go command itself (GOTOOLCHAIN=auto fetches
+  # golang.org/toolchain from the Go module proxy); ensure-tools provides some Go first.
+  [[ -n "$minor" && "$minor" -ge $BRIDGE_MIN_GO_MINOR ]] || ensure_tools
+  command -v go >/dev/null 2>&1 || { log "bridge: 'go' not found"; return 1; }
+  mkdir -p "$BUILD/bin"
+  log "bridge: building qrsdp-kafka-bridge from $BRIDGE_SRC into $BUILD/bin"
+  (cd "$BRIDGE_SRC" && CGO_ENABLED=0 GOBIN="$BUILD/bin" GOTOOLCHAIN=auto GOFLAGS="${GOFLAGS:-} -trimpath" \
+    nice -n 10 go install .) || return 1
+  touch "$BRIDGE_BIN"   # an unchanged build keeps the old file: mark it current
+}
+
+# Optional service part: a failed bridge build warns (Python falls back to confluent-kafka).
+install_bridge() {
+  bridge_stale || return 0
+  build_bridge || log "bridge: WARNING: could not build qrsdp-kafka-bridge (see above); Kafka clients use confluent-kafka"
 }
 
 check_java() {
@@ -460,9 +492,12 @@ main() {
   local cmd="${1:-}"
   [[ $# -gt 0 ]] && shift
   case "$cmd" in
-    install) install_kafka; install_minio; log "installed: kafka $(kafka_version) in $LIBS, minio $MINIO_BIN" ;;
+    install)
+      install_kafka; install_minio; install_bridge
+      log "installed: kafka $(kafka_version) in $LIBS, minio $MINIO_BIN, bridge $BRIDGE_BIN" ;;
+    bridge-build) build_bridge || die "could not build qrsdp-kafka-bridge"; log "built $BRIDGE_BIN" ;;
     up)
-      install_kafka; install_minio
+      install_kafka; install_minio; install_bridge
       kafka_launch; minio_launch
       kafka_ready; minio_ready
       if itch_enabled; then itch_start; fi

@@ -1,0 +1,177 @@
+// Command qrsdp-kafka-bridge does the per-message Kafka work for QRSDP's Python processes.
+//
+// Python exchanges columnar batches (runs of 26-byte event records) with it over stdin/stdout;
+// the bridge produces or consumes one Kafka message per record with franz-go, in the message
+// format of docs/kafka-message-format.md. It runs as a subprocess so that a crash on the Kafka
+// side can never take down a simulation or its .qrsdp files. Protocol: docs/kafka-bridge.md.
+//
+//	qrsdp-kafka-bridge produce --brokers B --topic T [options]
+//	qrsdp-kafka-bridge consume --brokers B --topic T --group G (--subscribe | --assign) [options]
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+const usageText = `usage: qrsdp-kafka-bridge COMMAND [options]
+
+commands:
+  produce   read frames from stdin, produce one Kafka message per record
+  consume   consume a topic, write runs / raw messages / events to stdout
+
+'qrsdp-kafka-bridge COMMAND -h' lists the options of a command.
+`
+
+// exit codes
+const (
+	exitOK    = 0
+	exitFatal = 1
+	exitUsage = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return exitUsage
+	}
+	switch args[0] {
+	case "produce":
+		return runProduce(args[1:], stdin, stdout, stderr)
+	case "consume":
+		return runConsume(args[1:], stdin, stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usageText)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "qrsdp-kafka-bridge: unknown command %q\n\n%s", args[0], usageText)
+		return exitUsage
+	}
+}
+
+// output serialises frames to stdout. Data frames from the fetch loop and events from other
+// goroutines go through the same buffered writer, under one lock, so their order is kept.
+type output struct {
+	mu  sync.Mutex
+	w   *bufio.Writer
+	buf []byte
+	err error // first write error (Python gone): later writes are dropped
+}
+
+func newOutput(w io.Writer, size int) *output {
+	return &output{w: bufio.NewWriterSize(w, size)}
+}
+
+// event writes one JSON event frame and flushes (events are never held back).
+func (o *output) event(v any) {
+	doc, err := json.Marshal(v)
+	if err != nil {
+		doc = []byte(fmt.Sprintf(`{"event":"error","message":%q,"fatal":false}`, "json: "+err.Error()))
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf = AppendJSONFrame(o.buf[:0], doc)
+	o.writeLocked(o.buf)
+	o.flushLocked()
+}
+
+func (o *output) writeLocked(b []byte) {
+	if o.err != nil {
+		return
+	}
+	if _, err := o.w.Write(b); err != nil {
+		o.err = err
+	}
+}
+
+func (o *output) flushLocked() {
+	if o.err != nil {
+		return
+	}
+	if err := o.w.Flush(); err != nil {
+		o.err = err
+	}
+}
+
+func (o *output) failed() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// errorEvent is {"event":"error","message":..,"fatal":..}.
+func errorEvent(msg string, fatal bool) map[string]any {
+	return map[string]any{"event": "error", "message": msg, "fatal": fatal}
+}
+
+// command is one JSON control object from Python.
+type command struct {
+	Op         string            `json:"op"`
+	ID         *int64            `json:"id,omitempty"`
+	TimeoutMs  *int64            `json:"timeout_ms,omitempty"`
+	Offsets    []commitOffset    `json:"offsets,omitempty"`
+	Partitions []assignPartition `json:"partitions,omitempty"`
+}
+
+type commitOffset struct {
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Metadata  string `json:"metadata"`
+}
+
+type assignPartition struct {
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+}
+
+func idOf(c *command) any {
+	if c.ID == nil {
+		return nil
+	}
+	return *c.ID
+}
+
+func errString(err error) any {
+	if err == nil {
+		return nil
+	}
+	return err.Error()
+}
+
+// kgoLogLevel maps --log-level to franz-go's levels.
+func kgoLogLevel(s string) (kgo.LogLevel, error) {
+	switch strings.ToLower(s) {
+	case "none", "off":
+		return kgo.LogLevelNone, nil
+	case "error":
+		return kgo.LogLevelError, nil
+	case "warn", "warning":
+		return kgo.LogLevelWarn, nil
+	case "info":
+		return kgo.LogLevelInfo, nil
+	case "debug":
+		return kgo.LogLevelDebug, nil
+	}
+	return kgo.LogLevelNone, fmt.Errorf("unknown log level %q (none, error, warn, info, debug)", s)
+}
+
+func splitBrokers(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
