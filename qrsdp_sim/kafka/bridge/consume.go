@@ -320,6 +320,18 @@ func (c *consumer) request(cmd *command) {
 	}
 }
 
+// Commit metadata is stored NUL-terminated, as confluent-kafka-python (librdkafka) stores it: that
+// client reads metadata as a C string, and the bridge reads its commits with the NUL removed, so
+// state committed by either client reads back the same in both.
+func storedMetadata(m string) string {
+	if m == "" {
+		return m
+	}
+	return m + "\x00"
+}
+
+func readMetadata(m string) string { return strings.TrimSuffix(m, "\x00") }
+
 // commit commits synchronously. --assign: a "simple" commit (generation -1, kadm) with each
 // partition's metadata. --subscribe: the group's generation (CommitOffsetsSync), metadata set on
 // the request just before it is sent.
@@ -331,7 +343,7 @@ func (c *consumer) commit(ctx context.Context, offsets []commitOffset) error {
 		offs := make(kadm.Offsets)
 		for _, o := range offsets {
 			offs.Add(kadm.Offset{Topic: c.cfg.topic, Partition: o.Partition, At: o.Offset, LeaderEpoch: -1,
-				Metadata: o.Metadata})
+				Metadata: storedMetadata(o.Metadata)})
 		}
 		resp, err := c.adm.CommitOffsets(ctx, c.cfg.group, offs)
 		if err != nil {
@@ -343,7 +355,7 @@ func (c *consumer) commit(ctx context.Context, offsets []commitOffset) error {
 	uncommitted := map[string]map[int32]kgo.EpochOffset{c.cfg.topic: {}}
 	for _, o := range offsets {
 		uncommitted[c.cfg.topic][o.Partition] = kgo.EpochOffset{Epoch: -1, Offset: o.Offset}
-		meta[o.Partition] = o.Metadata
+		meta[o.Partition] = storedMetadata(o.Metadata)
 	}
 	ctx = kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
 		for i := range req.Topics {
@@ -395,7 +407,7 @@ func (c *consumer) committed(ctx context.Context) ([]committedOffset, error) {
 		if r.At < 0 {
 			continue // nothing committed
 		}
-		out = append(out, committedOffset{Partition: p, Offset: r.At, Metadata: r.Metadata})
+		out = append(out, committedOffset{Partition: p, Offset: r.At, Metadata: readMetadata(r.Metadata)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Partition < out[j].Partition })
 	return out, firstErr

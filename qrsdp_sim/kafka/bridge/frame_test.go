@@ -383,3 +383,17 @@ func TestProducerEOFGivesFinalStats(t *testing.T) {
 		t.Fatalf("%q", payloads)
 	}
 }
+
+func TestCommitMetadataIsStoredLikeLibrdkafka(t *testing.T) {
+	if storedMetadata("") != "" || storedMetadata("itch1|x") != "itch1|x\x00" {
+		t.Fatal("storedMetadata")
+	}
+	for _, m := range []string{"", "itch1|x", "a\x00"} {
+		if readMetadata(storedMetadata(m)) != m {
+			t.Fatalf("round trip of %q", m)
+		}
+	}
+	if readMetadata("plain") != "plain" {
+		t.Fatal("metadata without NUL (another client) must read unchanged")
+	}
+}

@@ -365,6 +365,9 @@ func (p *producer) command(c *command) (stop bool) {
 		cancel()
 		p.out.event(map[string]any{"event": "pong", "id": idOf(c), "error": errString(err)})
 	case "stop":
+		if c.TimeoutMs != nil {
+			p.closeTimeout = time.Duration(*c.TimeoutMs) * time.Millisecond
+		}
 		return true
 	default:
 		p.out.event(errorEvent(fmt.Sprintf("unknown producer command %q", c.Op), false))
