@@ -1,17 +1,20 @@
 """Kafka figures on the running local stack (`qrsdp stack up` first).
 
-    uv run python benchmarks/bench_kafka.py [--seconds 23400] [--perf-records 5000000]
+    uv run python benchmarks/bench_kafka.py [--seconds 23400] [--perf-records 5000000] [--only confluent|bridge]
 
 Prints, on the same broker:
   1. dual-write: simulation + .qrsdp file + Kafka delivery confirmed, events/s end to end;
   2. Kafka's own ProducerPerformance at 26-byte records (acks=all, linger 5 ms, lz4);
-  3. the Parquet consumer landing those events into MinIO, records/s.
+  3. the Parquet consumer landing those events into MinIO, records/s;
+  4. dual-write through qrsdp-kafka-bridge (BridgeProducer, delivery confirmed), events/s end to end;
+  5. the bridge's topic consumed through BridgeConsumer (runs decoded to numpy), records/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import re
 import subprocess
 import tempfile
@@ -19,10 +22,13 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from qrsdp_sim.engine.runner import RunSpec, session_description, simulate_symbol_date, warm_up
+from qrsdp_sim.kafka.bridge import BridgeConsumer, BridgeProducer, RawMessage, Run, bridge_available
 from qrsdp_sim.kafka.consumer import ParquetConsumer
+from qrsdp_sim.kafka.message import EndOfSession, big_endian_u64
 from qrsdp_sim.kafka.publisher import KafkaPublisher
 from qrsdp_sim.lake.store import Lake, S3Options
 
@@ -35,14 +41,25 @@ def main() -> None:
     ap.add_argument("--s3-endpoint", default="http://127.0.0.1:9000")
     ap.add_argument("--seconds", type=int, default=23_400, help="session length to dual-write")
     ap.add_argument("--perf-records", type=int, default=5_000_000, help="records for ProducerPerformance")
+    ap.add_argument("--only", choices=("all", "confluent", "bridge"), default="all",
+                    help="figures 1-3 (confluent-kafka), 4-5 (qrsdp-kafka-bridge) or all")
     args = ap.parse_args()
 
-    topic = f"bench.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": args.brokers})
-    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
-
     spec = RunSpec(session_seconds=args.seconds)
     warm_up(spec.model)
+    if args.only in ("all", "confluent"):
+        bench_confluent(args, admin, spec)
+    if args.only in ("all", "bridge"):
+        if bridge_available():
+            bench_bridge(args, admin, spec)
+        else:
+            print("4./5. qrsdp-kafka-bridge not built (infra/stack.sh bridge-build): skipped")
+
+
+def bench_confluent(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) -> None:
+    topic = f"bench.{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     with tempfile.TemporaryDirectory() as tmp:
         publisher = KafkaPublisher(args.brokers, topic)
         t0 = time.perf_counter()
@@ -70,6 +87,71 @@ def main() -> None:
     print(f"3. Parquet consumer -> MinIO: {stats.records_landed:,} records in {wall:.2f} s = "
           f"{stats.records_landed / wall / 1e6:.2f} M records/s ({stats.objects_written} objects, "
           f"{stats.markers_written} completion markers)")
+    admin.delete_topics([topic])
+
+
+class _BridgeSink:
+    """An EventSink that hands each batch to the bridge as one run (no work per record)."""
+
+    def __init__(self, producer: BridgeProducer, symbol: str, date: str, run_id: str) -> None:
+        self.producer, self.symbol, self.date, self.run_id = producer, symbol, date, run_id
+        self.seq = 0
+
+    def append(self, batch: np.ndarray) -> None:
+        self.producer.send_run(self.symbol, self.date, self.run_id, self.seq, batch)
+        self.seq += len(batch)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) -> None:
+    topic = f"bench.bridge.{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    day = dt.date(2026, 1, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        producer = BridgeProducer(args.brokers, topic)
+        sink = _BridgeSink(producer, "AAPL", day.isoformat(), "bench")
+        result = simulate_symbol_date(spec, "AAPL", day, 10_000, Path(tmp) / "a.qrsdp", extra_sinks=[sink])
+        sim_wall = time.perf_counter() - t0
+        desc = session_description(spec, "AAPL", day, result)
+        producer.send_message("AAPL", b"", [
+            ("date", day.isoformat().encode()), ("seq", big_endian_u64(np.array([sink.seq]))),
+            ("run_id", b"bench"), ("eos", EndOfSession(sink.seq, result.close_ticks).encode()),
+            ("session", json.dumps(desc, sort_keys=True).encode())])
+        producer.flush(300)
+        totals = producer.totals
+        wall = time.perf_counter() - t0
+        producer.close()
+    print(f"4. dual-write via qrsdp-kafka-bridge, 1 session of {args.seconds} s: {result.events:,} events in "
+          f"{wall:.2f} s = {result.events / wall / 1e6:.2f} M events/s end to end (simulation + file done at "
+          f"{sim_wall:.2f} s; delivered {totals['delivered']:,}, failed {totals['failed']:,})")
+
+    expected = result.events + 1
+    t0 = time.perf_counter()
+    consumer = BridgeConsumer(args.brokers, topic, f"bench-{topic}")
+    records = runs = raw = 0
+    first = None
+    while records + raw < expected:
+        item = consumer.poll(30)
+        if item is None:
+            break
+        if isinstance(item, Run):
+            first = first or time.perf_counter()
+            records += len(item.records)  # a numpy view of RECORD_DTYPE
+            runs += 1
+        elif isinstance(item, RawMessage):
+            raw += 1
+    end = time.perf_counter()
+    consumer.close()
+    wall = end - t0
+    print(f"5. BridgeConsumer, whole topic as numpy runs: {records:,} records + {raw} raw in {wall:.2f} s = "
+          f"{records / wall / 1e6:.2f} M records/s including the group join "
+          f"({records / (end - (first or t0)) / 1e6:.2f} M records/s from the first run; {runs:,} runs)")
     admin.delete_topics([topic])
 
 
