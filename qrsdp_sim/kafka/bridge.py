@@ -288,6 +288,7 @@ def decode_frame(typ: int, payload: memoryview, topic: str = "") -> Item:
         if len(payload) - pos != count * RECORD_SIZE:
             raise BridgeError(f"run frame: {len(payload) - pos} value bytes for {count} records")
         records = np.frombuffer(payload, dtype=RECORD_DTYPE, count=count, offset=pos)
+        records.flags.writeable = False  # a view of the read buffer (writable when it is a bytearray)
         return Run(partition, first_offset, first_seq, key, date, run_id, records)
     if typ == FRAME_MESSAGE:
         partition, offset = _MSG_FIXED.unpack_from(payload, 0)
@@ -384,8 +385,11 @@ class _Process:
         self.args = args
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=60)
         try:
+            # Its own session: a Ctrl-C in the terminal reaches Python (which stops the bridge in order
+            # through stdin: flush, commit, leave the group), not the bridge directly.
             self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, bufsize=0, close_fds=True)
+                                         stderr=subprocess.PIPE, bufsize=0, close_fds=True,
+                                         start_new_session=True)
         except OSError as exc:
             raise BridgeError(f"cannot start {args[0]}: {exc}") from exc
         for f in (self.proc.stdin, self.proc.stdout):

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -38,6 +40,9 @@ const (
 )
 
 func main() {
+	// A reader that went away is an error on write (handled: the consumer stops, the producer
+	// finishes its flush), not a SIGPIPE that kills the process before it has flushed.
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
