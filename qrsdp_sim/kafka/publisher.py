@@ -4,6 +4,10 @@ Sharing a producer across a run's sessions means one connection and one final fl
 with a bounded wait -- a broker that is down costs the run ``close_timeout`` seconds
 once, not once per session. Failures are attributed to their session through the
 failed message's key and ``date`` header, so the manifest can list per-session totals.
+
+The producer is the native bridge (``qrsdp-kafka-bridge``, one pipe write per batch) when
+it is built, else confluent-kafka (one Python call per message); ``QRSDP_KAFKA_CLIENT``
+overrides the choice (:mod:`qrsdp_sim.kafka.client`). Messages are identical either way.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from qrsdp_sim.kafka.bridge import BridgeError, BridgeProducer
+from qrsdp_sim.kafka.bridge_sink import BridgeSessionSink
+from qrsdp_sim.kafka.client import use_bridge
 from qrsdp_sim.kafka.message import DEFAULT_TOPIC, H_DATE
 from qrsdp_sim.kafka.sink import DeliveryStats, KafkaSink, producer_config
 
@@ -42,8 +49,11 @@ class KafkaPublisher:
         *,
         close_timeout: float = 60.0,
         check_broker: bool = True,
+        bridge: bool | None = None,
         **config_overrides: object,
     ) -> None:
+        """``bridge``: None = as ``QRSDP_KAFKA_CLIENT`` says; ``config_overrides`` are confluent-kafka
+        settings (they force the confluent-kafka producer)."""
         self.brokers = brokers
         self.topic = topic
         self.close_timeout = close_timeout
@@ -54,7 +64,19 @@ class KafkaPublisher:
         if self.down_reason:
             log.warning("Kafka at %s is unreachable (%s): events are counted as failed, files are unaffected; "
                         "run `qrsdp republish` once it is back", brokers, self.down_reason)
-        self._producer = Producer(producer_config(brokers, on_delivery=self._on_delivery, **config_overrides))
+        self._producer: Producer | None = None
+        self._bridge: BridgeProducer | None = None
+        if bridge is None:
+            bridge = not config_overrides and use_bridge()
+        self.client = "bridge" if bridge else "confluent-kafka"
+        if bridge and not self.down_reason:
+            try:
+                self._bridge = BridgeProducer(brokers, topic, delivery_timeout_ms=int(close_timeout * 1000) + 60_000)
+            except BridgeError as exc:
+                log.warning("Kafka bridge did not start (%s); publishing with confluent-kafka", exc)
+                self.client = "confluent-kafka"
+        if self._bridge is None and not (bridge and self.down_reason):
+            self._producer = Producer(producer_config(brokers, on_delivery=self._on_delivery, **config_overrides))
 
     def _stats(self, symbol: str, date: str) -> DeliveryStats:
         with self._lock:
@@ -71,8 +93,11 @@ class KafkaPublisher:
             if stats.first_error is None:
                 stats.first_error = str(err)
 
-    def open_session(self, symbol: str, date: dt.date, run_id: str) -> KafkaSink:
+    def open_session(self, symbol: str, date: dt.date, run_id: str) -> KafkaSink | BridgeSessionSink:
         day = date.isoformat()
+        if self._producer is None:  # the bridge, or nothing when the broker was down at the start
+            return BridgeSessionSink(self._bridge, symbol=symbol, date=day, run_id=run_id,
+                                     stats=self._stats(symbol, day))
         sink = KafkaSink(
             self.brokers,
             symbol=symbol,
@@ -85,9 +110,10 @@ class KafkaPublisher:
         )
         return sink
 
-    def end_session(self, sink: KafkaSink, session: dict[str, Any]) -> None:
+    def end_session(self, sink: KafkaSink | BridgeSessionSink, session: dict[str, Any]) -> None:
         sink.end_of_session(sink.records_sent, int(session["close_ticks"]), session)
-        self._producer.poll(0)
+        if self._producer is not None:
+            self._producer.poll(0)
 
     def close(self) -> dict[str, Any]:
         """Flush (bounded), count what is left as failed, and return the delivery totals.
@@ -97,6 +123,24 @@ class KafkaPublisher:
         """
         if self._totals is not None:
             return self._totals
+        if self._producer is not None:
+            self._close_confluent()
+        else:
+            self._close_bridge()
+        with self._lock:
+            sessions = {f"{s}/{d}": st.to_dict() for (s, d), st in sorted(self._sessions.items())}
+            totals = {
+                "produced": sum(st.produced for st in self._sessions.values()),
+                "delivered": sum(st.delivered for st in self._sessions.values()),
+                "failed": sum(st.failed for st in self._sessions.values()),
+            }
+        self._totals = {"brokers": self.brokers, "topic": self.topic, "client": self.client,
+                        "broker_down_at_start": self.down_reason, **totals, "sessions": sessions}
+        self._producer = None
+        self._bridge = None
+        return self._totals
+
+    def _close_confluent(self) -> None:
         remaining = self._producer.flush(self.close_timeout)
         if remaining:
             log.warning("Kafka: %d messages undelivered after %.0f s; counting them as failed", remaining,
@@ -106,13 +150,32 @@ class KafkaPublisher:
         with self._lock:
             for stats in self._sessions.values():
                 stats.delivered = max(0, stats.produced - stats.failed)
-            sessions = {f"{s}/{d}": st.to_dict() for (s, d), st in sorted(self._sessions.items())}
-            totals = {
-                "produced": sum(st.produced for st in self._sessions.values()),
-                "delivered": sum(st.delivered for st in self._sessions.values()),
-                "failed": sum(st.failed for st in self._sessions.values()),
-            }
-        self._totals = {"brokers": self.brokers, "topic": self.topic, "broker_down_at_start": self.down_reason,
-                        **totals, "sessions": sessions}
-        self._producer = None
-        return self._totals
+
+    def _close_bridge(self) -> None:
+        """Merge the bridge's per (symbol, date) counters into the sessions' stats.
+
+        produced = handed to the bridge (as with confluent-kafka: handed to librdkafka); failed =
+        never handed (broker down at the start, bridge died: counted by the sinks) + handed but
+        not acknowledged.
+        """
+        counted: dict[tuple[str, str], dict[str, Any]] = {}
+        if self._bridge is not None:
+            try:
+                counted = self._bridge.close(self.close_timeout)
+            except BridgeError as exc:
+                log.warning("Kafka bridge failed while flushing (%s); undelivered events count as failed", exc)
+                counted = {}
+        with self._lock:
+            for key, stats in self._sessions.items():
+                got = counted.get(key, {})
+                handed = int(got.get("produced", 0))
+                delivered = int(got.get("delivered", 0))
+                lost_before = stats.failed  # never handed to the bridge
+                stats.produced = handed
+                stats.delivered = delivered
+                stats.failed = lost_before + handed - delivered
+                if stats.first_error is None and got.get("first_error"):
+                    stats.first_error = str(got["first_error"])
+                if got.get("failed"):
+                    log.warning("Kafka: %s %s: %d of %d messages undelivered (%s)", key[0], key[1],
+                                stats.failed, stats.produced, stats.first_error)
