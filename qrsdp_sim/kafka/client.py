@@ -1,46 +1,44 @@
 """Which Kafka client the services use: the native bridge or confluent-kafka.
 
-``QRSDP_KAFKA_CLIENT`` selects it for every Kafka service (the dual-write producer, the Parquet
-consumer, the ITCH streamer):
+``QRSDP_KAFKA_CLIENT``:
 
-- ``auto`` (the default, also when unset or empty): ``qrsdp-kafka-bridge`` when its binary is found
-  (:func:`qrsdp_sim.kafka.bridge.bridge_available`), else confluent-kafka;
-- ``bridge``: the bridge (starting it fails with a clear error when it is not built);
-- ``python``: confluent-kafka, one Python call per message.
+* ``auto`` (default) -- the bridge (``qrsdp-kafka-bridge``, docs/kafka-bridge.md) when its binary
+  is built, else confluent-kafka;
+* ``bridge`` -- the bridge, and an error that says how to build it when it is missing;
+* ``python`` -- confluent-kafka (one Python call per message: ~0.6 M messages/s).
 
-Messages on Kafka, consumer groups and committed offsets are the same whichever client is used,
-so a service may switch clients across a restart.
+Both produce and read the same messages (docs/kafka-message-format.md), so the choice never
+changes data, only speed.
 """
 
 from __future__ import annotations
 
 import os
 
+from qrsdp_sim.kafka.bridge import BINARY_NAME, BridgeError, bridge_available
+
 CLIENT_ENV = "QRSDP_KAFKA_CLIENT"
-CLIENT_CHOICES = ("auto", "bridge", "python")
+CHOICES = ("auto", "bridge", "python")
 
 
-def kafka_client_setting() -> str:
-    """The value of ``QRSDP_KAFKA_CLIENT`` (lower case; ``auto`` when unset or empty).
-
-    Raises ValueError for anything but auto, bridge or python.
-    """
-    value = (os.environ.get(CLIENT_ENV) or "auto").strip().lower() or "auto"
-    if value not in CLIENT_CHOICES:
-        raise ValueError(f"{CLIENT_ENV}={os.environ.get(CLIENT_ENV)!r}: use one of {', '.join(CLIENT_CHOICES)}")
+def client_choice() -> str:
+    """The validated value of ``QRSDP_KAFKA_CLIENT`` (``auto`` when unset)."""
+    value = os.environ.get(CLIENT_ENV, "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ValueError(f"{CLIENT_ENV}={value!r}: expected one of {', '.join(CHOICES)}")
     return value
 
 
 def use_bridge() -> bool:
-    """True when the services should use ``qrsdp-kafka-bridge``, False for confluent-kafka.
-
-    ``bridge`` answers True even when the binary is missing: the service then fails when it starts
-    the bridge (``BridgeError`` naming ``infra/stack.sh bridge-build``) instead of silently
-    falling back.
-    """
-    setting = kafka_client_setting()
-    if setting == "auto":
-        from qrsdp_sim.kafka.bridge import bridge_available
-
-        return bridge_available()
-    return setting == "bridge"
+    """True when the services should talk to Kafka through the bridge."""
+    choice = client_choice()
+    if choice == "python":
+        return False
+    if bridge_available():
+        return True
+    if choice == "bridge":
+        raise BridgeError(
+            f"{CLIENT_ENV}=bridge but {BINARY_NAME} is not built: run `infra/stack.sh bridge-build` "
+            f"(or set {CLIENT_ENV}=python)"
+        )
+    return False
