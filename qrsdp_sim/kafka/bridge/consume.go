@@ -579,14 +579,17 @@ func (c *consumer) applyAssign(cmd *command) {
 
 // fastShape reports whether r is an event message in the producer's exact shape (value of 26
 // bytes; headers ts_ns (8 bytes), date, seq (8 bytes), run_id in that order; non-null key)
-// and returns its seq.
+// and returns its seq. The ts_ns header must equal the record's own ts_ns (the little-endian u64
+// at byte 0 of the value), as the producers write it: a run does not carry that header, so the
+// messages of a run can be rebuilt exactly from it (e.g. to dead-letter them unchanged).
 func fastShape(r *kgo.Record) (uint64, bool) {
 	if len(r.Value) != RecordSize || len(r.Headers) != 4 || r.Key == nil || len(r.Key) > 0xffff {
 		return 0, false
 	}
 	h := r.Headers
 	if h[0].Key != hTsNs || len(h[0].Value) != 8 || h[1].Key != hDate || len(h[1].Value) > 0xffff ||
-		h[2].Key != hSeq || len(h[2].Value) != 8 || h[3].Key != hRunID || len(h[3].Value) > 0xffff {
+		h[2].Key != hSeq || len(h[2].Value) != 8 || h[3].Key != hRunID || len(h[3].Value) > 0xffff ||
+		binary.BigEndian.Uint64(h[0].Value) != binary.LittleEndian.Uint64(r.Value[:8]) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(h[2].Value), true

@@ -310,6 +310,19 @@ func TestRunsBoundedByMaxRun(t *testing.T) {
 	}
 }
 
+// A ts_ns header that is not the record's own ts_ns makes the message raw: runs carry no ts_ns
+// header, so only messages that can be rebuilt exactly from a run may join one.
+func TestTsNsHeaderMustMatchTheRecord(t *testing.T) {
+	odd := event(0, 1, "K", "d", "r", 1)
+	binary.BigEndian.PutUint64(odd.Headers[0].Value, 1)
+	recs := []*kgo.Record{event(0, 0, "K", "d", "r", 0), odd, event(0, 2, "K", "d", "r", 2)}
+	got := frames(t, recs, 10)
+	want := []span{{'R', 0, 0, 1, "K", "d", "r"}, {kind: 'M', offset: 1, key: "K"}, {'R', 2, 2, 1, "K", "d", "r"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v want %v", got, want)
+	}
+}
+
 func TestNullKeyIsRaw(t *testing.T) {
 	r := event(0, 0, "K", "d", "r", 0)
 	r.Key = nil
