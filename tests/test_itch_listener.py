@@ -18,7 +18,7 @@ from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DayFeed, Directory
 from qrsdp_sim.itch.listener import Listener, ListenerConfig
 from qrsdp_sim.itch.retransmit import RetransmitBuffer, RetransmitServer
-from qrsdp_sim.itch.transport import Sender
+from qrsdp_sim.itch.transport import MMSGHDR, Sender, mmsg_available
 from qrsdp_sim.sinks.memory import InMemorySink
 
 SID = b"QR20260102"
@@ -118,6 +118,76 @@ def test_reordered_and_duplicated_packets_deliver_each_message_once(session) -> 
     assert lis.stats.duplicates == sum(mold.parse_header(p)[2] for p in dups)
     assert b"".join(lis.raw_kept) == framed.data.tobytes()
     assert_matches_source(lis, session, locate=1, n_locates=1)
+
+
+def test_batches_of_datagrams_give_the_same_result_as_one_at_a_time(session) -> None:
+    """handle_batch (after recvmmsg): the compiled in-order pass plus the per-packet path for the rest
+    (reordering, duplicates, heartbeats, another session, malformed) ends where handle_packet ends."""
+    framed = day(session)
+    packets = mold.packets(framed, SID, 1)
+    rng = np.random.default_rng(3)
+    stream = [mold.heartbeat(SID, 1), *packets[:50]]
+    for i in range(50, len(packets) - 1, 2):
+        pair = [packets[i], packets[i + 1]]
+        if rng.random() < 0.2:
+            pair.reverse()
+        stream += pair
+        if rng.random() < 0.05:
+            stream.append(packets[int(rng.integers(0, i))])  # a duplicate
+        if rng.random() < 0.02:
+            stream += [mold.heartbeat(b"QR20260105", 7), packets[i][:-3], b"junk"]  # other session, malformed
+    if len(packets) % 2 == 1:
+        stream.append(packets[-1])
+    stream.append(mold.end_of_session(SID, framed.count + 1))
+
+    one = listener()
+    for pk in stream:
+        one.handle_packet(pk)
+    one.flush()
+
+    slot = 2048
+    batched = listener()
+    for lo in range(0, len(stream), 37):
+        group = stream[lo : lo + 37]
+        slab = np.zeros(len(group) * slot, np.uint8)
+        lengths = np.zeros(len(group), MMSGHDR)["len"]
+        for k, pk in enumerate(group):
+            slab[k * slot : k * slot + len(pk)] = np.frombuffer(pk, np.uint8)
+            lengths[k] = len(pk)
+        batched.handle_batch(slab, slot, lengths, len(group))
+    batched.flush()
+
+    assert one.complete and batched.complete
+    skip = {"by_type"}
+    assert {k: v for k, v in batched.stats.to_dict().items() if k not in skip} == {
+        k: v for k, v in one.stats.to_dict().items() if k not in skip
+    }
+    assert batched.stats.by_type == one.stats.by_type
+    assert b"".join(batched.raw_kept) == b"".join(one.raw_kept) == framed.data.tobytes()
+    assert_matches_source(batched, session, locate=1, n_locates=1)
+
+
+@pytest.mark.parametrize("mmsg", ["1", "0"], ids=["sendmmsg-recvmmsg", "one-per-call"])
+def test_packets_over_a_socket_batched_or_not(session, monkeypatch, mmsg) -> None:
+    monkeypatch.setenv("QRSDP_ITCH_MMSG", mmsg)
+    framed = day(session)
+    lis = listener(unicast=("127.0.0.1", 0), gap_timeout=10, max_runtime=30)
+    thread, result = _run(lis)
+    tx = Sender(unicast=lis.sock.getsockname())
+    try:
+        assert tx.batched == (mmsg == "1" and mmsg_available()) and (lis._rx is not None) == tx.batched
+        bounds = mold.packet_bounds(framed)
+        tx.send_packets(SID, 1, framed.data, framed.offsets, bounds[:301])
+        tx.send_packets(SID, 1, framed.data, framed.offsets, bounds[300:])
+        tx.send(mold.end_of_session(SID, framed.count + 1))
+        thread.join(30)
+    finally:
+        tx.close()
+    assert not thread.is_alive()
+    assert tx.packets == len(bounds)  # the data packets and the end of session
+    assert result["complete"] and result["unrecovered"] == 0 and result["malformed_packets"] == 0
+    assert result["rcvbuf_bytes"] > 0
+    assert b"".join(lis.raw_kept) == framed.data.tobytes()
 
 
 def _run(lis: Listener) -> tuple[threading.Thread, dict]:

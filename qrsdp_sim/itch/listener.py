@@ -13,6 +13,11 @@ once and in sequence order:
 * heartbeats and end-of-session packets carry the next sequence number, so a lost tail is
   noticed too; the listener starts at sequence number 1 and recovers anything it joined after.
 
+Datagrams are received up to 256 at a time (``recvmmsg``, 64-bit Linux) and runs of in-order data
+packets of the followed session are validated and queued for decoding in one compiled pass; every
+other datagram takes the per-packet path above (same outcome). The socket asks for a 64 MiB receive
+buffer (granted as root; otherwise ``net.core.rmem_max`` caps it and the listener says so).
+
 In-order messages are decoded in bulk (compiled): every ITCH 5.0 type is length-checked; the
 order-book types (A, F, E, C, X, D, U) update an order table keyed by order reference, from which
 each message becomes a QRSDP record (ADD/CANCEL/EXECUTE with the resting order's side and price)
@@ -24,8 +29,10 @@ end-of-session packet arrived and every message before it was delivered.
 from __future__ import annotations
 
 import heapq
+import io
 import select
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,7 +46,15 @@ from qrsdp_sim.book.order_table import find as _find
 from qrsdp_sim.book.replay import NO_PRICE, OrderBook
 from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.messages import EVENT_CODE_NAMES, SIZES
-from qrsdp_sim.itch.transport import DEFAULT_GROUP, DEFAULT_INTERFACE, DEFAULT_PORT, open_receiver
+from qrsdp_sim.itch.transport import (
+    DEFAULT_GROUP,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORT,
+    MMSGHDR,
+    BatchReceiver,
+    mmsg_available,
+    open_receiver,
+)
 from qrsdp_sim.records import RECORD_DTYPE
 
 _SIZE_TABLE = np.zeros(256, np.int32)
@@ -83,6 +98,59 @@ def _blocks(buf, start, end, count):  # pragma: no cover - compiled
     if pos != end:
         return offs[:0]
     return offs
+
+
+@njit(cache=True, nogil=True)
+def _in_order_packets(
+    slab, slot_size, lengths, start, n, session, expected, chunk, fill, limit
+):  # pragma: no cover
+    """The common case in bulk: datagrams ``start`` .. ``n - 1`` of ``slab`` (one per ``slot_size``
+    slot) that are well-formed data packets of ``session`` starting exactly at ``expected`` have their
+    message blocks appended to ``chunk[fill:]``. Stops at the first datagram that needs the general
+    path (another session, a gap, a duplicate, a heartbeat, end of session, anything malformed) or
+    once ``fill`` reaches ``limit``. Returns (index reached, expected, fill, messages, bytes)."""
+    i = start
+    msgs = 0
+    nbytes = 0
+    while i < n and fill < limit:
+        ln = np.int64(lengths[i])
+        if ln < 20:
+            break
+        base = np.int64(i) * slot_size
+        same = True
+        for k in range(10):
+            if slab[base + k] != session[k]:
+                same = False
+                break
+        if not same:
+            break
+        seq = np.int64(0)
+        for k in range(8):
+            seq = (seq << 8) | np.int64(slab[base + 10 + k])
+        count = (np.int64(slab[base + 18]) << 8) | np.int64(slab[base + 19])
+        if seq != expected or count == 0 or count == 0xFFFF:
+            break
+        pos = base + 20
+        end = base + ln
+        ok = True
+        for _k in range(count):
+            if pos + 2 > end:
+                ok = False
+                break
+            pos += 2 + ((np.int64(slab[pos]) << 8) | np.int64(slab[pos + 1]))
+            if pos > end:
+                ok = False
+                break
+        if not ok or pos != end:
+            break
+        body = ln - 20
+        chunk[fill : fill + body] = slab[base + 20 : end]
+        fill += body
+        expected += count
+        msgs += count
+        nbytes += ln
+        i += 1
+    return i, expected, fill, msgs, nbytes
 
 
 @njit(inline="always")
@@ -303,6 +371,38 @@ def _price(p: int) -> str:
     return f"{p // 10000}.{p % 10000:04d}"
 
 
+RCVBUF = 64 << 20  # feed socket receive buffer asked for (as root the kernel grants twice that)
+
+_warm = False
+
+
+def _warm_up() -> None:
+    """Load the compiled parts (numba's cache, ~0.5 s on first use) before the first packet arrives,
+    so a fresh listener does not stall on it while the socket buffer fills."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    sid = b"WARMUP0000"
+    add = struct.pack(">cHH6sQcI8sI", b"A", 1, 0, b"\0" * 5 + b"\1", 1, b"B", 1, b"WARM    ", 10_000)
+    delete = struct.pack(">cHH6sQ", b"D", 1, 0, b"\0" * 5 + b"\2", 1)
+    packets = [
+        mold.header(sid, 1, 1) + struct.pack(">H", len(add)) + add,
+        mold.header(sid, 2, 1) + struct.pack(">H", len(delete)) + delete,
+    ]
+    slot = 2048
+    slab = np.zeros(2 * slot, np.uint8)
+    lengths = np.zeros(2, MMSGHDR)["len"]  # the same strided view BatchReceiver passes
+    for k, pkt in enumerate(packets):
+        slab[k * slot : k * slot + len(pkt)] = np.frombuffer(pkt, np.uint8)
+        lengths[k] = len(pkt)
+    lis = Listener(
+        ListenerConfig(print_messages=False, retransmit=None), out=io.StringIO(), err=io.StringIO()
+    )
+    lis.handle_batch(slab, slot, lengths, 2)
+    lis.flush()
+
+
 @dataclass
 class ListenerConfig:
     multicast_group: str = DEFAULT_GROUP
@@ -364,7 +464,9 @@ class Listener:
         self._heap: list[int] = []
         self._holes: dict[int, list[float]] = {}  # end of a missing range -> [first seen, last requested]
         self._next_scan = 0.0
-        self._chunk = bytearray()
+        # delivered, not yet decoded message blocks: _cbuf[:_cfill] (room for one more datagram past chunk_bytes)
+        self._cbuf = np.empty(config.chunk_bytes + 65536, np.uint8)
+        self._cfill = 0
         self._chunk_count = 0
         self._chunk_seq = 1
         self._chunk_retrans = 0
@@ -379,8 +481,12 @@ class Listener:
         ] = []  # delivered message blocks, in sequence order (keep=True)
         self._alloc_table(1 << 16)
         self._live = np.zeros(1, np.int64)
+        self._session_arr = np.zeros(10, np.uint8)
+        self._session_key: bytes | None = None
         self.sock: socket.socket | None = None
         self.req_sock: socket.socket | None = None
+        self._rx: BatchReceiver | None = None
+        self.rcvbuf = 0  # the receive buffer the kernel granted (bytes)
         self.done = False
         self.t_first: float | None = None
         self.t_last = 0.0
@@ -477,6 +583,58 @@ class Listener:
         self._deliver(seq, count, data, offs, retransmission)
         self._drain()
 
+    def handle_batch(self, slab: np.ndarray, slot_size: int, lengths: np.ndarray, n: int) -> None:
+        """Process datagrams ``0 .. n - 1`` of a :class:`~qrsdp_sim.itch.transport.BatchReceiver` slab:
+        runs of in-order data packets of the followed session are delivered in one compiled pass, any
+        other datagram goes through :meth:`handle_packet` -- the outcome is the same as handling each
+        datagram on its own."""
+        now = time.monotonic()
+        if self.t_first is None:
+            self.t_first = now
+        self.t_last = now
+        st = self.stats
+        limit = self.cfg.chunk_bytes
+        i = 0
+        while i < n:
+            if self.session is not None:
+                if self._cfill >= limit:
+                    self.flush()
+                if self._chunk_count == 0:
+                    self._chunk_seq = self.expected
+                if self._session_key != self.session:
+                    self._session_arr = np.frombuffer(self.session, np.uint8).copy()
+                    self._session_key = self.session
+                j, expected, fill, msgs, nbytes = _in_order_packets(
+                    slab,
+                    slot_size,
+                    lengths,
+                    i,
+                    n,
+                    self._session_arr,
+                    self.expected,
+                    self._cbuf,
+                    self._cfill,
+                    limit,
+                )
+                if j > i:
+                    st.packets += j - i
+                    st.bytes += int(nbytes)
+                    self.expected = int(expected)
+                    self._cfill = int(fill)
+                    self._chunk_count += int(msgs)
+                    self.high = max(self.high, self.expected)
+                    if self._heap or self._holes:
+                        self._drain()
+                    i = j
+                    continue
+                if self._cfill >= limit:
+                    continue  # flushed at the top
+            base = i * slot_size
+            self.handle_packet(slab[base : base + int(lengths[i])].tobytes())
+            i += 1
+        if self._cfill >= limit:
+            self.flush()
+
     def _deliver(self, seq: int, count: int, data: bytes, offs: np.ndarray, retransmission: bool) -> None:
         skip = self.expected - seq
         if skip:
@@ -484,13 +642,15 @@ class Listener:
         lo = int(offs[skip])
         if self._chunk_count == 0:
             self._chunk_seq = self.expected
-        self._chunk += data[lo:]
+        nb = len(data) - lo
+        self._cbuf[self._cfill : self._cfill + nb] = np.frombuffer(data, np.uint8, nb, lo)
+        self._cfill += nb
         n = count - skip
         self._chunk_count += n
         self.expected += n
         if retransmission:
             self.stats.retransmitted += n
-        if len(self._chunk) >= self.cfg.chunk_bytes:
+        if self._cfill >= self.cfg.chunk_bytes:
             self.flush()
 
     def _drain(self) -> None:
@@ -576,12 +736,11 @@ class Listener:
         n = self._chunk_count
         if n == 0:
             return
-        raw = bytes(self._chunk)
+        buf = self._cbuf[: self._cfill]  # decoded below, before anything is delivered into it again
         if self.cfg.keep:
-            self.raw_kept.append(raw)
-        buf = np.frombuffer(raw, np.uint8)
+            self.raw_kept.append(buf.tobytes())
         first_seq = self._chunk_seq
-        self._chunk = bytearray()
+        self._cfill = 0
         self._chunk_count = 0
         self._chunk_seq = self.expected
         cols = {
@@ -827,6 +986,7 @@ class Listener:
             "end_of_session_seq": self.eos_seq,
             "elapsed_s": round(elapsed, 3),
             "msgs_per_s": round(self.stats.messages / elapsed) if elapsed > 0 else None,
+            "rcvbuf_bytes": self.rcvbuf,
             **self.stats.to_dict(),
             "books": books,
         }
@@ -834,8 +994,19 @@ class Listener:
     # -- main loop -----------------------------------------------------------
     def open(self) -> None:
         c = self.cfg
-        self.sock = open_receiver(c.multicast_group, c.port, interface=c.interface, unicast=c.unicast)
+        self.sock = open_receiver(
+            c.multicast_group, c.port, interface=c.interface, unicast=c.unicast, rcvbuf=RCVBUF
+        )
         self.sock.setblocking(False)
+        self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if self.rcvbuf < RCVBUF:  # Linux reports twice what it grants; without CAP_NET_ADMIN rmem_max caps it
+            self.err.write(
+                f"itch-listen: socket receive buffer is {self.rcvbuf >> 20} MiB (asked for {RCVBUF >> 20} MiB; "
+                f"raise net.core.rmem_max): bursts beyond it are lost and must be re-requested\n"
+            )
+        if mmsg_available():
+            self._rx = BatchReceiver(self.sock)
+        _warm_up()
         self.req_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         self.req_sock.bind(
             ("127.0.0.1" if c.retransmit and c.retransmit[0].startswith("127.") else "0.0.0.0", 0)
@@ -875,6 +1046,10 @@ class Listener:
                 timeout = 0.005 if self._gap_open else 0.1
                 ready, _, _ = select.select(socks, [], [], timeout)
                 for s in ready:
+                    if s is self.sock and self._rx is not None:
+                        self._receive_batches()
+                        last_rx = time.monotonic()
+                        continue
                     retrans = s is self.req_sock
                     for _ in range(256):
                         try:
@@ -905,6 +1080,17 @@ class Listener:
             self.close()
             self.done = True
         return self.summary()
+
+    def _receive_batches(self, rounds: int = 4) -> None:
+        """Up to ``rounds`` recvmmsg batches of what is waiting on the feed socket."""
+        rx = self._rx
+        for _ in range(rounds):
+            n = rx.receive()
+            if n == 0:
+                return
+            self.handle_batch(rx.slab, rx.slot_size, rx.lengths, n)
+            if n < rx.slots:
+                return
 
     # -- results (tests) -----------------------------------------------------
     def records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
