@@ -4,7 +4,12 @@
   listener; decoded messages equal the source records, the final books equal the ``.qrsdp`` replay,
   and the pcap of sent packets holds exactly the delivered message stream;
 * 1% simulated sender packet loss, fully recovered through the re-request server;
-* ``kill -9`` of the streamer mid-session and a restart: every message exactly once, in order.
+* ``kill -9`` of the streamer mid-session and a restart: every message exactly once, in order -- with
+  the native Kafka bridge, with confluent-kafka, and with a restart that switches from confluent-kafka
+  to the bridge (the bridge resumes the state and in-flight batch the Python client committed).
+
+The streamer uses the Kafka client ``QRSDP_KAFKA_CLIENT`` selects (``auto``: the bridge when it is
+built); each summary says which one ran.
 
 The streamer runs as a subprocess (it must survive SIGKILL of itself); the listener runs in-process.
 Every subprocess is killed at the end, also on failure.
@@ -34,6 +39,8 @@ from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.export import export_day, find_sessions
 from qrsdp_sim.itch.listener import Listener, ListenerConfig
 from qrsdp_sim.itch.transport import read_pcap
+from qrsdp_sim.kafka.bridge import bridge_available
+from qrsdp_sim.kafka.client import CLIENT_ENV, use_bridge
 from qrsdp_sim.kafka.publisher import KafkaPublisher
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300)]
@@ -78,14 +85,17 @@ class Procs:
         self.procs: list[subprocess.Popen] = []
 
     def streamer(self, bootstrap: str, topic: str, group: str, symbols: list[str], port: int, rport: int,
-                 *extra: str, name: str = "streamer") -> subprocess.Popen:
+                 *extra: str, name: str = "streamer", client: str | None = None) -> subprocess.Popen:
         cmd = [sys.executable, "-c", "from qrsdp_sim.cli import main; main()", "itch-stream",
                "--kafka-brokers", bootstrap, "--kafka-topic", topic, "--consumer-group", group,
                "--symbols", ",".join(symbols), "--multicast-group", GROUP, "--port", str(port),
                "--retransmit-port", str(rport), "--summary-json", str(self.tmp / f"{name}.json"),
                "--max-runtime", "150", *extra]  # fmt: skip
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        env = dict(os.environ)
+        if client is not None:
+            env[CLIENT_ENV] = client
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         return p
 
@@ -138,6 +148,11 @@ def _listen(port: int, rport: int, **kw) -> tuple[Listener, threading.Thread, di
     return lis, thread, result
 
 
+def _client() -> str:
+    """The client a streamer started with this test process's environment uses."""
+    return "bridge" if use_bridge() else "python"
+
+
 def _export_bytes(paths: dict[str, Path], tmp: Path, symbols: list[str]) -> bytes:
     target = tmp / "reference.itch"
     export_day(find_sessions(list(paths.values())), target, symbols=symbols)
@@ -187,6 +202,7 @@ def test_round_trip_two_stocks_books_and_pcap(kafka_stack, procs, tmp_path) -> N
     c = summary["counters"]
     assert c["consumed"] == n_events + 2 and c["events"] == n_events  # + the two end-of-session markers
     assert c["sessions_started"] == 1 and c["sessions_ended"] == 1 and not summary["aborted"]
+    assert summary["kafka_client"] == _client()
     # the capture holds every packet sent: data packets in sequence, then end of session
     captured = read_pcap(pcap)
     assert all(dst == (GROUP, port) and len(payload) <= 1400 for _t, payload, _s, dst in captured)
@@ -216,6 +232,7 @@ def test_one_percent_sender_loss_is_fully_recovered(kafka_stack, procs, tmp_path
     assert result.get("complete"), (result, procs.log())
     assert procs.stop(st) == 0, procs.log()
     summary = json.loads((tmp_path / "streamer.json").read_text())
+    assert summary["kafka_client"] == _client()
     dropped = summary["sender"]["dropped"]
     assert dropped >= 10, summary  # ~1% of ~2,000 packets
     assert result["complete"] and result["unrecovered"] == 0, result
@@ -225,7 +242,16 @@ def test_one_percent_sender_loss_is_fully_recovered(kafka_stack, procs, tmp_path
     assert b"".join(lis.raw_kept) == _export_bytes(paths, tmp_path, ["AAPL"])
 
 
-def test_kill_9_mid_session_and_restart_delivers_every_message_once(kafka_stack, procs, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("first_client", "second_client"),
+    [("bridge", "bridge"), ("python", "python"), ("python", "bridge")],
+    ids=["bridge", "python", "python-then-bridge"],
+)
+def test_kill_9_mid_session_and_restart_delivers_every_message_once(
+    kafka_stack, procs, tmp_path, first_client, second_client
+) -> None:
+    if "bridge" in (first_client, second_client) and not bridge_available():
+        pytest.fail("qrsdp-kafka-bridge is not built (infra/stack.sh bridge-build)")
     bootstrap = kafka_stack.bootstrap_servers
     topic = _topic(bootstrap, 1)
     paths = _publish(bootstrap, topic, tmp_path / "run", ["AAPL"], 1200)
@@ -234,7 +260,7 @@ def test_kill_9_mid_session_and_restart_delivers_every_message_once(kafka_stack,
     lis, thread, result = _listen(port, rport, gap_timeout=60)
     # real-time at 400x: the 1,200 s session takes ~3 s, in batches of 20,000 events
     first = procs.streamer(bootstrap, topic, group, ["AAPL"], port, rport, "--realtime", "--speed", "400",
-                           "--batch", "20000", name="first")
+                           "--batch", "20000", name="first", client=first_client)
     deadline = time.monotonic() + 60
     while lis.expected < 30_000 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.01)
@@ -243,12 +269,14 @@ def test_kill_9_mid_session_and_restart_delivers_every_message_once(kafka_stack,
     assert first.wait(10) == -signal.SIGKILL
     killed_at = lis.expected
     time.sleep(0.5)
-    second = procs.streamer(bootstrap, topic, group, ["AAPL"], port, rport, "--batch", "20000", name="second")
+    second = procs.streamer(bootstrap, topic, group, ["AAPL"], port, rport, "--batch", "20000", name="second",
+                            client=second_client)
     _wait(thread, second)
     assert result.get("complete"), (result, procs.log("second"))
     assert procs.stop(second) == 0, procs.log("second")
     assert result["complete"] and result["unrecovered"] == 0, (result, procs.log("second"))
     summary = json.loads((tmp_path / "second.json").read_text())
+    assert summary["kafka_client"] == second_client
     assert summary["counters"]["resent_after_restart"] > 0, summary  # the in-flight batch went out again
     assert 30_000 <= killed_at < result["messages"]
     # every message exactly once and in order: the delivered stream is the day's stream, byte for byte

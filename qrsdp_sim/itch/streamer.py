@@ -24,15 +24,24 @@ numbers -- and sends it again (listeners drop what they already had as duplicate
 rest), then carries on. Listeners see one unbroken session.
 
 Exactly one streamer may run per consumer group (it is the feed's sequencer).
+
+Kafka client. ``QRSDP_KAFKA_CLIENT`` (``qrsdp_sim.kafka.client.use_bridge``): with the native bridge
+(``qrsdp-kafka-bridge``, docs/kafka-bridge.md; ``auto`` uses it when it is built) the streamer
+consumes in assign mode and gets each stock's consecutive events as one numpy run, which goes to the
+encoder as it is -- no Python code runs per Kafka message; end-of-session markers and anything
+malformed arrive as single raw messages and take the same path as with confluent-kafka (``python``).
+Both clients commit the same offsets and metadata, so a streamer may switch clients across a restart.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +53,16 @@ from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DEFAULT_TICK_SIZE, DayFeed, Directory
 from qrsdp_sim.itch.retransmit import DEFAULT_CAPACITY, RetransmitBuffer, RetransmitServer
 from qrsdp_sim.itch.transport import DEFAULT_GROUP, DEFAULT_INTERFACE, DEFAULT_PORT, DEFAULT_TTL, Sender
+from qrsdp_sim.kafka.bridge import BridgeConsumer, BridgeError, BridgeRequestError, Event, RawMessage, Run
+from qrsdp_sim.kafka.client import use_bridge
 from qrsdp_sim.kafka.message import DEFAULT_TOPIC, H_DATE, H_SEQ
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "itch-streamer"
+PREFETCH = 1 << 20  # messages the bridge path reads ahead while the encoder loads
+SEND_CHUNK = 1024  # packets per Sender.send_packets call (one sendmmsg); a stop request waits at most this
 META_VERSION = "itch1"
 META_LIMIT = 4000  # Kafka's default offset.metadata.max.bytes is 4096
 
@@ -82,7 +95,7 @@ class StreamerConfig:
     exit_after_sessions: int = 0  # 0: run until SIGTERM
     linger: float = 2.0  # keep serving retransmissions this long after the last session (exit mode)
     max_runtime: float = 0.0  # 0: unbounded (tests bound it)
-    kafka_overrides: dict[str, Any] = field(default_factory=dict)
+    kafka_overrides: dict[str, Any] = field(default_factory=dict)  # confluent-kafka settings (python client only)
 
 
 # ---------------------------------------------------------------------------
@@ -196,49 +209,54 @@ class Counters:
         return dict(self.__dict__)
 
 
-class Streamer:
-    """Kafka consumer -> ITCH encoder -> MoldUDP64 sender, with re-request server."""
+@dataclass
+class Timings:
+    """Seconds the main loop spent per step on batches that carried messages (waiting included)."""
 
-    def __init__(self, config: StreamerConfig, consumer: Consumer | None = None) -> None:
-        self.cfg = config
-        self.directory = Directory.of(config.symbols)
-        self.feed = DayFeed(self.directory, config.tick_size)
-        self.fingerprint = self.directory.fingerprint(config.tick_size)
-        self.state = FeedState(self.fingerprint)
-        self.counters = Counters()
-        self._consumer = consumer
-        self._partitions: list[int] = []
-        self._next_offset: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._aborted = False
-        self._sent_next: dict[bytes, int] = {}
-        self._eos_until: dict[bytes, tuple[int, float]] = {}
-        self._last_send = 0.0
-        self._last_day_msg: dict[str, float] = {}
-        self._pace_anchor: dict[bytes, tuple[float, int]] = {}
-        self._pace_ts: dict[bytes, int] = {}
-        self.buffer = RetransmitBuffer(config.retransmit_capacity)
-        self.sender: Sender | None = None
-        self.server: RetransmitServer | None = None
+    fetch: float = 0.0  # taking the batch from the Kafka client
+    process: float = 0.0  # encoding it (ITCH messages, feed state)
+    commit: float = 0.0  # the write-ahead commit and the commit after sending
+    send: float = 0.0  # packets out (and pacing in real-time mode)
 
-    # -- lifecycle -----------------------------------------------------------
-    def stop(self, *_args: object) -> None:
-        """Graceful stop (SIGTERM/SIGINT): finish the packet being sent, commit, exit."""
-        self._stop.set()
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
 
-    def _open(self) -> None:
-        c = self.cfg
-        self.sender = Sender(c.multicast_group, c.port, interface=c.interface, ttl=c.ttl, unicast=c.unicast,
-                             pcap=c.pcap, loss=c.loss, loss_seed=c.loss_seed)
-        self.server = RetransmitServer(self.buffer, c.retransmit_host, c.retransmit_port, c.max_packet).start()
-        if self._consumer is None:
+# ---------------------------------------------------------------------------
+# Kafka access: confluent-kafka in Python, or the native bridge
+# ---------------------------------------------------------------------------
+
+Segments = list[tuple[int, int]]  # (partition, messages) in send order
+
+
+def _run_slice(run: Run, lo: int, hi: int | None = None) -> Run:
+    """Messages ``lo:hi`` of a run (offsets and seqs move with them; the records stay a view)."""
+    hi = len(run.records) if hi is None else hi
+    return Run(run.partition, run.first_offset + lo, run.first_seq + lo, run.key, run.date, run.run_id,
+               run.records[lo:hi])
+
+
+def _item_count(item: Run | RawMessage) -> int:
+    return len(item.records) if isinstance(item, Run) else 1
+
+
+class _PythonKafka:
+    """confluent-kafka: one Python ``Message`` per Kafka message (``Streamer._process``)."""
+
+    name = "python"
+    items = False
+
+    _TRANSIENT = frozenset({
+        KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._WAIT_COORD,
+    })  # fmt: skip
+
+    def __init__(self, cfg: StreamerConfig, consumer: Consumer | None = None) -> None:
+        self.cfg = cfg
+        if consumer is None:
             conf: dict[str, Any] = {
-                "bootstrap.servers": c.brokers,
-                "group.id": c.group_id,
+                "bootstrap.servers": cfg.brokers,
+                "group.id": cfg.group_id,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
@@ -249,25 +267,11 @@ class Streamer:
                 "socket.connection.setup.timeout.ms": 5_000,
                 "log_level": 3,
             }
-            conf.update(c.kafka_overrides)
-            self._consumer = Consumer(conf)
+            conf.update(cfg.kafka_overrides)
+            consumer = Consumer(conf)
+        self.consumer = consumer
 
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        if self.sender is not None:
-            self.sender.close()
-        if self._consumer is not None:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                self._consumer.close()
-
-    # -- Kafka position ------------------------------------------------------
-    _TRANSIENT = frozenset({
-        KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._WAIT_COORD,
-    })  # fmt: skip
-
-    def _kafka(self, what: str, fn, timeout: float = 60.0):
+    def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
         """Call ``fn`` until it succeeds, retrying transient coordinator/broker errors for ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:
@@ -281,39 +285,316 @@ class Streamer:
                 log.warning("itch-stream: Kafka %s: %s (retrying)", what, exc)
                 time.sleep(0.5)
 
-    def _topic_partitions(self) -> list[int]:
-        md = self._kafka("metadata", lambda: self._consumer.list_topics(self.cfg.topic, timeout=15))
-        t = md.topics.get(self.cfg.topic)
+    def partitions(self) -> list[int]:
+        topic = self.cfg.topic
+        md = self._call("metadata", lambda: self.consumer.list_topics(topic, timeout=15))
+        t = md.topics.get(topic)
         if t is None or t.error is not None or not t.partitions:
-            raise RuntimeError(f"topic {self.cfg.topic!r} not found on {self.cfg.brokers} ({t and t.error})")
+            raise RuntimeError(f"topic {topic!r} not found on {self.cfg.brokers} ({t and t.error})")
         return sorted(t.partitions)
 
-    def _assign(self) -> None:
-        self._consumer.assign([TopicPartition(self.cfg.topic, p, self._next_offset[p]) for p in self._partitions])
+    def committed(self, partitions: list[int]) -> dict[int, tuple[int, str]]:
+        tps = [TopicPartition(self.cfg.topic, p) for p in partitions]
+        got = self._call("committed offsets", lambda: self.consumer.committed(tps, timeout=15))
+        return {tp.partition: (tp.offset, tp.metadata or "") for tp in got if tp.offset >= 0}
 
-    def _commit(self, segments: list[tuple[int, int]], offsets: dict[int, int] | None = None,
+    def low(self, p: int) -> int:
+        tp = TopicPartition(self.cfg.topic, p)
+        low, _high = self._call("watermarks", lambda: self.consumer.get_watermark_offsets(tp, timeout=15))
+        return max(low, 0) if low != OFFSET_BEGINNING else 0
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        self.consumer.assign([TopicPartition(self.cfg.topic, p, o) for p, o in offsets.items()])
+
+    def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
+        tps = [TopicPartition(self.cfg.topic, p, o, metadata[p]) for p, o in offsets.items()]
+        self._call("commit", lambda: self.consumer.commit(offsets=tps, asynchronous=False))
+
+    def fetch(self, budget: int, timeout: float) -> list:
+        return self.consumer.consume(budget, timeout)
+
+    def read_batch(self, start: dict[int, int], segments: Segments) -> list:
+        """The messages of an in-flight batch (from ``start``), in its send order."""
+        need: dict[int, int] = {}
+        for p, n in segments:
+            need[p] = need.get(p, 0) + n
+        got: dict[int, list] = {p: [] for p in need}
+        deadline = time.monotonic() + 60
+        while any(len(got[p]) < need[p] for p in need):
+            if time.monotonic() > deadline:
+                raise RuntimeError("could not re-read the in-flight batch from Kafka within 60 s")
+            for msg in self.consumer.consume(self.cfg.batch, 0.5):
+                if msg.error() is not None:
+                    continue
+                p = msg.partition()
+                if p in got and len(got[p]) < need[p] and msg.offset() >= start[p] + len(got[p]):
+                    got[p].append(msg)
+        ordered = []
+        taken = dict.fromkeys(need, 0)
+        for p, n in segments:
+            ordered.extend(got[p][taken[p] : taken[p] + n])
+            taken[p] += n
+        return ordered
+
+    def close(self) -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+
+
+class _BridgeKafka:
+    """``qrsdp-kafka-bridge`` in assign mode: a stock's consecutive events come as one numpy
+    :class:`~qrsdp_sim.kafka.bridge.Run`, other messages as :class:`RawMessage` (``Streamer._process_items``)."""
+
+    name = "bridge"
+    items = True
+
+    def __init__(self, cfg: StreamerConfig, consumer: BridgeConsumer | None = None) -> None:
+        self.cfg = cfg
+        self.consumer = consumer or BridgeConsumer(cfg.brokers, cfg.topic, cfg.group_id, mode="assign")
+        self._carry: collections.deque[Run | RawMessage] = collections.deque()  # fetched, not yet batched
+        self._low: dict[int, int] = {}
+
+    def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+        """Call ``fn`` until it succeeds, retrying refused requests (coordinator moving, broker
+        restarting) for ``timeout`` s; a bridge that died fails at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return fn()
+            except BridgeRequestError as exc:
+                if time.monotonic() > deadline or "UNKNOWN_TOPIC" in str(exc) or "not found" in str(exc):
+                    raise RuntimeError(f"Kafka {what} failed: {exc}") from exc
+                log.warning("itch-stream: Kafka %s: %s (retrying)", what, exc)
+                time.sleep(0.5)
+
+    def partitions(self) -> list[int]:
+        try:
+            info = self._call("metadata", self.consumer.partitions)
+        except RuntimeError as exc:
+            if "UNKNOWN_TOPIC" in str(exc) or "not found" in str(exc):
+                raise RuntimeError(f"topic {self.cfg.topic!r} not found on {self.cfg.brokers} ({exc.__cause__})") from exc
+            raise
+        if not info:
+            raise RuntimeError(f"topic {self.cfg.topic!r} not found on {self.cfg.brokers}")
+        self._low = {p: low for p, (low, _high) in info.items()}
+        return sorted(info)
+
+    def committed(self, partitions: list[int]) -> dict[int, tuple[int, str]]:
+        got = self._call("committed offsets", self.consumer.committed)
+        return {p: v for p, v in got.items() if p in partitions and v[0] >= 0}
+
+    def low(self, p: int) -> int:
+        return max(self._low.get(p, 0), 0)
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        self._call("assign", lambda: self.consumer.assign(offsets))
+        self._carry.clear()  # the bridge drops what it held of the old positions; so do we
+
+    def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
+        self._call("commit", lambda: self.consumer.commit(offsets, metadata))
+
+    def _next(self, timeout: float) -> Run | RawMessage | None:
+        if self._carry:
+            return self._carry.popleft()
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self.consumer.poll(max(0.0, deadline - time.monotonic()))
+            if item is None or not isinstance(item, Event):
+                return item
+            # assign mode: the only unasked events are errors, logged by BridgeConsumer
+
+    def fetch(self, budget: int, timeout: float) -> list[Run | RawMessage]:
+        """Up to ``budget`` messages (a run longer than what is left is split, its tail kept for the
+        next batch): waits up to ``timeout`` s for the first, then takes what has arrived."""
+        out: list[Run | RawMessage] = []
+        n = 0
+        while n < budget:
+            item = self._next(0.0 if out else timeout)
+            if item is None:
+                break
+            k = _item_count(item)
+            if n + k > budget:
+                self._carry.appendleft(_run_slice(item, budget - n))
+                item = _run_slice(item, 0, budget - n)
+                k = budget - n
+            out.append(item)
+            n += k
+        return out
+
+    def prefetch(self, limit: int, timeout: float) -> None:
+        """Take what the bridge has sent, up to ``limit`` messages held, waiting at most ``timeout`` s for
+        more: the bridge goes on fetching and converting meanwhile instead of blocking on its stdout."""
+        held = sum(_item_count(i) for i in self._carry)
+        deadline = time.monotonic() + timeout
+        while held < limit:
+            item = self.consumer.poll(max(0.0, deadline - time.monotonic()))
+            if item is None:
+                return
+            if not isinstance(item, Event):
+                self._carry.append(item)
+                held += _item_count(item)
+
+    def read_batch(self, start: dict[int, int], segments: Segments) -> list[Run | RawMessage]:
+        """The messages of an in-flight batch (from ``start``) in its send order, runs sliced to the
+        segments' message counts."""
+        need: dict[int, int] = {}
+        for p, n in segments:
+            need[p] = need.get(p, 0) + n
+        got: dict[int, collections.deque[Run | RawMessage]] = {p: collections.deque() for p in need}
+        have = dict.fromkeys(need, 0)
+        pos = {p: start[p] for p in need}  # next offset wanted
+        deadline = time.monotonic() + 60
+        while any(have[p] < need[p] for p in need):
+            if time.monotonic() > deadline:
+                raise RuntimeError("could not re-read the in-flight batch from Kafka within 60 s")
+            item = self._next(0.5)
+            if item is None:
+                continue
+            if isinstance(item, Run):
+                p, first = item.partition, item.first_offset
+            else:
+                p, first = item.partition(), item.offset()
+            if p not in need or have[p] >= need[p]:
+                continue
+            k = _item_count(item)
+            if first + k <= pos[p]:
+                continue  # before the batch (a stale fetch)
+            if first < pos[p]:
+                item = _run_slice(item, pos[p] - first)  # a raw message never gets here (k == 1)
+                first, k = pos[p], k - (pos[p] - first)
+            if k > need[p] - have[p]:
+                item = _run_slice(item, 0, need[p] - have[p])
+                k = need[p] - have[p]
+            got[p].append(item)
+            have[p] += k
+            pos[p] = first + k
+        ordered: list[Run | RawMessage] = []
+        for p, n in segments:
+            queue = got[p]
+            while n > 0:
+                item = queue.popleft()
+                k = _item_count(item)
+                if k > n:
+                    queue.appendleft(_run_slice(item, n))
+                    item, k = _run_slice(item, 0, n), n
+                ordered.append(item)
+                n -= k
+        return ordered
+
+    def close(self) -> None:
+        with contextlib.suppress(BridgeError):
+            self.consumer.close()
+
+
+class Streamer:
+    """Kafka consumer -> ITCH encoder -> MoldUDP64 sender, with re-request server."""
+
+    def __init__(self, config: StreamerConfig, consumer: Consumer | BridgeConsumer | None = None) -> None:
+        self.cfg = config
+        self.directory = Directory.of(config.symbols)
+        self.feed = DayFeed(self.directory, config.tick_size)
+        self.fingerprint = self.directory.fingerprint(config.tick_size)
+        self.state = FeedState(self.fingerprint)
+        self.counters = Counters()
+        self.timings = Timings()
+        self._consumer = consumer  # a client to use instead of one made from the config (tests)
+        self.kafka: _PythonKafka | _BridgeKafka | None = None
+        self._partitions: list[int] = []
+        self._next_offset: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._aborted = False
+        self._sent_next: dict[bytes, int] = {}
+        self._eos_until: dict[bytes, tuple[int, float]] = {}
+        self._last_send = 0.0
+        self._last_day_msg: dict[str, float] = {}
+        self._pace_anchor: dict[bytes, tuple[float, int]] = {}
+        self._pace_ts: dict[bytes, int] = {}
+        self.buffer = RetransmitBuffer(config.retransmit_capacity)
+        self.sender: Sender | None = None
+        self.server: RetransmitServer | None = None
+        self._warm_thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    def stop(self, *_args: object) -> None:
+        """Graceful stop (SIGTERM/SIGINT): finish the packet being sent, commit, exit."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def _make_kafka(self) -> _PythonKafka | _BridgeKafka:
+        c = self._consumer
+        if isinstance(c, BridgeConsumer):
+            return _BridgeKafka(self.cfg, c)
+        if c is not None:
+            return _PythonKafka(self.cfg, c)
+        try:
+            bridge = use_bridge()
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
+        return _BridgeKafka(self.cfg) if bridge else _PythonKafka(self.cfg)
+
+    def _open(self) -> None:
+        c = self.cfg
+        self.sender = Sender(c.multicast_group, c.port, interface=c.interface, ttl=c.ttl, unicast=c.unicast,
+                             pcap=c.pcap, loss=c.loss, loss_seed=c.loss_seed)
+        self.server = RetransmitServer(self.buffer, c.retransmit_host, c.retransmit_port, c.max_packet).start()
+        # load the compiled encoder while the Kafka client starts and the position is read
+        self._warm_thread = threading.Thread(target=self._warm_up, name="itch-warm-up", daemon=True)
+        self._warm_thread.start()
+        self.kafka = self._make_kafka()
+        log.info("itch-stream: Kafka client %s", self.kafka.name)
+
+    def _warm_up(self) -> None:
+        """Load the compiled encoder and packetiser (numba's cache: ~0.5 s on first use)."""
+        try:
+            recs = np.zeros(3, RECORD_DTYPE)
+            recs["ts_ns"] = 1
+            recs["type"] = [0, 2, 4]
+            recs["price_ticks"] = 1
+            recs["qty"] = 1
+            recs["order_id"] = 1
+            framed = self.feed.orders(self.directory.symbols[0], recs, 1)
+            mold.packet_bounds(framed, self.cfg.max_packet, int(1e6 * self.cfg.speed) if self.cfg.realtime else None)
+        except Exception:  # the real call reports any problem
+            log.debug("itch-stream: warm-up failed", exc_info=True)
+
+    def _await_warm_up(self) -> None:
+        if self._warm_thread is not None:
+            self._warm_thread.join()
+            self._warm_thread = None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.sender is not None:
+            self.sender.close()
+        if self.kafka is not None:
+            self.kafka.close()
+
+    # -- Kafka position ------------------------------------------------------
+    def _assign(self) -> None:
+        self.kafka.assign({p: self._next_offset[p] for p in self._partitions})
+
+    def _commit(self, segments: Segments, offsets: dict[int, int] | None = None,
                 state: FeedState | None = None) -> None:
         offsets = self._next_offset if offsets is None else offsets
         state = self.state if state is None else state
-        tps = [TopicPartition(self.cfg.topic, p, offsets[p], state.encode(p, segments)) for p in self._partitions]
-        self._kafka("commit", lambda: self._consumer.commit(offsets=tps, asynchronous=False))
+        self.kafka.commit({p: offsets[p] for p in self._partitions},
+                          {p: state.encode(p, segments) for p in self._partitions})
 
     def _restore(self) -> None:
         """Position and feed state from the group's committed offsets; re-send an in-flight batch."""
-        self._partitions = self._topic_partitions()
-        tps = [TopicPartition(self.cfg.topic, p) for p in self._partitions]
-        committed = self._kafka("committed offsets", lambda: self._consumer.committed(tps, timeout=15))
+        self._partitions = self.kafka.partitions()
         metas: dict[int, str] = {}
-        for tp in committed:
-            if tp.offset >= 0:
-                self._next_offset[tp.partition] = tp.offset
-                if tp.metadata:
-                    metas[tp.partition] = tp.metadata
+        for p, (offset, meta) in self.kafka.committed(self._partitions).items():
+            self._next_offset[p] = offset
+            if meta:
+                metas[p] = meta
         for p in self._partitions:
             if p not in self._next_offset:
-                tp = TopicPartition(self.cfg.topic, p)
-                low, _high = self._kafka("watermarks", lambda tp=tp: self._consumer.get_watermark_offsets(tp, timeout=15))
-                self._next_offset[p] = max(low, 0) if low != OFFSET_BEGINNING else 0
+                self._next_offset[p] = self.kafka.low(p)
         state, segments = FeedState.decode(metas)
         if state is not None:
             if state.fingerprint != self.fingerprint and state.days:
@@ -332,28 +613,10 @@ class Streamer:
         log.info("itch-stream: resuming at offsets %s, sessions %s", self._next_offset,
                  {d: v.next_seq for d, v in self.state.days.items()})
 
-    def _replay_inflight(self, segments: list[tuple[int, int]]) -> None:
+    def _replay_inflight(self, segments: Segments) -> None:
         """Rebuild the batch that was being sent when the previous process stopped, and send it again."""
-        need: dict[int, int] = {}
-        for p, n in segments:
-            need[p] = need.get(p, 0) + n
-        got: dict[int, list] = {p: [] for p in need}
-        deadline = time.monotonic() + 60
-        while any(len(got[p]) < need[p] for p in need):
-            if time.monotonic() > deadline:
-                raise RuntimeError("could not re-read the in-flight batch from Kafka within 60 s")
-            for msg in self._consumer.consume(self.cfg.batch, 0.5):
-                if msg.error() is not None:
-                    continue
-                p = msg.partition()
-                if p in got and len(got[p]) < need[p] and msg.offset() >= self._next_offset[p] + len(got[p]):
-                    got[p].append(msg)
-        ordered = []
-        taken = dict.fromkeys(need, 0)
-        for p, n in segments:
-            ordered.extend(got[p][taken[p] : taken[p] + n])
-            taken[p] += n
-        actions, consumed = self._process(ordered)
+        ordered = self.kafka.read_batch(dict(self._next_offset), segments)
+        actions, consumed = self._process_batch(ordered)
         if consumed != segments:
             raise RuntimeError(f"in-flight batch replay diverged: {consumed} != {segments}")
         before = self.counters.messages
@@ -446,10 +709,69 @@ class Streamer:
         if all(s in day.stocks and day.stocks[s].ended for s in self.directory.symbols):
             out.extend(self._end_day(date))
 
-    def _process(self, msgs: list) -> tuple[list, list[tuple[int, int]]]:
+    def _process_batch(self, batch: list) -> tuple[list, Segments]:
+        self._await_warm_up()
+        return self._process_items(batch) if self.kafka.items else self._process(batch)
+
+    @staticmethod
+    def _segment(segments: Segments, p: int, n: int) -> None:
+        if segments and segments[-1][0] == p:
+            segments[-1] = (p, segments[-1][1] + n)
+        else:
+            segments.append((p, n))
+
+    def _process(self, msgs: list) -> tuple[list, Segments]:
         """Turn consumed messages into send actions; returns (actions, consumed segments)."""
         out: list = []
-        segments: list[tuple[int, int]] = []
+        segments: Segments = []
+        self._process_messages(msgs, out, segments)
+        return out, segments
+
+    def _process_items(self, items: list) -> tuple[list, Segments]:
+        """The same for the bridge's items: each run (runs continuing each other joined) goes to the
+        encoder whole; raw messages (end-of-session markers, anything else) take the message path."""
+        out: list = []
+        segments: Segments = []
+        n = len(items)
+        i = 0
+        while i < n:
+            item = items[i]
+            if not isinstance(item, Run):
+                j = i + 1
+                while j < n and not isinstance(items[j], Run):
+                    j += 1
+                self._process_messages(items[i:j], out, segments)
+                i = j
+                continue
+            p = item.partition
+            nxt = self._next_offset.get(p, 0)
+            if item.first_offset + len(item.records) <= nxt:
+                i += 1  # already handled (stale fetch)
+                continue
+            if item.first_offset < nxt:
+                item = _run_slice(item, nxt - item.first_offset)
+            parts = [item.records]
+            last = item
+            j = i + 1
+            while j < n:
+                r = items[j]
+                if (not isinstance(r, Run) or r.partition != p or r.first_offset != last.next_offset
+                        or r.first_seq != last.first_seq + len(last.records) or r.key != item.key
+                        or r.date != item.date):
+                    break
+                parts.append(r.records)
+                last = r
+                j += 1
+            recs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self._events(out, item.symbol, p, item.day, item.first_seq, recs)
+            self._next_offset[p] = last.next_offset
+            self.counters.consumed += len(recs)
+            self._segment(segments, p, len(recs))
+            i = j
+        return out, segments
+
+    def _process_messages(self, msgs: list, out: list, segments: Segments) -> None:
+        """Kafka messages (confluent ``Message`` or the bridge's :class:`RawMessage`) -> ``out``, ``segments``."""
         n = len(msgs)
         i = 0
         while i < n:
@@ -477,12 +799,8 @@ class Streamer:
             self._run(out, msgs, i, j, p, key.decode("ascii", "replace") if key else "")
             self._next_offset[p] = msgs[j - 1].offset() + 1
             self.counters.consumed += j - i
-            if segments and segments[-1][0] == p:
-                segments[-1] = (p, segments[-1][1] + (j - i))
-            else:
-                segments.append((p, j - i))
+            self._segment(segments, p, j - i)
             i = j
-        return out, segments
 
     def _run(self, out: list, msgs: list, i: int, j: int, p: int, symbol: str) -> None:
         """Process msgs[i:j]: one end-of-session marker, or a run of one stock's events."""
@@ -551,8 +869,21 @@ class Streamer:
             paced = self.cfg.realtime and action.paced
             span = int(1e6 * self.cfg.speed) if paced else None  # a packet spans <= 1 ms of wall time
             bounds = mold.packet_bounds(framed, self.cfg.max_packet, span)
-            data = memoryview(framed.data)
             offsets = framed.offsets
+            if not paced:
+                # whole chunks of packets per call (sendmmsg when the sender can), stop checked between
+                last = len(bounds) - 1
+                for k0 in range(0, last, SEND_CHUNK):
+                    if self._stop.is_set() and not resend:
+                        return False
+                    k1 = min(k0 + SEND_CHUNK, last)
+                    sender.send_packets(action.session, action.first_seq, framed.data, offsets, bounds[k0 : k1 + 1])
+                    self.counters.packets += k1 - k0
+                    self._sent_next[action.session] = action.first_seq + int(bounds[k1])
+                self.counters.messages += framed.count
+                self._last_send = time.monotonic()
+                continue
+            data = memoryview(framed.data)
             for k in range(len(bounds) - 1):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
                 if paced and not self._pace(action.session, int(framed.ts[lo])):
@@ -601,11 +932,15 @@ class Streamer:
 
     # -- main loop -----------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        self._open()
         t_start = time.monotonic()
         finished_at: float | None = None
         try:
+            self._open()
             self._restore()
+            if self.kafka.items:
+                # while the compiled encoder loads, read ahead so the bridge keeps converting
+                while self._warm_thread is not None and self._warm_thread.is_alive() and not self._stop.is_set():
+                    self.kafka.prefetch(PREFETCH, 0.01)
             while not self._stop.is_set():
                 now = time.monotonic()
                 if self.cfg.max_runtime and now - t_start > self.cfg.max_runtime:
@@ -619,20 +954,31 @@ class Streamer:
                     self._idle_tasks(now)
                     time.sleep(0.05)
                     continue
-                msgs = self._consumer.consume(self.cfg.batch, 0.2)
-                if msgs:
+                t0 = time.perf_counter()
+                batch = self.kafka.fetch(self.cfg.batch, 0.2)
+                t1 = time.perf_counter()
+                if batch:
+                    tm = self.timings
+                    tm.fetch += t1 - t0
                     start_offsets = dict(self._next_offset)
                     state_before = self.state.copy()
-                    actions, segments = self._process(msgs)
+                    actions, segments = self._process_batch(batch)
+                    t2 = time.perf_counter()
+                    tm.process += t2 - t1
                     if segments:
                         # write-ahead: the offsets of what was sent + the composition of this batch
                         self._commit(segments, start_offsets, state_before)
+                    t3 = time.perf_counter()
+                    tm.commit += t3 - t2
                     self.counters.batches += 1
                     if not self._send(actions):
                         self._aborted = True
                         break
+                    t4 = time.perf_counter()
+                    tm.send += t4 - t3
                     if segments:
                         self._commit([])
+                    tm.commit += time.perf_counter() - t4
                 now = time.monotonic()
                 self._idle_tasks(now)
                 self._end_idle_days(now)
@@ -640,10 +986,12 @@ class Streamer:
             self.close()
         summary: dict[str, Any] = {
             "counters": self.counters.to_dict(),
+            "timings_s": self.timings.to_dict(),
             "next_offsets": dict(self._next_offset),
             "sessions": {d: v.next_seq for d, v in self.state.days.items()},
             "ended": list(self.state.ended),
             "aborted": self._aborted,
+            "kafka_client": self.kafka.name if self.kafka is not None else None,
         }
         if self.sender is not None:
             summary["sender"] = {"packets": self.sender.packets, "bytes": self.sender.bytes,
