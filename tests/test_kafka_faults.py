@@ -11,6 +11,9 @@
 5. Malformed messages go to the dead-letter topic with their reason, are counted, and never stop the
    consumer: every good event lands.
 
+The consumer uses the Kafka bridge (the default); 4 and 5 also run with confluent-kafka
+(``QRSDP_KAFKA_CLIENT=python``).
+
 Every stopped service is started again in a ``finally``; every process started here is ended here.
 """
 
@@ -283,7 +286,9 @@ def test_consumer_sigkilled_mid_stream_and_restarted(kafka_stack, minio_stack, t
 
     first = _start_consumer(bootstrap, topic, group, lake, log)
     try:
-        wait_until(lambda: len(lake_objects(lake)) >= 8 or first.poll() is not None, 60, "the first objects")
+        # Polled often: the consumer lands this run in about a second, the kill must come mid-stream.
+        wait_until(lambda: len(lake_objects(lake)) >= 8 or first.poll() is not None, 60, "the first objects",
+                   interval=0.02)
         assert first.poll() is None, log.read_text()[-3000:]
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -322,7 +327,10 @@ def test_consumer_sigkilled_mid_stream_and_restarted(kafka_stack, minio_stack, t
 
 
 # -- 4 ---------------------------------------------------------------------------------------
-def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack, minio_stack, tmp_path) -> None:
+@pytest.mark.parametrize("client", ["bridge", "python"])
+def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack, minio_stack, tmp_path,
+                                                                     monkeypatch, client) -> None:
+    monkeypatch.setenv("QRSDP_KAFKA_CLIENT", client)
     bootstrap = kafka_stack.bootstrap_servers
     topic, dlq = create_topics(bootstrap, "minio", partitions=3)
     simulate(tmp_path / "run")  # files only; sessions are published day by day below
@@ -335,6 +343,7 @@ def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack,
     group = f"pw-{topic}"
     consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=group, dead_letter_topic=dlq,
                                batch_records=5000, batch_seconds=1.0, max_backoff=2.0)
+    assert consumer.stats.client == client
     worker = ConsumerThread(consumer)
     try:
         worker.wait_complete(day1, timeout=60)
@@ -368,12 +377,15 @@ def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack,
 
 
 # -- 5 ---------------------------------------------------------------------------------------
-def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack) -> None:
+@pytest.mark.parametrize("client", ["bridge", "python"])
+def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack, monkeypatch, client) -> None:
+    monkeypatch.setenv("QRSDP_KAFKA_CLIENT", client)
     bootstrap = kafka_stack.bootstrap_servers
     topic, dlq = create_topics(bootstrap, "dlq", partitions=3)
     lake = s3_lake(minio_stack, "dlq")
     consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"pw-{topic}", dead_letter_topic=dlq,
                                batch_records=2000, batch_seconds=1.0)
+    assert consumer.stats.client == client
     worker = ConsumerThread(consumer)  # running before anything is produced: it must survive all of it
 
     day = "2026-01-05"
@@ -387,6 +399,11 @@ def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack
     def good_headers(seq: int, date: bytes = day.encode()) -> list[tuple[str, bytes]]:
         return [("ts_ns", (1).to_bytes(8, "big")), ("date", date), ("seq", seq.to_bytes(8, "big")),
                 ("run_id", b"bad")]
+
+    def exact_headers(seq: int, date: bytes = day.encode()) -> list[tuple[str, bytes]]:
+        # As the producers write them (ts_ns = the record's own): the bridge delivers such messages as a run.
+        return [("ts_ns", int(records["AAA"]["ts_ns"][0]).to_bytes(8, "big")), ("date", date),
+                ("seq", seq.to_bytes(8, "big")), ("run_id", b"bad")]
 
     value = records["AAA"][:1].tobytes()
     eos = EndOfSession(1, 10_000).encode()
@@ -407,6 +424,8 @@ def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack
         (b"TOOLONGSYM", value, good_headers(9), "is not a symbol"),
         (b"AAA", b"", [("date", day.encode()), ("seq", (1).to_bytes(8, "big")), ("eos", eos[:7])],
          "bad end-of-session marker"),
+        (b"lower", value, exact_headers(10), "is not a symbol"),
+        (b"AAA", value, exact_headers(11, b"2026-02-30"), "missing or unknown date header"),
     ]  # fmt: skip
     where: dict[tuple[int, int], int] = {}  # (partition, offset) -> case
 

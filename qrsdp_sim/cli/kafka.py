@@ -71,12 +71,14 @@ def parquet_consumer_command(
     """Land the Kafka event stream as Parquet in the lake (a long-running service of the stack).
 
     Commits offsets only after the objects are written; SIGTERM/SIGINT flush the partial batch first.
-    Malformed messages go to the dead-letter topic exchange.events.dlq.
+    Malformed messages go to the dead-letter topic exchange.events.dlq. Reads Kafka through
+    qrsdp-kafka-bridge when it is built, else confluent-kafka (QRSDP_KAFKA_CLIENT=auto|bridge|python).
     """
     import json
     import logging
     import os
 
+    from qrsdp_sim.kafka.bridge import BridgeError
     from qrsdp_sim.kafka.consumer import ParquetConsumer
     from qrsdp_sim.lake.store import Lake, S3Options
 
@@ -90,8 +92,12 @@ def parquet_consumer_command(
         Console(stderr=True).print("[red]error:[/red] --batch-records must be >= 1 and --batch-seconds > 0")
         raise typer.Exit(2)
     lake = Lake.from_uri(lake_uri, s3)
-    consumer = ParquetConsumer(kafka_brokers, lake, topic=kafka_topic, group_id=group,
-                               batch_records=batch_records, batch_seconds=batch_seconds)
+    try:
+        consumer = ParquetConsumer(kafka_brokers, lake, topic=kafka_topic, group_id=group,
+                                   batch_records=batch_records, batch_seconds=batch_seconds)
+    except (ValueError, BridgeError) as exc:  # QRSDP_KAFKA_CLIENT wrong, or the bridge asked for and missing
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     consumer.install_signal_handlers()
     stats = consumer.run(idle_exit_seconds=idle_exit)
     print(json.dumps(stats.to_dict()))

@@ -2,6 +2,10 @@
 
 Messages that do not follow docs/kafka-message-format.md are returned separately with
 the reason, for the dead-letter topic; they never stop a consumer.
+
+:func:`decode_messages` takes confluent-kafka messages (or anything with their accessors, such
+as the bridge's ``RawMessage``); :func:`decode_items` takes what ``BridgeConsumer`` yields:
+runs (already columns: no work per record) and raw messages (through :func:`decode_messages`).
 """
 
 from __future__ import annotations
@@ -9,12 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qrsdp_sim.kafka.message import H_DATE, H_EOS, H_SEQ, H_SESSION, EndOfSession
+from qrsdp_sim.kafka.message import H_DATE, H_EOS, H_RUN_ID, H_SEQ, H_SESSION, H_TS_NS, EndOfSession
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
+
+if TYPE_CHECKING:
+    from qrsdp_sim.kafka.bridge import Run
 
 _SYMBOL_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
@@ -143,3 +150,69 @@ def _decode_slow(m: Any, out: DecodedBatch, groups: dict) -> None:
     group[0].append(value)
     group[1].append(seq)
     group[2].append(m.offset())
+
+
+def decode_items(items: list[Any], topic: str = "") -> DecodedBatch:
+    """Like :func:`decode_messages` for one partition's ``BridgeConsumer`` items in offset order:
+    :class:`~qrsdp_sim.kafka.bridge.Run` objects and raw messages.
+
+    A run is already one session's records with contiguous seqs: the runs of a (key, date) are
+    concatenated as they are. Raw messages (end-of-session markers, anything malformed or in
+    another header order) go through :func:`decode_messages`; its well-formed events join the
+    runs' rows of the same session. A run whose key or date is invalid is rebuilt into its
+    messages (exactly: the bridge forms runs only from messages whose ``ts_ns`` header is the
+    record's own) and rejected with the same reasons as on the confluent-kafka path.
+    """
+    from qrsdp_sim.kafka.bridge import Run
+
+    runs: dict[tuple[bytes, bytes], list[Run]] = {}
+    raws: list[Any] = []
+    for item in items:
+        if isinstance(item, Run):
+            runs.setdefault((item.key, item.date), []).append(item)
+        else:
+            raws.append(item)
+    out = decode_messages(raws) if raws else DecodedBatch()
+    rows: dict[tuple[str, dt.date], SessionRows] = {}
+    for (key, raw_date), group in runs.items():
+        symbol = _symbol(key)
+        day = _date(raw_date)
+        if symbol is None or day is None:
+            rebuilt = [m for run in group for m in run_messages(run, topic)]
+            out.rejected.extend(decode_messages(rebuilt).rejected)
+            continue
+        if len(group) == 1:
+            records, seq = group[0].records, group[0].seq
+        else:
+            records = np.concatenate([r.records for r in group])
+            seq = np.concatenate([r.seq for r in group])
+        rows[(symbol, day)] = SessionRows(symbol, day, records, seq, group[0].first_offset, group[-1].last_offset)
+    for extra in out.sessions:  # well-formed events that were not in a run (e.g. another header order)
+        have = rows.get((extra.symbol, extra.date))
+        if have is None:
+            rows[(extra.symbol, extra.date)] = extra
+            continue
+        rows[(extra.symbol, extra.date)] = SessionRows(
+            extra.symbol, extra.date, np.concatenate([have.records, extra.records]),
+            np.concatenate([have.seq, extra.seq]), min(have.first_offset, extra.first_offset),
+            max(have.last_offset, extra.last_offset),
+        )
+    out.sessions = list(rows.values())
+    return out
+
+
+def run_messages(run: Run, topic: str = "") -> list[Any]:
+    """The Kafka messages a bridge :class:`~qrsdp_sim.kafka.bridge.Run` was made of, as ``RawMessage``
+    objects (key, value and the four headers exactly as produced)."""
+    from qrsdp_sim.kafka.bridge import RawMessage
+
+    raw = run.records.tobytes()
+    ts = np.ascontiguousarray(run.records["ts_ns"], dtype=">u8").tobytes()
+    seq = np.arange(run.first_seq, run.first_seq + len(run), dtype=">u8").tobytes()
+    out = []
+    for i in range(len(run)):
+        headers = [(H_TS_NS, ts[8 * i : 8 * i + 8]), (H_DATE, run.date), (H_SEQ, seq[8 * i : 8 * i + 8]),
+                   (H_RUN_ID, run.run_id)]
+        out.append(RawMessage(topic, run.partition, run.first_offset + i, run.key,
+                              raw[RECORD_SIZE * i : RECORD_SIZE * (i + 1)], headers))
+    return out
