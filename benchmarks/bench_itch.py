@@ -1,11 +1,13 @@
 """ITCH feed figures for one full simulated session (23,400 s, ~1.6 M events by default).
 
     uv run python benchmarks/bench_itch.py [--seconds 23400] [--brokers 127.0.0.1:9092] [--no-kafka]
+        [--client auto|bridge|python]
 
 Prints:
   1. encode rate: records -> framed ITCH messages (vectorised encoder, batches of 65,536), msgs/s;
   2. listener decode rate: MoldUDP64 packets -> validated, decoded, applied to the order book
-     (in-process, no sockets), msgs/s;
+     (in-process, no sockets), msgs/s -- one packet per call, and in slabs of 256 as the listener
+     receives them with recvmmsg;
   3. end to end on the running local Kafka (`qrsdp stack up` first): the session published to a fresh
      topic, then `qrsdp itch-stream` (subprocess) -> UDP multicast on loopback -> listener; msgs/s from
      the streamer's start to the listener's end of session, with the listener's gap counters (the
@@ -18,6 +20,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,6 +37,7 @@ from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DayFeed, Directory
 from qrsdp_sim.itch.listener import Listener, ListenerConfig
+from qrsdp_sim.itch.transport import MMSGHDR
 from qrsdp_sim.sinks.memory import InMemorySink
 
 DATE = dt.date(2026, 1, 2)
@@ -70,6 +74,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=23_400)
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--no-kafka", action="store_true", help="only the in-process figures (1 and 2)")
+    ap.add_argument("--client", choices=["auto", "bridge", "python"], default=None,
+                    help="the streamer's Kafka client (QRSDP_KAFKA_CLIENT; default: the environment's, else auto)")
     args = ap.parse_args()
 
     sink = InMemorySink()
@@ -95,7 +101,32 @@ def main() -> None:
     lis = decode()
     assert lis.stats.messages == framed.count and lis.stats.book_errors == 0
     print(f"2. listener decode (+ book): {len(packets):,} packets, {framed.count:,} messages in {t * 1e3:.0f} ms "
-          f"= {framed.count / t / 1e6:.2f} M msgs/s")
+          f"= {framed.count / t / 1e6:.2f} M msgs/s (one handle_packet call per packet)")
+
+    # the same through handle_batch, in slabs of 256 datagrams as recvmmsg fills them
+    slot, per = 2048, 256
+    slabs = []
+    for lo in range(0, len(packets), per):
+        group = packets[lo : lo + per]
+        slab = np.zeros(per * slot, np.uint8)
+        lengths = np.zeros(per, MMSGHDR)["len"]
+        for k, pk in enumerate(group):
+            slab[k * slot : k * slot + len(pk)] = np.frombuffer(pk, np.uint8)
+            lengths[k] = len(pk)
+        slabs.append((slab, lengths, len(group)))
+
+    def decode_batches() -> Listener:
+        lis = Listener(ListenerConfig(print_messages=False), out=io.StringIO())
+        for slab, lengths, n in slabs:
+            lis.handle_batch(slab, slot, lengths, n)
+        lis.flush()
+        return lis
+
+    decode_batches()
+    t = best_of(3, decode_batches)
+    lis = decode_batches()
+    assert lis.stats.messages == framed.count and lis.stats.book_errors == 0
+    print(f"   in batches of {per} datagrams (handle_batch, as after recvmmsg): {framed.count / t / 1e6:.2f} M msgs/s")
     if args.no_kafka:
         return
 
@@ -126,8 +157,11 @@ def main() -> None:
                    "--symbols", "AAPL", "--port", str(port), "--retransmit-port", str(rport),
                    "--exit-after-sessions", "1", "--linger", "5", "--max-runtime", "300",
                    "--summary-json", str(summary_path)]  # fmt: skip
+            env = dict(os.environ)
+            if args.client:
+                env["QRSDP_KAFKA_CLIENT"] = args.client
             t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd)
+            proc = subprocess.Popen(cmd, env=env)
             try:
                 thread.join(300)
                 wall = time.perf_counter() - t0
@@ -146,8 +180,9 @@ def main() -> None:
               f"unrecovered={result.get('unrecovered')} packets={result.get('packets'):,}")
         if stream:
             c = stream["counters"]
-            print(f"   streamer: consumed {c['consumed']:,}, sent {c['messages']:,} messages in {c['packets']:,} "
-                  f"packets, {c['batches']} batches, retransmitted {stream['retransmit']['messages']:,}")
+            print(f"   streamer ({stream.get('kafka_client')} Kafka client): consumed {c['consumed']:,}, sent "
+                  f"{c['messages']:,} messages in {c['packets']:,} packets, {c['batches']} batches, retransmitted "
+                  f"{stream['retransmit']['messages']:,}; seconds per step {stream.get('timings_s')}")
     finally:
         admin.delete_topics([topic])[topic].result(30)
 
