@@ -469,10 +469,15 @@ def _report_publish(publish: dict[str, Any], output: Path) -> None:
 
     console = Console(stderr=True)
     line = (
-        f"Kafka {publish['brokers']} topic {publish['topic']}: {publish['produced']:,} produced, "
+        f"Kafka {publish['brokers']} topic {publish['topic']} ({publish.get('client', 'confluent-kafka')}): "
+        f"{publish['produced']:,} produced, "
         f"{publish['delivered']:,} delivered, {publish['failed']:,} failed"
     )
     if publish["failed"]:
+        errors = [st.get("first_error") for st in publish.get("sessions", {}).values() if st.get("first_error")]
+        reason = publish.get("broker_down_at_start") or (errors[0] if errors else None)
+        if reason:
+            line += f" (first error: {reason})"
         console.print(f"[yellow]warning:[/yellow] {line}. The .qrsdp files are complete; close the gap with "
                       f"`qrsdp republish {output}/*/*.qrsdp --kafka-brokers {publish['brokers']}`.")
     else:
