@@ -4,13 +4,13 @@
         [--parquet-clients bridge,python]
 
 Prints, on the same broker:
-  1. dual-write: simulation + .qrsdp file + Kafka delivery confirmed, events/s end to end;
+  1. dual-write through confluent-kafka: simulation + .qrsdp file + Kafka delivery confirmed, events/s end to end;
   2. Kafka's own ProducerPerformance at 26-byte records (acks=all, linger 5 ms, lz4);
   3. the Parquet consumer (``qrsdp parquet-consumer``'s ParquetConsumer) landing those events into
      MinIO, records/s until the last offset is committed (every object written, the _SUCCESS marker
      and the sessions row too); through qrsdp-kafka-bridge by default, also through confluent-kafka
      with ``--parquet-clients bridge,python`` (with --only bridge: on the topic of figure 4);
-  4. dual-write through qrsdp-kafka-bridge (BridgeProducer, delivery confirmed), events/s end to end;
+  4. dual-write through qrsdp-kafka-bridge (KafkaPublisher, the default client), events/s end to end;
   5. the bridge's topic consumed through BridgeConsumer (runs decoded to numpy), records/s.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import re
 import subprocess
 import tempfile
@@ -26,13 +25,11 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from qrsdp_sim.engine.runner import RunSpec, session_description, simulate_symbol_date, warm_up
-from qrsdp_sim.kafka.bridge import BridgeConsumer, BridgeProducer, RawMessage, Run, bridge_available
+from qrsdp_sim.kafka.bridge import BridgeConsumer, RawMessage, Run, bridge_available
 from qrsdp_sim.kafka.consumer import ParquetConsumer
-from qrsdp_sim.kafka.message import EndOfSession, big_endian_u64
 from qrsdp_sim.kafka.publisher import KafkaPublisher
 from qrsdp_sim.lake.store import Lake, S3Options
 
@@ -74,15 +71,15 @@ def bench_confluent(args: argparse.Namespace, admin: AdminClient, spec: RunSpec)
     topic = f"bench.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     with tempfile.TemporaryDirectory() as tmp:
-        publisher = KafkaPublisher(args.brokers, topic)
         t0 = time.perf_counter()
+        publisher = KafkaPublisher(args.brokers, topic, bridge=False)
         sink = publisher.open_session("AAPL", dt.date(2026, 1, 2), "bench")
         result = simulate_symbol_date(spec, "AAPL", dt.date(2026, 1, 2), 10_000, Path(tmp) / "a.qrsdp",
                                       extra_sinks=[sink])
         publisher.end_session(sink, session_description(spec, "AAPL", dt.date(2026, 1, 2), result))
         totals = publisher.close()
         wall = time.perf_counter() - t0
-    print(f"1. dual-write, 1 session of {args.seconds} s: {result.events:,} events in {wall:.2f} s = "
+    print(f"1. dual-write via confluent-kafka (KafkaPublisher, QRSDP_KAFKA_CLIENT=python), 1 session of {args.seconds} s: {result.events:,} events in {wall:.2f} s = "
           f"{result.events / wall / 1e6:.2f} M events/s end to end "
           f"(delivered {totals['delivered']:,}, failed {totals['failed']:,})")
 
@@ -120,44 +117,21 @@ def bench_parquet(args: argparse.Namespace, topic: str, events: int) -> None:
               f"{stats.markers_written} completion marker, {stats.commits} commits)")
 
 
-class _BridgeSink:
-    """An EventSink that hands each batch to the bridge as one run (no work per record)."""
-
-    def __init__(self, producer: BridgeProducer, symbol: str, date: str, run_id: str) -> None:
-        self.producer, self.symbol, self.date, self.run_id = producer, symbol, date, run_id
-        self.seq = 0
-
-    def append(self, batch: np.ndarray) -> None:
-        self.producer.send_run(self.symbol, self.date, self.run_id, self.seq, batch)
-        self.seq += len(batch)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) -> None:
     topic = f"bench.bridge.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     day = dt.date(2026, 1, 2)
     with tempfile.TemporaryDirectory() as tmp:
+        # the product path: what `qrsdp run --kafka-brokers` and the session_log asset do
         t0 = time.perf_counter()
-        producer = BridgeProducer(args.brokers, topic)
-        sink = _BridgeSink(producer, "AAPL", day.isoformat(), "bench")
+        publisher = KafkaPublisher(args.brokers, topic, bridge=True)
+        sink = publisher.open_session("AAPL", day, "bench")
         result = simulate_symbol_date(spec, "AAPL", day, 10_000, Path(tmp) / "a.qrsdp", extra_sinks=[sink])
         sim_wall = time.perf_counter() - t0
-        desc = session_description(spec, "AAPL", day, result)
-        producer.send_message("AAPL", b"", [
-            ("date", day.isoformat().encode()), ("seq", big_endian_u64(np.array([sink.seq]))),
-            ("run_id", b"bench"), ("eos", EndOfSession(sink.seq, result.close_ticks).encode()),
-            ("session", json.dumps(desc, sort_keys=True).encode())])
-        producer.flush(300)
-        totals = producer.totals
+        publisher.end_session(sink, session_description(spec, "AAPL", day, result))
+        totals = publisher.close()
         wall = time.perf_counter() - t0
-        producer.close()
-    print(f"4. dual-write via qrsdp-kafka-bridge, 1 session of {args.seconds} s: {result.events:,} events in "
+    print(f"4. dual-write via qrsdp-kafka-bridge (KafkaPublisher, the default), 1 session of {args.seconds} s: {result.events:,} events in "
           f"{wall:.2f} s = {result.events / wall / 1e6:.2f} M events/s end to end (simulation + file done at "
           f"{sim_wall:.2f} s; delivered {totals['delivered']:,}, failed {totals['failed']:,})")
 
