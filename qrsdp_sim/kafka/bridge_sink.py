@@ -67,6 +67,7 @@ class BridgeSessionSink:
             return
         try:
             self._producer.send_run(self.symbol, self._date, self._run_id, first, batch)
+            self.stats.produced += n  # handed to the bridge; the publisher learns what was delivered
         except BridgeError as exc:
             # The bridge died: the file is unaffected; the rest of the session counts as failed.
             log.warning("%s %s: Kafka bridge failed (%s); the session's remaining events count as failed",
@@ -85,6 +86,7 @@ class BridgeSessionSink:
             headers.append((H_SESSION, json.dumps(session, sort_keys=True).encode()))
         try:
             self._producer.send_message(self.symbol, b"", headers)
+            self.stats.produced += 1
         except BridgeError as exc:
             self._lost(1, f"bridge failed: {exc}")
             self._producer = None

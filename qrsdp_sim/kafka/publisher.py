@@ -167,15 +167,15 @@ class KafkaPublisher:
                 counted = {}
         with self._lock:
             for key, stats in self._sessions.items():
-                got = counted.get(key, {})
-                handed = int(got.get("produced", 0))
-                delivered = int(got.get("delivered", 0))
-                lost_before = stats.failed  # never handed to the bridge
-                stats.produced = handed
+                # the sinks counted: produced = handed to the bridge, failed = never handed
+                got = counted.get(key)
+                delivered = int(got.get("delivered", 0)) if got else 0  # no report (bridge died): none known
+                stats.failed += stats.produced - delivered
                 stats.delivered = delivered
-                stats.failed = lost_before + handed - delivered
-                if stats.first_error is None and got.get("first_error"):
+                if got and stats.first_error is None and got.get("first_error"):
                     stats.first_error = str(got["first_error"])
-                if got.get("failed"):
+                if stats.produced and not got and stats.first_error is None:
+                    stats.first_error = "the Kafka bridge gave no delivery report"
+                if got and got.get("failed"):
                     log.warning("Kafka: %s %s: %d of %d messages undelivered (%s)", key[0], key[1],
                                 stats.failed, stats.produced, stats.first_error)
