@@ -24,31 +24,29 @@ import (
 )
 
 type consumerConfig struct {
-	brokers, topic, group string
-	subscribe, assign     bool
-	sessionTimeoutMs      int
-	heartbeatMs           int
-	rebalanceTimeoutMs    int
-	fetchMaxBytes         int
-	fetchMaxPartBytes     int
-	fetchMaxWaitMs        int
-	maxPollRecords        int
-	maxRun                int
-	reset                 string
-	balancer              string
-	revokeWaitMs          int
-	requestTimeoutMs      int
-	outBuffer             int
-	dialTimeoutMs         int
-	clientID, logLevel    string
+	connFlags
+	group              string
+	subscribe, assign  bool
+	sessionTimeoutMs   int
+	heartbeatMs        int
+	rebalanceTimeoutMs int
+	fetchMaxBytes      int
+	fetchMaxPartBytes  int
+	fetchMaxWaitMs     int
+	maxPollRecords     int
+	maxRun             int
+	reset              string
+	balancer           string
+	revokeWaitMs       int
+	requestTimeoutMs   int
+	outBuffer          int
 }
 
 func parseConsumeFlags(args []string, stderr io.Writer) (consumerConfig, error) {
 	var c consumerConfig
 	fs := flag.NewFlagSet("consume", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.brokers, "brokers", "", "bootstrap brokers, host:port[,host:port...] (required)")
-	fs.StringVar(&c.topic, "topic", "", "topic to consume (required)")
+	c.register(fs, "topic to consume (required)")
 	fs.StringVar(&c.group, "group", "", "consumer group: membership with --subscribe, commits only with --assign (required)")
 	fs.BoolVar(&c.subscribe, "subscribe", false, "join the group and consume the partitions it assigns")
 	fs.BoolVar(&c.assign, "assign", false, "no group membership: partitions and offsets come from 'assign' commands")
@@ -65,19 +63,13 @@ func parseConsumeFlags(args []string, stderr io.Writer) (consumerConfig, error) 
 	fs.IntVar(&c.revokeWaitMs, "revoke-wait-ms", 30_000, "how long a revoke waits for Python's revoke_done (ms)")
 	fs.IntVar(&c.requestTimeoutMs, "request-timeout-ms", 30_000, "default timeout of commit/committed/partitions commands (ms)")
 	fs.IntVar(&c.outBuffer, "out-buffer", 4<<20, "stdout buffer size (bytes)")
-	fs.IntVar(&c.dialTimeoutMs, "dial-timeout-ms", 5_000, "TCP connect timeout (ms)")
-	fs.StringVar(&c.clientID, "client-id", "qrsdp-kafka-bridge", "Kafka client id")
-	fs.StringVar(&c.logLevel, "log-level", "warn", "franz-go log level on stderr: none, error, warn, info, debug")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if err := c.check(fs); err != nil {
+		return c, err
+	}
 	switch {
-	case fs.NArg() > 0:
-		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	case c.brokers == "" || len(splitBrokers(c.brokers)) == 0:
-		return c, errors.New("--brokers is required")
-	case c.topic == "":
-		return c, errors.New("--topic is required")
 	case c.group == "":
 		return c, errors.New("--group is required")
 	case c.subscribe == c.assign:
@@ -88,13 +80,10 @@ func parseConsumeFlags(args []string, stderr io.Writer) (consumerConfig, error) 
 		return c, errors.New("--max-run must be in 1..1048576")
 	case c.sessionTimeoutMs <= 0, c.heartbeatMs <= 0, c.rebalanceTimeoutMs <= 0, c.fetchMaxBytes <= 0,
 		c.fetchMaxPartBytes <= 0, c.fetchMaxWaitMs < 0, c.maxPollRecords < 0, c.revokeWaitMs < 0,
-		c.requestTimeoutMs <= 0, c.outBuffer < 4096, c.dialTimeoutMs <= 0:
+		c.requestTimeoutMs <= 0, c.outBuffer < 4096:
 		return c, errors.New("negative or zero value for a limit or timeout")
 	}
 	if _, err := balancerOf(c.balancer); err != nil {
-		return c, err
-	}
-	if _, err := kgoLogLevel(c.logLevel); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -183,22 +172,17 @@ func runConsume(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func (c *consumer) options() []kgo.Opt {
-	level, _ := kgoLogLevel(c.cfg.logLevel)
 	reset := kgo.NewOffset().AtStart()
 	if c.cfg.reset == "latest" {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(splitBrokers(c.cfg.brokers)...),
-		kgo.ClientID(c.cfg.clientID),
+	opts := append(c.cfg.options(c.stderr),
 		kgo.ConsumeResetOffset(reset),
 		kgo.FetchMaxBytes(int32(c.cfg.fetchMaxBytes)),
 		kgo.FetchMaxPartitionBytes(int32(c.cfg.fetchMaxPartBytes)),
-		kgo.FetchMaxWait(time.Duration(c.cfg.fetchMaxWaitMs) * time.Millisecond),
-		kgo.BrokerMaxReadBytes(int32(max(c.cfg.fetchMaxBytes, 100<<20) + (1 << 20))),
-		kgo.DialTimeout(time.Duration(c.cfg.dialTimeoutMs) * time.Millisecond),
-		kgo.WithLogger(kgo.BasicLogger(c.stderr, level, nil)),
-	}
+		kgo.FetchMaxWait(time.Duration(c.cfg.fetchMaxWaitMs)*time.Millisecond),
+		kgo.BrokerMaxReadBytes(int32(max(c.cfg.fetchMaxBytes, 100<<20)+(1<<20))),
+	)
 	if c.cfg.subscribe {
 		bal, _ := balancerOf(c.cfg.balancer)
 		opts = append(opts,

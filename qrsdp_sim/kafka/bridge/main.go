@@ -12,6 +12,8 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -179,4 +182,46 @@ func splitBrokers(s string) []string {
 		}
 	}
 	return out
+}
+
+// connFlags are the connection settings every subcommand takes.
+type connFlags struct {
+	brokers, topic     string
+	dialTimeoutMs      int
+	clientID, logLevel string
+}
+
+func (f *connFlags) register(fs *flag.FlagSet, topicUsage string) {
+	fs.StringVar(&f.brokers, "brokers", "", "bootstrap brokers, host:port[,host:port...] (required)")
+	fs.StringVar(&f.topic, "topic", "", topicUsage)
+	fs.IntVar(&f.dialTimeoutMs, "dial-timeout-ms", 5_000, "TCP connect timeout (ms)")
+	fs.StringVar(&f.clientID, "client-id", "qrsdp-kafka-bridge", "Kafka client id")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "franz-go log level on stderr: none, error, warn, info, debug")
+}
+
+// check validates them once fs has parsed the arguments.
+func (f *connFlags) check(fs *flag.FlagSet) error {
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	case f.brokers == "" || len(splitBrokers(f.brokers)) == 0:
+		return errors.New("--brokers is required")
+	case f.topic == "":
+		return errors.New("--topic is required")
+	case f.dialTimeoutMs <= 0:
+		return errors.New("negative or zero value for a limit or timeout")
+	}
+	_, err := kgoLogLevel(f.logLevel)
+	return err
+}
+
+// options are the client options they stand for.
+func (f *connFlags) options(stderr io.Writer) []kgo.Opt {
+	level, _ := kgoLogLevel(f.logLevel)
+	return []kgo.Opt{
+		kgo.SeedBrokers(splitBrokers(f.brokers)...),
+		kgo.ClientID(f.clientID),
+		kgo.DialTimeout(time.Duration(f.dialTimeoutMs) * time.Millisecond),
+		kgo.WithLogger(kgo.BasicLogger(stderr, level, nil)),
+	}
 }

@@ -178,8 +178,7 @@ func headerValue(hs []kgo.RecordHeader, name string) []byte {
 }
 
 type producerConfig struct {
-	brokers           string
-	topic             string
+	connFlags
 	lingerMs          int
 	deliveryTimeoutMs int
 	maxBufferedRecs   int
@@ -187,17 +186,13 @@ type producerConfig struct {
 	closeTimeoutMs    int
 	abortWaitMs       int
 	batchMaxBytes     int
-	dialTimeoutMs     int
-	clientID          string
-	logLevel          string
 }
 
 func parseProduceFlags(args []string, stderr io.Writer) (producerConfig, error) {
 	var c producerConfig
 	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.brokers, "brokers", "", "bootstrap brokers, host:port[,host:port...] (required)")
-	fs.StringVar(&c.topic, "topic", "", "topic to produce to (required)")
+	c.register(fs, "topic to produce to (required)")
 	fs.IntVar(&c.lingerMs, "linger-ms", 5, "producer linger (ms)")
 	fs.IntVar(&c.deliveryTimeoutMs, "delivery-timeout-ms", 120_000, "how long a record may wait for the broker before it fails (ms)")
 	fs.IntVar(&c.maxBufferedRecs, "max-buffered-records", 4_000_000, "records buffered at most (~450 bytes of memory each); more fail at once as 'local queue full'")
@@ -205,46 +200,31 @@ func parseProduceFlags(args []string, stderr io.Writer) (producerConfig, error) 
 	fs.IntVar(&c.closeTimeoutMs, "close-timeout-ms", 30_000, "flush timeout at stdin EOF when no flush command gave one (ms)")
 	fs.IntVar(&c.abortWaitMs, "abort-wait-ms", 10_000, "after a flush timed out, wait at most this long for in-flight requests while aborting (ms)")
 	fs.IntVar(&c.batchMaxBytes, "batch-max-bytes", 1_000_000, "max bytes of one record batch")
-	fs.IntVar(&c.dialTimeoutMs, "dial-timeout-ms", 5_000, "TCP connect timeout (ms)")
-	fs.StringVar(&c.clientID, "client-id", "qrsdp-kafka-bridge", "Kafka client id")
-	fs.StringVar(&c.logLevel, "log-level", "warn", "franz-go log level on stderr: none, error, warn, info, debug")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	switch {
-	case fs.NArg() > 0:
-		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	case c.brokers == "" || len(splitBrokers(c.brokers)) == 0:
-		return c, errors.New("--brokers is required")
-	case c.topic == "":
-		return c, errors.New("--topic is required")
-	case c.lingerMs < 0, c.deliveryTimeoutMs <= 0, c.maxBufferedRecs <= 0, c.maxBufferedBytes < 0,
-		c.closeTimeoutMs < 0, c.abortWaitMs < 0, c.batchMaxBytes <= 0, c.dialTimeoutMs <= 0:
-		return c, errors.New("negative or zero value for a limit or timeout")
-	}
-	if _, err := kgoLogLevel(c.logLevel); err != nil {
+	if err := c.check(fs); err != nil {
 		return c, err
+	}
+	if c.lingerMs < 0 || c.deliveryTimeoutMs <= 0 || c.maxBufferedRecs <= 0 || c.maxBufferedBytes < 0 ||
+		c.closeTimeoutMs < 0 || c.abortWaitMs < 0 || c.batchMaxBytes <= 0 {
+		return c, errors.New("negative or zero value for a limit or timeout")
 	}
 	return c, nil
 }
 
 func (c *producerConfig) options(stderr io.Writer) []kgo.Opt {
-	level, _ := kgoLogLevel(c.logLevel)
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(splitBrokers(c.brokers)...),
-		kgo.ClientID(c.clientID),
+	opts := append(c.connFlags.options(stderr),
 		kgo.DefaultProduceTopic(c.topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence is franz-go's default and needs acks=all
-		kgo.ProducerLinger(time.Duration(c.lingerMs) * time.Millisecond),
+		kgo.ProducerLinger(time.Duration(c.lingerMs)*time.Millisecond),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
 		// Kafka's murmur2 for keyed records: the Java client's and librdkafka's murmur2_random.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.RecordDeliveryTimeout(time.Duration(c.deliveryTimeoutMs) * time.Millisecond),
+		kgo.RecordDeliveryTimeout(time.Duration(c.deliveryTimeoutMs)*time.Millisecond),
 		kgo.MaxBufferedRecords(c.maxBufferedRecs),
 		kgo.ProducerBatchMaxBytes(int32(c.batchMaxBytes)),
-		kgo.DialTimeout(time.Duration(c.dialTimeoutMs) * time.Millisecond),
-		kgo.WithLogger(kgo.BasicLogger(stderr, level, nil)),
-	}
+	)
 	if c.maxBufferedBytes > 0 {
 		opts = append(opts, kgo.MaxBufferedBytes(c.maxBufferedBytes))
 	}
