@@ -12,7 +12,7 @@ from qrsdp_sim.eventlog.errors import EventLogError
 
 
 def republish_command(
-    files: Annotated[list[Path], typer.Argument(help="Session files, e.g. output/*/*.qrsdp.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="Session files, e.g. `output/*/*.qrsdp`.", show_default=False)],
     kafka_brokers: Annotated[
         str, typer.Option("--kafka-brokers", help="Kafka bootstrap servers HOST:PORT.", envvar="QRSDP_KAFKA_BROKERS")
     ] = "127.0.0.1:9092",
@@ -71,8 +71,10 @@ def parquet_consumer_command(
     """Land the Kafka event stream as Parquet in the lake (a long-running service of the stack).
 
     Commits offsets only after the objects are written; SIGTERM/SIGINT flush the partial batch first.
-    Malformed messages go to the dead-letter topic exchange.events.dlq. Reads Kafka through
-    qrsdp-kafka-bridge when it is built, else confluent-kafka (QRSDP_KAFKA_CLIENT=auto|bridge|python).
+    Malformed messages go to the dead-letter topic exchange.events.dlq.
+
+    Reads Kafka through qrsdp-kafka-bridge when it is built, else confluent-kafka
+    (QRSDP_KAFKA_CLIENT=auto|bridge|python).
     """
     import json
     import logging
