@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from qrsdp_sim.engine import SessionConfig, simulate_session
-from qrsdp_sim.itch.streamer import Data, EndOfSession, Streamer, StreamerConfig, _BridgeKafka, _run_slice
+from qrsdp_sim.itch.kafka_source import BridgeKafkaSource, run_slice
+from qrsdp_sim.itch.streamer import Data, EndOfSession, Streamer, StreamerConfig
 from qrsdp_sim.kafka.bridge import RawMessage, Run
 from qrsdp_sim.kafka.message import H_DATE, H_EOS, H_RUN_ID, H_SEQ, H_TS_NS
 from qrsdp_sim.kafka.message import EndOfSession as Eos
@@ -30,7 +31,7 @@ SYMBOLS = {"AAPL": 0, "MSFT": 1}  # symbol -> partition
 
 
 class FakeBridge:
-    """What ``_BridgeKafka`` uses of ``BridgeConsumer``: poll() hands out a script, then None."""
+    """What ``BridgeKafkaSource`` uses of ``BridgeConsumer``: poll() hands out a script, then None."""
 
     def __init__(self, items) -> None:
         self.items = collections.deque(items)
@@ -132,7 +133,7 @@ def test_runs_give_the_message_paths_stream_whole_and_in_batches(sessions) -> No
     assert ref.counters.sessions_ended == 1 and ref.counters.events == sum(len(r) for r in sessions.values())
 
     whole = _streamer()
-    whole.kafka = _BridgeKafka(whole.cfg, FakeBridge(items))
+    whole.kafka = BridgeKafkaSource(whole.cfg, FakeBridge(items))
     actions, segments = whole._process_items(whole.kafka.fetch(10**9, 0))
     assert segments == ref_segments
     assert _stream(actions) == ref_stream
@@ -141,7 +142,7 @@ def test_runs_give_the_message_paths_stream_whole_and_in_batches(sessions) -> No
 
     for budget in (1, 777, 5000):
         st = _streamer()
-        st.kafka = _BridgeKafka(st.cfg, FakeBridge(items))
+        st.kafka = BridgeKafkaSource(st.cfg, FakeBridge(items))
         all_actions, all_segments = [], []
         while batch := st.kafka.fetch(budget, 0):
             assert sum(len(i.records) if isinstance(i, Run) else 1 for i in batch) <= budget
@@ -175,7 +176,7 @@ def test_in_flight_batch_is_read_back_in_segment_order() -> None:
     # the bridge re-reads from before the committed offsets too (stale), in its own run boundaries
     script = [run(0, 90, 30), run(1, 200, 120), run(0, 120, 400), RawMessage(TOPIC, 0, 520, b"AAPL", b"", []),
               run(1, 320, 50), run(0, 521, 100)]  # fmt: skip
-    kafka = _BridgeKafka(StreamerConfig(symbols=list(SYMBOLS)), FakeBridge(script))
+    kafka = BridgeKafkaSource(StreamerConfig(symbols=list(SYMBOLS)), FakeBridge(script))
     start = {0: 100, 1: 250}
     segments = [(0, 150), (1, 70), (0, 272), (1, 30)]
     got = kafka.read_batch(start, segments)
@@ -199,5 +200,5 @@ def test_in_flight_batch_is_read_back_in_segment_order() -> None:
 def test_run_slice_keeps_offsets_and_seqs_aligned() -> None:
     recs = np.zeros(10, RECORD_DTYPE)
     r = Run(3, 100, 7, b"K", DATE, b"r", recs)
-    s = _run_slice(r, 4, 9)
+    s = run_slice(r, 4, 9)
     assert (s.partition, s.first_offset, s.first_seq, len(s.records), s.next_offset) == (3, 104, 11, 5, 109)

@@ -35,25 +35,24 @@ Both clients commit the same offsets and metadata, so a streamer may switch clie
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
 from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DEFAULT_TICK_SIZE, DayFeed, Directory
+from qrsdp_sim.itch.feed_state import KEEP_ENDED, DayState, FeedState, StockState
+from qrsdp_sim.itch.kafka_source import BridgeKafkaSource, PythonKafkaSource, Segments, run_slice
 from qrsdp_sim.itch.retransmit import DEFAULT_CAPACITY, RetransmitBuffer, RetransmitServer
 from qrsdp_sim.itch.transport import DEFAULT_GROUP, DEFAULT_INTERFACE, DEFAULT_PORT, DEFAULT_TTL, Sender
-from qrsdp_sim.kafka.bridge import BridgeConsumer, BridgeError, BridgeRequestError, Event, RawMessage, Run
+from qrsdp_sim.kafka.bridge import BridgeConsumer, Run
 from qrsdp_sim.kafka.client import use_bridge
 from qrsdp_sim.kafka.message import DEFAULT_TOPIC, H_DATE, H_SEQ
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
@@ -63,8 +62,6 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP_ID = "itch-streamer"
 PREFETCH = 1 << 20  # messages the bridge path reads ahead while the encoder loads
 SEND_CHUNK = 1024  # packets per Sender.send_packets call (one sendmmsg); a stop request waits at most this
-META_VERSION = "itch1"
-META_LIMIT = 4000  # Kafka's default offset.metadata.max.bytes is 4096
 
 
 @dataclass
@@ -96,77 +93,6 @@ class StreamerConfig:
     linger: float = 2.0  # keep serving retransmissions this long after the last session (exit mode)
     max_runtime: float = 0.0  # 0: unbounded (tests bound it)
     kafka_overrides: dict[str, Any] = field(default_factory=dict)  # confluent-kafka settings (python client only)
-
-
-# ---------------------------------------------------------------------------
-# feed state and its encoding in commit metadata
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class StockState:
-    partition: int
-    next_seq: int = 0  # next expected Kafka ``seq`` of the stock's session that day
-    ended: bool = False
-
-
-@dataclass
-class DayState:
-    next_seq: int = 1  # next MoldUDP64 sequence number of the day's session
-    max_ts: int = 0
-    first_ts: int = 0
-    stocks: dict[str, StockState] = field(default_factory=dict)
-
-    def copy(self) -> DayState:
-        return DayState(self.next_seq, self.max_ts, self.first_ts,
-                        {s: StockState(v.partition, v.next_seq, v.ended) for s, v in self.stocks.items()})
-
-
-KEEP_ENDED = 32  # ended days remembered (their late or republished events are dropped)
-
-
-@dataclass
-class FeedState:
-    fingerprint: str
-    days: dict[str, DayState] = field(default_factory=dict)  # running sessions by date
-    ended: list[str] = field(default_factory=list)  # most recent ended dates
-
-    def copy(self) -> FeedState:
-        return FeedState(self.fingerprint, {d: v.copy() for d, v in self.days.items()}, list(self.ended))
-
-    def encode(self, partition: int, segments: list[tuple[int, int]]) -> str:
-        days = []
-        for date, day in sorted(self.days.items()):
-            stocks = ",".join(f"{s}:{v.next_seq}:{int(v.ended)}" for s, v in sorted(day.stocks.items())
-                              if v.partition == partition)
-            days.append(f"{date}~{day.next_seq}~{day.max_ts}~{day.first_ts}~{stocks}")
-        seg = ",".join(f"{p}:{n}" for p, n in segments)
-        text = "|".join([META_VERSION, self.fingerprint, ",".join(self.ended), seg, "/".join(days)])
-        if len(text) > META_LIMIT:
-            raise RuntimeError(f"commit metadata of partition {partition} is {len(text)} bytes (> {META_LIMIT}): "
-                               "too many securities on one partition")
-        return text
-
-    @staticmethod
-    def decode(texts: dict[int, str]) -> tuple[FeedState | None, list[tuple[int, int]]]:
-        """Merge the per-partition metadata of one commit; (None, []) when there is none."""
-        state: FeedState | None = None
-        segments: list[tuple[int, int]] = []
-        for p, text in sorted(texts.items()):
-            parts = text.split("|")
-            if len(parts) != 5 or parts[0] != META_VERSION:
-                continue
-            _v, fp, ended, seg, days = parts
-            if state is None:
-                state = FeedState(fp, {}, [d for d in ended.split(",") if d])
-                segments = [(int(a), int(b)) for a, b in (x.split(":") for x in seg.split(",") if x)]
-            for item in (x for x in days.split("/") if x):
-                date, nseq, max_ts, first_ts, stocks = item.split("~")
-                day = state.days.setdefault(date, DayState(int(nseq), int(max_ts), int(first_ts)))
-                for st in (x for x in stocks.split(",") if x):
-                    sym, sq, e = st.split(":")
-                    day.stocks[sym] = StockState(p, int(sq), e == "1")
-        return state, segments
 
 
 # ---------------------------------------------------------------------------
@@ -222,270 +148,6 @@ class Timings:
         return {k: round(v, 4) for k, v in self.__dict__.items()}
 
 
-# ---------------------------------------------------------------------------
-# Kafka access: confluent-kafka in Python, or the native bridge
-# ---------------------------------------------------------------------------
-
-Segments = list[tuple[int, int]]  # (partition, messages) in send order
-
-
-def _run_slice(run: Run, lo: int, hi: int | None = None) -> Run:
-    """Messages ``lo:hi`` of a run (offsets and seqs move with them; the records stay a view)."""
-    hi = len(run.records) if hi is None else hi
-    return Run(run.partition, run.first_offset + lo, run.first_seq + lo, run.key, run.date, run.run_id,
-               run.records[lo:hi])
-
-
-def _item_count(item: Run | RawMessage) -> int:
-    return len(item.records) if isinstance(item, Run) else 1
-
-
-class _PythonKafka:
-    """confluent-kafka: one Python ``Message`` per Kafka message (``Streamer._process``)."""
-
-    name = "python"
-    items = False
-
-    _TRANSIENT = frozenset({
-        KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._WAIT_COORD,
-    })  # fmt: skip
-
-    def __init__(self, cfg: StreamerConfig, consumer: Consumer | None = None) -> None:
-        self.cfg = cfg
-        if consumer is None:
-            conf: dict[str, Any] = {
-                "bootstrap.servers": cfg.brokers,
-                "group.id": cfg.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 104_857_600,
-                "max.partition.fetch.bytes": 52_428_800,
-                "queued.max.messages.kbytes": 1_048_576,
-                "fetch.wait.max.ms": 10,
-                "socket.connection.setup.timeout.ms": 5_000,
-                "log_level": 3,
-            }
-            conf.update(cfg.kafka_overrides)
-            consumer = Consumer(conf)
-        self.consumer = consumer
-
-    def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
-        """Call ``fn`` until it succeeds, retrying transient coordinator/broker errors for ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return fn()
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                transient = err is not None and (err.retriable() or err.code() in self._TRANSIENT)
-                if not transient or time.monotonic() > deadline:
-                    raise RuntimeError(f"Kafka {what} failed: {exc}") from exc
-                log.warning("itch-stream: Kafka %s: %s (retrying)", what, exc)
-                time.sleep(0.5)
-
-    def partitions(self) -> list[int]:
-        topic = self.cfg.topic
-        md = self._call("metadata", lambda: self.consumer.list_topics(topic, timeout=15))
-        t = md.topics.get(topic)
-        if t is None or t.error is not None or not t.partitions:
-            raise RuntimeError(f"topic {topic!r} not found on {self.cfg.brokers} ({t and t.error})")
-        return sorted(t.partitions)
-
-    def committed(self, partitions: list[int]) -> dict[int, tuple[int, str]]:
-        tps = [TopicPartition(self.cfg.topic, p) for p in partitions]
-        got = self._call("committed offsets", lambda: self.consumer.committed(tps, timeout=15))
-        return {tp.partition: (tp.offset, tp.metadata or "") for tp in got if tp.offset >= 0}
-
-    def low(self, p: int) -> int:
-        tp = TopicPartition(self.cfg.topic, p)
-        low, _high = self._call("watermarks", lambda: self.consumer.get_watermark_offsets(tp, timeout=15))
-        return max(low, 0) if low != OFFSET_BEGINNING else 0
-
-    def assign(self, offsets: dict[int, int]) -> None:
-        self.consumer.assign([TopicPartition(self.cfg.topic, p, o) for p, o in offsets.items()])
-
-    def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
-        tps = [TopicPartition(self.cfg.topic, p, o, metadata[p]) for p, o in offsets.items()]
-        self._call("commit", lambda: self.consumer.commit(offsets=tps, asynchronous=False))
-
-    def fetch(self, budget: int, timeout: float) -> list:
-        return self.consumer.consume(budget, timeout)
-
-    def read_batch(self, start: dict[int, int], segments: Segments) -> list:
-        """The messages of an in-flight batch (from ``start``), in its send order."""
-        need: dict[int, int] = {}
-        for p, n in segments:
-            need[p] = need.get(p, 0) + n
-        got: dict[int, list] = {p: [] for p in need}
-        deadline = time.monotonic() + 60
-        while any(len(got[p]) < need[p] for p in need):
-            if time.monotonic() > deadline:
-                raise RuntimeError("could not re-read the in-flight batch from Kafka within 60 s")
-            for msg in self.consumer.consume(self.cfg.batch, 0.5):
-                if msg.error() is not None:
-                    continue
-                p = msg.partition()
-                if p in got and len(got[p]) < need[p] and msg.offset() >= start[p] + len(got[p]):
-                    got[p].append(msg)
-        ordered = []
-        taken = dict.fromkeys(need, 0)
-        for p, n in segments:
-            ordered.extend(got[p][taken[p] : taken[p] + n])
-            taken[p] += n
-        return ordered
-
-    def close(self) -> None:
-        with contextlib.suppress(KafkaException, RuntimeError):
-            self.consumer.close()
-
-
-class _BridgeKafka:
-    """``qrsdp-kafka-bridge`` in assign mode: a stock's consecutive events come as one numpy
-    :class:`~qrsdp_sim.kafka.bridge.Run`, other messages as :class:`RawMessage` (``Streamer._process_items``)."""
-
-    name = "bridge"
-    items = True
-
-    def __init__(self, cfg: StreamerConfig, consumer: BridgeConsumer | None = None) -> None:
-        self.cfg = cfg
-        self.consumer = consumer or BridgeConsumer(cfg.brokers, cfg.topic, cfg.group_id, mode="assign")
-        self._carry: collections.deque[Run | RawMessage] = collections.deque()  # fetched, not yet batched
-        self._low: dict[int, int] = {}
-
-    def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
-        """Call ``fn`` until it succeeds, retrying refused requests (coordinator moving, broker
-        restarting) for ``timeout`` s; a bridge that died fails at once."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return fn()
-            except BridgeRequestError as exc:
-                if time.monotonic() > deadline or "UNKNOWN_TOPIC" in str(exc) or "not found" in str(exc):
-                    raise RuntimeError(f"Kafka {what} failed: {exc}") from exc
-                log.warning("itch-stream: Kafka %s: %s (retrying)", what, exc)
-                time.sleep(0.5)
-
-    def partitions(self) -> list[int]:
-        try:
-            info = self._call("metadata", self.consumer.partitions)
-        except RuntimeError as exc:
-            if "UNKNOWN_TOPIC" in str(exc) or "not found" in str(exc):
-                raise RuntimeError(f"topic {self.cfg.topic!r} not found on {self.cfg.brokers} ({exc.__cause__})") from exc
-            raise
-        if not info:
-            raise RuntimeError(f"topic {self.cfg.topic!r} not found on {self.cfg.brokers}")
-        self._low = {p: low for p, (low, _high) in info.items()}
-        return sorted(info)
-
-    def committed(self, partitions: list[int]) -> dict[int, tuple[int, str]]:
-        got = self._call("committed offsets", self.consumer.committed)
-        return {p: v for p, v in got.items() if p in partitions and v[0] >= 0}
-
-    def low(self, p: int) -> int:
-        return max(self._low.get(p, 0), 0)
-
-    def assign(self, offsets: dict[int, int]) -> None:
-        self._call("assign", lambda: self.consumer.assign(offsets))
-        self._carry.clear()  # the bridge drops what it held of the old positions; so do we
-
-    def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
-        self._call("commit", lambda: self.consumer.commit(offsets, metadata))
-
-    def _next(self, timeout: float) -> Run | RawMessage | None:
-        if self._carry:
-            return self._carry.popleft()
-        deadline = time.monotonic() + timeout
-        while True:
-            item = self.consumer.poll(max(0.0, deadline - time.monotonic()))
-            if item is None or not isinstance(item, Event):
-                return item
-            # assign mode: the only unasked events are errors, logged by BridgeConsumer
-
-    def fetch(self, budget: int, timeout: float) -> list[Run | RawMessage]:
-        """Up to ``budget`` messages (a run longer than what is left is split, its tail kept for the
-        next batch): waits up to ``timeout`` s for the first, then takes what has arrived."""
-        out: list[Run | RawMessage] = []
-        n = 0
-        while n < budget:
-            item = self._next(0.0 if out else timeout)
-            if item is None:
-                break
-            k = _item_count(item)
-            if n + k > budget:
-                self._carry.appendleft(_run_slice(item, budget - n))
-                item = _run_slice(item, 0, budget - n)
-                k = budget - n
-            out.append(item)
-            n += k
-        return out
-
-    def prefetch(self, limit: int, timeout: float) -> None:
-        """Take what the bridge has sent, up to ``limit`` messages held, waiting at most ``timeout`` s for
-        more: the bridge goes on fetching and converting meanwhile instead of blocking on its stdout."""
-        held = sum(_item_count(i) for i in self._carry)
-        deadline = time.monotonic() + timeout
-        while held < limit:
-            item = self.consumer.poll(max(0.0, deadline - time.monotonic()))
-            if item is None:
-                return
-            if not isinstance(item, Event):
-                self._carry.append(item)
-                held += _item_count(item)
-
-    def read_batch(self, start: dict[int, int], segments: Segments) -> list[Run | RawMessage]:
-        """The messages of an in-flight batch (from ``start``) in its send order, runs sliced to the
-        segments' message counts."""
-        need: dict[int, int] = {}
-        for p, n in segments:
-            need[p] = need.get(p, 0) + n
-        got: dict[int, collections.deque[Run | RawMessage]] = {p: collections.deque() for p in need}
-        have = dict.fromkeys(need, 0)
-        pos = {p: start[p] for p in need}  # next offset wanted
-        deadline = time.monotonic() + 60
-        while any(have[p] < need[p] for p in need):
-            if time.monotonic() > deadline:
-                raise RuntimeError("could not re-read the in-flight batch from Kafka within 60 s")
-            item = self._next(0.5)
-            if item is None:
-                continue
-            if isinstance(item, Run):
-                p, first = item.partition, item.first_offset
-            else:
-                p, first = item.partition(), item.offset()
-            if p not in need or have[p] >= need[p]:
-                continue
-            k = _item_count(item)
-            if first + k <= pos[p]:
-                continue  # before the batch (a stale fetch)
-            if first < pos[p]:
-                item = _run_slice(item, pos[p] - first)  # a raw message never gets here (k == 1)
-                first, k = pos[p], k - (pos[p] - first)
-            if k > need[p] - have[p]:
-                item = _run_slice(item, 0, need[p] - have[p])
-                k = need[p] - have[p]
-            got[p].append(item)
-            have[p] += k
-            pos[p] = first + k
-        ordered: list[Run | RawMessage] = []
-        for p, n in segments:
-            queue = got[p]
-            while n > 0:
-                item = queue.popleft()
-                k = _item_count(item)
-                if k > n:
-                    queue.appendleft(_run_slice(item, n))
-                    item, k = _run_slice(item, 0, n), n
-                ordered.append(item)
-                n -= k
-        return ordered
-
-    def close(self) -> None:
-        with contextlib.suppress(BridgeError):
-            self.consumer.close()
-
-
 class Streamer:
     """Kafka consumer -> ITCH encoder -> MoldUDP64 sender, with re-request server."""
 
@@ -498,7 +160,7 @@ class Streamer:
         self.counters = Counters()
         self.timings = Timings()
         self._consumer = consumer  # a client to use instead of one made from the config (tests)
-        self.kafka: _PythonKafka | _BridgeKafka | None = None
+        self.kafka: PythonKafkaSource | BridgeKafkaSource | None = None
         self._partitions: list[int] = []
         self._next_offset: dict[int, int] = {}
         self._stop = threading.Event()
@@ -523,17 +185,17 @@ class Streamer:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    def _make_kafka(self) -> _PythonKafka | _BridgeKafka:
+    def _make_kafka(self) -> PythonKafkaSource | BridgeKafkaSource:
         c = self._consumer
         if isinstance(c, BridgeConsumer):
-            return _BridgeKafka(self.cfg, c)
+            return BridgeKafkaSource(self.cfg, c)
         if c is not None:
-            return _PythonKafka(self.cfg, c)
+            return PythonKafkaSource(self.cfg, c)
         try:
             bridge = use_bridge()
         except ValueError as exc:
             raise RuntimeError(str(exc)) from None
-        return _BridgeKafka(self.cfg) if bridge else _PythonKafka(self.cfg)
+        return BridgeKafkaSource(self.cfg) if bridge else PythonKafkaSource(self.cfg)
 
     def _open(self) -> None:
         c = self.cfg
@@ -749,7 +411,7 @@ class Streamer:
                 i += 1  # already handled (stale fetch)
                 continue
             if item.first_offset < nxt:
-                item = _run_slice(item, nxt - item.first_offset)
+                item = run_slice(item, nxt - item.first_offset)
             parts = [item.records]
             last = item
             j = i + 1

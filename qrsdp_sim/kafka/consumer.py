@@ -46,10 +46,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from qrsdp_sim.kafka.bridge import BridgeConsumer, BridgeRequestError, Event, Run
+from qrsdp_sim.kafka.bridge import BridgeRequestError, Run
 from qrsdp_sim.kafka.client import use_bridge
+from qrsdp_sim.kafka.consumer_sources import BridgeSource, ConfluentSource
 from qrsdp_sim.kafka.decode import SessionRows, decode_items
 from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC, EndOfSession
 from qrsdp_sim.lake.landing import SessionInfo, events_table, sessions_table
@@ -61,7 +62,6 @@ GROUP_ID = "parquet-writer"
 # Dictionary-encode only the low-cardinality columns: trying a dictionary on ts_ns, seq, order_id,
 # price and qty and falling back costs half the encoding time and makes the objects larger.
 DICTIONARY_COLUMNS = ["symbol", "date", "type", "side", "_landed_at"]
-SESSION_TIMEOUT_MS = 10_000  # a killed consumer's partitions move to another member after this
 
 
 @dataclass
@@ -79,119 +79,6 @@ class ConsumerStats:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-# ------------------------------------------------------------------------------------------
-# Kafka clients
-# ------------------------------------------------------------------------------------------
-
-
-class _BridgeSource:
-    """``qrsdp-kafka-bridge consume --subscribe``: yields runs and raw messages one at a time, so a
-    revocation (handled inside ``poll``) comes after every item of the revoked partitions."""
-
-    name = "bridge"
-
-    def __init__(self, brokers: str, topic: str, group: str, on_revoke) -> None:
-        self.consumer = BridgeConsumer(brokers, topic, group, mode="subscribe", on_revoke=on_revoke,
-                                       session_timeout_ms=SESSION_TIMEOUT_MS)
-
-    def poll(self, timeout: float) -> list[Any]:
-        item = self.consumer.poll(timeout)
-        if item is None or isinstance(item, Event):
-            return []
-        return [item]
-
-    def hold(self, seconds: float, *, in_callback: bool = False) -> None:
-        # Not reading the bridge's output is the backpressure: once the pipe is full it stops
-        # fetching; franz-go keeps heartbeating, so the group membership stays.
-        time.sleep(seconds)
-
-    def release(self) -> None:
-        pass
-
-    def commit(self, offsets: dict[int, int]) -> None:
-        self.consumer.commit(offsets)
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-class _ConfluentSource:
-    """confluent-kafka: one Python ``Message`` per Kafka message (4-6 µs each)."""
-
-    name = "python"
-
-    def __init__(self, brokers: str, topic: str, group: str, on_revoke, batch: int) -> None:
-        self.topic = topic
-        self.batch = batch
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": brokers,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-                "max.poll.interval.ms": 600_000,
-                "session.timeout.ms": SESSION_TIMEOUT_MS,
-                "heartbeat.interval.ms": 2_000,
-                "fetch.min.bytes": 65_536,
-                "fetch.wait.max.ms": 100,
-                "log_level": 3,
-            }
-        )
-        self._paused = False
-        self._deferred: list[Any] = []  # returned by poll() while the partitions were paused
-        self.consumer.subscribe(
-            [topic],
-            on_revoke=lambda _c, parts: on_revoke([tp.partition for tp in parts], False),
-            on_lost=lambda _c, parts: on_revoke([tp.partition for tp in parts], True),
-        )
-
-    def poll(self, timeout: float) -> list[Any]:
-        if self._deferred:
-            msgs, self._deferred = self._deferred, []
-        else:
-            msgs = self.consumer.consume(num_messages=self.batch, timeout=timeout)
-        out = []
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", err)
-                continue
-            out.append(m)
-        return out
-
-    def hold(self, seconds: float, *, in_callback: bool = False) -> None:
-        """Wait with the partitions paused, polling (outside rebalance callbacks) to stay in the group."""
-        if in_callback:
-            time.sleep(seconds)
-            return
-        if not self._paused:
-            assignment = self.consumer.assignment()
-            if assignment:
-                self.consumer.pause(assignment)
-            self._paused = True
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            m = self.consumer.poll(min(0.1, max(0.0, deadline - time.monotonic())))
-            if m is not None:
-                self._deferred.append(m)
-
-    def release(self) -> None:
-        if self._paused:
-            assignment = self.consumer.assignment()
-            if assignment:
-                self.consumer.resume(assignment)
-            self._paused = False
-
-    def commit(self, offsets: dict[int, int]) -> None:
-        self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
-                             asynchronous=False)
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -331,9 +218,9 @@ class ParquetConsumer:
         self.stop_event = threading.Event()
         bridge = use_bridge() if client is None else client == "bridge"
         if bridge:
-            self._source: _BridgeSource | _ConfluentSource = _BridgeSource(brokers, topic, group_id, self._on_revoke)
+            self._source: BridgeSource | ConfluentSource = BridgeSource(brokers, topic, group_id, self._on_revoke)
         else:
-            self._source = _ConfluentSource(brokers, topic, group_id, self._on_revoke, batch_records)
+            self._source = ConfluentSource(brokers, topic, group_id, self._on_revoke, batch_records)
         self.stats.client = self._source.name
         self._dlq = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all",
                               "log_level": 3, "on_delivery": self._on_dlq_delivery})
