@@ -73,14 +73,21 @@ HlrCurvesOpt = Annotated[
     ),
 ]
 BaseLOpt = Annotated[
-    float, typer.Option("--base-L", help="SimpleImbalance: base add rate L per side (events/s).")
+    float | None,
+    typer.Option("--base-L", help="SimpleImbalance: base add rate L per side (events/s; default 16, seed 20)."),
 ]
 BaseCOpt = Annotated[
-    float,
-    typer.Option("--base-C", help="SimpleImbalance: cancel rate per resting share in the window (1/s)."),
+    float | None,
+    typer.Option(
+        "--base-C",
+        help="SimpleImbalance: cancel rate per queue unit resting in the window (1/s; default 0.1, seed 0.5).",
+    ),
 ]
 BaseMOpt = Annotated[
-    float, typer.Option("--base-M", help="SimpleImbalance: base market-order rate M per side (events/s).")
+    float | None,
+    typer.Option(
+        "--base-M", help="SimpleImbalance: base market-order rate M per side (events/s; default 0.42, seed 15)."
+    ),
 ]
 ImbSensOpt = Annotated[
     float | None,
@@ -90,11 +97,13 @@ ImbSensOpt = Annotated[
     ),
 ]
 CancelSensOpt = Annotated[
-    float, typer.Option("--cancel-sens", help="SimpleImbalance: cancel sensitivity sC.")
+    float | None, typer.Option("--cancel-sens", help="SimpleImbalance: cancel sensitivity sC (default 1).")
 ]
 EpsOpt = Annotated[
-    float,
-    typer.Option("--epsilon-exec", help="SimpleImbalance: baseline execution term epsilon (balanced book)."),
+    float | None,
+    typer.Option(
+        "--epsilon-exec", help="SimpleImbalance: baseline execution term epsilon (balanced book; default 0.5)."
+    ),
 ]
 SpreadSensOpt = Annotated[
     float | None,
@@ -109,7 +118,7 @@ LevelsOpt = Annotated[
 ]
 DepthOpt = Annotated[
     int,
-    typer.Option("--depth", help="Orders of qty 1 placed on each opening level and on each refilled tick."),
+    typer.Option("--depth", help="Orders placed on each opening level and on each refilled tick."),
 ]
 MarketOpenOpt = Annotated[
     str,
@@ -130,17 +139,18 @@ SpeedOpt = Annotated[
 class ModelArgs:
     model: str
     hlr_curves: Path | None
-    base_L: float
-    base_C: float
-    base_M: float
+    base_L: float | None
+    base_C: float | None
+    base_M: float | None
     imbalance_sens: float | None
     cancel_sens: float | None
-    epsilon_exec: float
+    epsilon_exec: float | None
     spread_sens: float | None
     hawkes_alpha: float | None = None
     hawkes_beta: float | None = None
     hawkes_cap: float | None = None
     hawkes_base: str | None = None
+    plain: bool = False  # the seed's parameters instead of the realistic defaults
 
     def build(self, levels: int) -> IntensityModel:
         """The model object, validated against ``levels``; raises ArgError."""
@@ -175,18 +185,25 @@ class ModelArgs:
         if base_name == "simple":
             if self.hlr_curves is not None:
                 raise ArgError("--hlr-curves needs --model hlr (or --model hawkes --hawkes-base hlr)")
-            model: Any = SimpleImbalance(
-                base_L=self.base_L,
-                base_C=self.base_C,
-                base_M=self.base_M,
-                imbalance_sens=1.0 if self.imbalance_sens is None else self.imbalance_sens,
-                cancel_sens=1.0 if self.cancel_sens is None else self.cancel_sens,
-                epsilon_exec=self.epsilon_exec,
-                spread_sens=0.4 if self.spread_sens is None else self.spread_sens,
-            )
+            from dataclasses import replace
+
+            given = {
+                "base_L": self.base_L,
+                "base_C": self.base_C,
+                "base_M": self.base_M,
+                "imbalance_sens": self.imbalance_sens,
+                "cancel_sens": self.cancel_sens,
+                "epsilon_exec": self.epsilon_exec,
+                "spread_sens": self.spread_sens,
+            }
+            defaults = SimpleImbalance.seed() if self.plain else SimpleImbalance()
+            model: Any = replace(defaults, **{k: v for k, v in given.items() if v is not None})
         else:
             try:
-                curves = HLRCurves.load(self.hlr_curves) if self.hlr_curves else HLRCurves.default(levels)
+                if self.hlr_curves:
+                    curves = HLRCurves.load(self.hlr_curves)
+                else:
+                    curves = HLRCurves.seed(levels) if self.plain else HLRCurves.default(levels)
             except HLRCurvesError as exc:
                 raise ArgError(f"--hlr-curves: {exc}") from None
             if self.spread_sens is not None or self.imbalance_sens is not None:
@@ -203,10 +220,11 @@ class ModelArgs:
                 )
             model = HLR(curves=curves, curves_file=str(self.hlr_curves) if self.hlr_curves else None)
         if self.model == "hawkes":
+            defaults = HawkesParams.seed() if self.plain else HawkesParams()
             params = HawkesParams(
-                alpha=0.0 if self.hawkes_alpha is None else self.hawkes_alpha,
-                beta=1.0 if self.hawkes_beta is None else self.hawkes_beta,
-                max_excitation=5.0 if self.hawkes_cap is None else self.hawkes_cap,
+                alpha=defaults.alpha if self.hawkes_alpha is None else self.hawkes_alpha,
+                beta=defaults.beta if self.hawkes_beta is None else self.hawkes_beta,
+                max_excitation=defaults.max_excitation if self.hawkes_cap is None else self.hawkes_cap,
             )
             for name, value in (("--hawkes-alpha", params.alpha), ("--hawkes-cap", params.max_excitation)):
                 if not value >= 0 or value == float("inf"):
