@@ -16,6 +16,23 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from qrsdp_sim.cli.realism_options import (
+    ActivityCommonOpt,
+    ActivityOpt,
+    ExcitationOpt,
+    ExcitationScalesOpt,
+    LargeOpt,
+    MetaorderOpt,
+    MetaorderTailOpt,
+    OddLotOpt,
+    PartialCancelOpt,
+    PlainOpt,
+    RealismArgError,
+    RealismArgs,
+    RealismFileOpt,
+    SeasonalityOpt,
+)
+
 if TYPE_CHECKING:
     from qrsdp_sim.engine.models.base import IntensityModel
     from qrsdp_sim.engine.runner import RunResult, SessionRecord
@@ -305,12 +322,12 @@ def run_command(
     ] = None,
     model: ModelOpt = "simple",
     hlr_curves: HlrCurvesOpt = None,
-    base_L: BaseLOpt = 20.0,
-    base_C: BaseCOpt = 0.5,
-    base_M: BaseMOpt = 15.0,
+    base_L: BaseLOpt = None,
+    base_C: BaseCOpt = None,
+    base_M: BaseMOpt = None,
     imbalance_sens: ImbSensOpt = None,
-    cancel_sens: CancelSensOpt = 1.0,
-    epsilon_exec: EpsOpt = 0.5,
+    cancel_sens: CancelSensOpt = None,
+    epsilon_exec: EpsOpt = None,
     spread_sens: SpreadSensOpt = None,
     market_open: MarketOpenOpt = "09:30",
     realtime: RealtimeOpt = False,
@@ -345,8 +362,41 @@ def run_command(
             "-f tanh(last 1 s increment of that date's Brownian factor); 0 = independent securities.",
         ),
     ] = 0.0,
+    plain: PlainOpt = False,
+    realism_file: RealismFileOpt = None,
+    odd_lot_share: OddLotOpt = None,
+    large_order_share: LargeOpt = None,
+    partial_cancel_share: PartialCancelOpt = None,
+    seasonality: SeasonalityOpt = None,
+    activity: ActivityOpt = None,
+    activity_common: ActivityCommonOpt = None,
+    excitation: ExcitationOpt = None,
+    excitation_timescales: ExcitationScalesOpt = None,
+    metaorder_share: MetaorderOpt = None,
+    metaorder_tail: MetaorderTailOpt = None,
 ) -> None:
-    """Simulate DAYS trading days of one or several securities into .qrsdp files with a manifest."""
+    """Simulate DAYS trading days of one or several securities into .qrsdp files with a manifest.
+
+    By default the market is realistic (docs/realism.md): round-lot order sizes with odd lots and
+    large orders, market orders that walk the queue with partial fills, partial cancels, a
+    cancel-dominated message mix, U-shaped intraday activity, volatility clustering, fat tails and
+    long memory of trade signs. `--plain` reproduces the seed's plain models for comparison.
+    `qrsdp facts OUTPUT` scores a run against the stylized facts of real order books.
+    """
+    rargs = RealismArgs(
+        plain,
+        realism_file,
+        odd_lot_share,
+        large_order_share,
+        partial_cancel_share,
+        seasonality,
+        activity,
+        activity_common,
+        excitation,
+        excitation_timescales,
+        metaorder_share,
+        metaorder_tail,
+    )
     margs = ModelArgs(
         model,
         hlr_curves,
@@ -361,6 +411,7 @@ def run_command(
         hawkes_beta,
         hawkes_cap,
         hawkes_base,
+        plain,
     )
     try:
         spec, secs = _build_run(
@@ -380,6 +431,7 @@ def run_command(
             speed,
             workers,
             factor_loading=factor_loading,
+            realism=rargs,
         )
         _check_writable_dir(output, "output directory")
         if perf_doc is not None:
@@ -415,6 +467,7 @@ def _build_run(
     workers,
     *,
     factor_loading=0.0,
+    realism: RealismArgs | None = None,
 ):
     from qrsdp_sim.engine.calendar import parse_date, parse_market_open
     from qrsdp_sim.engine.factor import MarketFactor
@@ -459,6 +512,10 @@ def _build_run(
     if not abs(factor_loading) < float("inf"):
         raise ArgError(f"--factor-loading must be a finite number, got {factor_loading}")
     model = margs.build(levels)
+    try:
+        realism_layers = (realism or RealismArgs()).build()
+    except RealismArgError as exc:
+        raise ArgError(str(exc)) from None
     if factor_loading != 0.0 and not hasattr(model, "exo_loading"):
         raise ArgError(f"--factor-loading is not supported by model {model.name!r}")
     spec = RunSpec(
@@ -471,6 +528,7 @@ def _build_run(
         tick_size=100,
         market_open=market_open,
         model=model,
+        realism=realism_layers,
         chunk_capacity=chunk_size,
         factor=MarketFactor(loading=factor_loading),
     )
@@ -626,12 +684,12 @@ def cli_command(
     ] = 4096,
     model: ModelOpt = "simple",
     hlr_curves: HlrCurvesOpt = None,
-    base_L: BaseLOpt = 20.0,
-    base_C: BaseCOpt = 0.5,
-    base_M: BaseMOpt = 15.0,
+    base_L: BaseLOpt = None,
+    base_C: BaseCOpt = None,
+    base_M: BaseMOpt = None,
     imbalance_sens: ImbSensOpt = None,
-    cancel_sens: CancelSensOpt = 1.0,
-    epsilon_exec: EpsOpt = 0.5,
+    cancel_sens: CancelSensOpt = None,
+    epsilon_exec: EpsOpt = None,
     spread_sens: SpreadSensOpt = None,
     market_open: MarketOpenOpt = "09:30",
     realtime: RealtimeOpt = False,
@@ -640,8 +698,37 @@ def cli_command(
     hawkes_beta: HawkesBetaOpt = None,
     hawkes_cap: HawkesCapOpt = None,
     hawkes_base: HawkesBaseOpt = None,
+    plain: PlainOpt = False,
+    realism_file: RealismFileOpt = None,
+    odd_lot_share: OddLotOpt = None,
+    large_order_share: LargeOpt = None,
+    partial_cancel_share: PartialCancelOpt = None,
+    seasonality: SeasonalityOpt = None,
+    activity: ActivityOpt = None,
+    activity_common: ActivityCommonOpt = None,
+    excitation: ExcitationOpt = None,
+    excitation_timescales: ExcitationScalesOpt = None,
+    metaorder_share: MetaorderOpt = None,
+    metaorder_tail: MetaorderTailOpt = None,
 ) -> None:
-    """Simulate one session with an explicit session seed into a single .qrsdp file."""
+    """Simulate one session with an explicit session seed into a single .qrsdp file.
+
+    The market-wide part of the activity factor then comes from the session seed too (a session of
+    a run shares it with the date's other symbols; `qrsdp run` reproduces that)."""
+    rargs = RealismArgs(
+        plain,
+        realism_file,
+        odd_lot_share,
+        large_order_share,
+        partial_cancel_share,
+        seasonality,
+        activity,
+        activity_common,
+        excitation,
+        excitation_timescales,
+        metaorder_share,
+        metaorder_tail,
+    )
     from qrsdp_sim.engine.calendar import parse_market_open
     from qrsdp_sim.engine.session import SessionConfig, simulate_to_file
 
@@ -659,6 +746,7 @@ def cli_command(
         hawkes_beta,
         hawkes_cap,
         hawkes_base,
+        plain,
     )
     path = out if out is not None else Path(f"session_{seed}.qrsdp")
     try:
@@ -686,6 +774,7 @@ def cli_command(
             initial_depth=depth,
             market_open_ns=open_ns,
             model=margs.build(levels),
+            realism=rargs.build(),
             chunk_capacity=chunk_size,
         )
         try:
@@ -693,11 +782,11 @@ def cli_command(
         except ValueError as exc:
             raise ArgError(str(exc)) from None
         _check_writable_file(path, "output file")
-    except ArgError as exc:
+    except (ArgError, RealismArgError) as exc:
         _fail(str(exc))
     from qrsdp_sim.engine.runner import warm_up
 
-    warm_up(config.model, levels)  # compile / load the kernel first, so the figure below is the simulation's
+    warm_up(config.model, levels, config.realism)  # compile / load the kernel first, so the figure below is the simulation's
     result = simulate_to_file(config, path, realtime_speed=speed if realtime else None)
     typer.echo(
         f"{path}: {result.events:,} events, {_human_bytes(result.file_bytes or 0)} "
