@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from qrsdp_sim.engine.clock import ActivityFactor, IntradayProfile
-from qrsdp_sim.engine.realism import Excitation, Metaorders, Realism
+from qrsdp_sim.engine.realism import Realism
 
 PANEL = "Realism (defaults: a large-tick US equity; docs/realism.md)"
 
@@ -69,7 +69,7 @@ SeasonalityOpt = Annotated[
     str | None,
     typer.Option(
         "--seasonality",
-        help="Intraday activity profile: 'u' (default: 3.5x midday at the open, 2.5x at the close), "
+        help="Intraday activity profile: 'u' (default: 4x midday at the open, 3x at the close), "
         "'flat', or OPEN,CLOSE ratios such as 3,2.",
         rich_help_panel=PANEL,
     ),
@@ -78,7 +78,7 @@ ActivityOpt = Annotated[
     str | None,
     typer.Option(
         "--activity",
-        help="Random activity factor as SIGMA@SECONDS components, e.g. 0.6@60,0.6@600,0.6@3600 (the default), "
+        help="Random activity factor as SIGMA@SECONDS components (default 0.75@60,0.6@600,0.35@3600), "
         "or 'off'. Volatility clustering and fat tails come from it.",
         rich_help_panel=PANEL,
     ),
@@ -104,8 +104,8 @@ ExcitationScalesOpt = Annotated[
     str | None,
     typer.Option(
         "--excitation-timescales",
-        help="Time scales of the excitation in seconds, e.g. 0.05,1,30 (the default; equal weights "
-        "0.5,0.3,0.2 by default, or give SECONDS:WEIGHT).",
+        help="Time scales of the excitation in seconds, each optionally with a weight as SECONDS:WEIGHT "
+        "(default 0.05:0.5,1:0.3,30:0.2; without weights they are equal).",
         rich_help_panel=PANEL,
     ),
 ]
@@ -280,7 +280,5 @@ def _scales(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         seconds, sep, weight = item.partition(":")
         scales.append(_floats("--excitation-timescales", seconds)[0])
         weights.append(_floats("--excitation-timescales", weight)[0] if sep else 1.0)
-    if len(scales) == 3 and all(w == 1.0 for w in weights):
-        weights = list(Excitation().weights)
     return tuple(scales), tuple(weights)
 

@@ -63,13 +63,15 @@ HawkesAlphaOpt = Annotated[
     float | None,
     typer.Option(
         "--hawkes-alpha",
-        help="Hawkes: excitation added per event, E <- E exp(-beta dt) + alpha (default 0: the base model "
-        "exactly). Only with --model hawkes.",
+        help="Hawkes: excitation added per event, E <- E exp(-beta dt) + alpha (default 0.03; with --plain 0, "
+        "the base model exactly). Replaces the realism layer's --excitation. Only with --model hawkes.",
     ),
 ]
 HawkesBetaOpt = Annotated[
     float | None,
-    typer.Option("--hawkes-beta", help="Hawkes: decay rate beta of the excitation, 1/s (default 1)."),
+    typer.Option(
+        "--hawkes-beta", help="Hawkes: decay rate beta of the excitation, 1/s (default 2; with --plain 1)."
+    ),
 ]
 HawkesCapOpt = Annotated[
     float | None,
@@ -135,7 +137,9 @@ LevelsOpt = Annotated[
 ]
 DepthOpt = Annotated[
     int,
-    typer.Option("--depth", help="Orders placed on each opening level and on each refilled tick."),
+    typer.Option(
+        "--depth", help="Orders (sizes drawn as any limit order's) on each opening level and each refilled tick."
+    ),
 ]
 MarketOpenOpt = Annotated[
     str,
