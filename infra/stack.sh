@@ -476,6 +476,16 @@ postgres_launch() {
   install_postgres
   port_open "$PG_PORT" && die "port $PG_PORT is in use by another process (set QRSDP_PG_PORT)"
   pg_prepare
+  # A crashed (SIGKILLed) server leaves its lock files behind; its pid may even linger as a zombie
+  # (an unreaped orphan), which PostgreSQL would take for a live server.
+  local lock old
+  for lock in "$PG_DATA/postmaster.pid" "$PG_SOCK/.s.PGSQL.$PG_PORT.lock"; do
+    old="$(head -n 1 "$lock" 2>/dev/null || true)"
+    if [[ "$old" =~ ^[0-9]+$ ]] && ! alive "$old"; then
+      log "postgres: removing $(basename "$lock") of crashed pid $old"
+      rm -f "$lock" "${lock%.lock}"
+    fi
+  done
   local logf="$PG_LOGS/postgres.log"
   printf '\n=== start %s ===\n' "$(date -u +%FT%TZ)" >>"$logf"
   [[ $(id -u) -eq 0 ]] && chown "$(pg_owner):" "$logf"
@@ -521,6 +531,8 @@ postgres_stop() {
   fi
   log "postgres: stopping pid $pid"
   if [[ "${1:-}" == "kill" ]]; then
+    # A crash of the whole server (postmaster and its backends: one process group).
+    kill -KILL -- "-$pid" 2>/dev/null || true
     stop_pid postgres "$pid" 0 kill
   else
     pg_runas

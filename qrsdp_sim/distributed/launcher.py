@@ -23,6 +23,9 @@ from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from qrsdp_sim.distributed import heartbeat
 
 DEFAULT_HEARTBEAT_TTL_S = 60
+# Run tags the workers add (qrsdp_sim.distributed.worker): which worker executes the run.
+WORKER_TAG = "qrsdp/celery_worker"
+WORKER_PID_TAG = "qrsdp/celery_worker_pid"
 
 
 class QrsdpCeleryRunLauncher(CeleryRunLauncher):

@@ -37,12 +37,9 @@ from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
 from qrsdp_sim.distributed.heartbeat import HeartbeatThread
-from qrsdp_sim.distributed.launcher import DEFAULT_HEARTBEAT_TTL_S
+from qrsdp_sim.distributed.launcher import DEFAULT_HEARTBEAT_TTL_S, WORKER_PID_TAG, WORKER_TAG
 
 log = logging.getLogger(__name__)
-
-WORKER_TAG = "qrsdp/celery_worker"
-WORKER_PID_TAG = "qrsdp/celery_worker_pid"
 
 
 def _launcher() -> CeleryRunLauncher:
