@@ -305,9 +305,7 @@ def test_killed_worker_fails_the_run_and_the_retry_runs_on_the_other_worker(dist
         _wait("run monitoring to fail the run", lambda: _status(instance, run_id) in FINISHED)
         run = instance.get_run_by_id(run_id)
         assert run.status == DagsterRunStatus.FAILURE
-        failure = next(
-            r for r in instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
-        ).message
+        failure = next(r for r in instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)).message
         assert "no heartbeat" in failure and victim in failure
 
         def retry() -> str | None:
