@@ -9,6 +9,7 @@ Run with the project's Python (it needs confluent_kafka and boto3):
     probe.py minio-health --endpoint URL
     probe.py minio-bucket --endpoint URL --timeout S NAME ...
     probe.py http-wait    --endpoint URL --timeout S [--pid PID]   (GET URL answers 200)
+    probe.py pg-databases --endpoint POSTGRES_URL --timeout S NAME ...   (create the missing ones)
     probe.py http-health  --endpoint URL
 
 Exit code 0 on success, 1 on failure (the reason goes to stderr). Credentials for MinIO come from
@@ -184,6 +185,34 @@ def minio_buckets(endpoint: str, timeout: float, names: list[str]) -> int:
     return rc
 
 
+def pg_databases(url: str, timeout: float, names: list[str]) -> int:
+    """Create the databases that do not exist yet (waits for the server up to ``timeout``)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = psycopg2.connect(url, connect_timeout=3)
+            break
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() > deadline:
+                print(f"postgres not reachable after {timeout:.0f}s: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction (nor in `with conn`)
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute("select 1 from pg_database where datname = %s", (name,))
+            if cur.fetchone():
+                print(f"database {name}: exists")
+            else:
+                cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+                print(f"database {name}: created")
+    conn.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -197,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             "minio-bucket",
             "http-wait",
             "http-health",
+            "pg-databases",
         ],
     )
     p.add_argument("--bootstrap", default="127.0.0.1:9092")
@@ -221,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         if err:
             print(err, file=sys.stderr)
         return 1 if err else 0
+    if a.action == "pg-databases":
+        return pg_databases(a.endpoint, a.timeout, a.items)
     if a.action == "http-wait":
         return http_wait("service", a.endpoint, a.timeout, a.pid)
     if a.action == "http-health":

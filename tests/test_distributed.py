@@ -82,7 +82,47 @@ def test_profile_rejects_bad_settings(env: dict[str, str], message: str) -> None
         DistributedSettings.from_env(env)
 
 
+def test_profile_exec_writes_the_instance_then_becomes_the_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "QRSDP_PG_PORT": "7777"}
+    show = "import os; print(open(os.path.join(os.environ['DAGSTER_HOME'], 'dagster.yaml')).read())"
+    out = subprocess.run(
+        [sys.executable, "-m", "qrsdp_sim.distributed.profile", "exec", "--", sys.executable, "-c", show],
+        env=env, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert "port: 7777" in out and "QrsdpCeleryRunLauncher" in out
+    bad = subprocess.run(
+        [sys.executable, "-m", "qrsdp_sim.distributed.profile", "exec", "--"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "needs DAGSTER_HOME set and a command" in bad.stderr
+
+
 # ---------------------------------------------------------------- PostgreSQL and Redis
+
+
+@pytest.mark.services
+def test_probe_creates_missing_databases_once(postgres_stack) -> None:
+    import subprocess
+    import sys
+
+    name = f"qrsdp_test_{uuid.uuid4().hex[:8]}"
+    probe = Path(__file__).resolve().parent.parent / "infra" / "probe.py"
+    cmd = [
+        sys.executable,
+        str(probe),
+        "pg-databases",
+        "--timeout",
+        "30",
+        "--endpoint",
+        postgres_stack.url,
+        name,
+    ]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert f"database {name}: created" in first and f"database {name}: exists" in again
 
 
 @pytest.mark.services

@@ -2,6 +2,8 @@
 
     python -m qrsdp_sim.distributed.profile write DAGSTER_HOME     # writes DAGSTER_HOME/dagster.yaml
     python -m qrsdp_sim.distributed.profile show                   # prints it
+    python -m qrsdp_sim.distributed.profile exec -- CMD [ARGS...]  # writes $DAGSTER_HOME/dagster.yaml,
+                                                                   # then becomes CMD (containers)
 
 What it configures, and why:
 
@@ -265,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("write", help="write DAGSTER_HOME/dagster.yaml")
     w.add_argument("home", type=Path)
     sub.add_parser("show", help="print the dagster.yaml")
+    e = sub.add_parser("exec", help="write $DAGSTER_HOME/dagster.yaml, then replace this process by CMD")
+    e.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     args = parser.parse_args(argv)
     try:
         settings = DistributedSettings.from_env()
@@ -273,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cmd == "write":
         print(write_dagster_home(args.home, settings))
+    elif args.cmd == "exec":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        home = os.environ.get("DAGSTER_HOME", "").strip()
+        if not command or not home:
+            print("profile: error: exec needs DAGSTER_HOME set and a command after --", file=sys.stderr)
+            return 2
+        write_dagster_home(Path(home), settings)
+        os.execvp(command[0], command)
     else:
         print(render(settings), end="")
     return 0
