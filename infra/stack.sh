@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Local data-platform services without Docker: a single-node Apache Kafka (KRaft, broker+controller)
 # run from the official Maven Central jars on the machine's JDK, and a MinIO S3 server built from its
-# Go module. Everything binds to 127.0.0.1; all state lives under one data folder.
+# Go module; with the distributed profile also PostgreSQL and Redis (Debian packages, installed with
+# apt-get when missing) and the Dagster code server, webserver, daemon and Celery workers. Everything
+# binds to 127.0.0.1; all state lives under one data folder.
 #
 # usage: infra/stack.sh COMMAND
 #   install                 fetch the Kafka jars (mvn) and build MinIO (go install) if missing, and
@@ -12,8 +14,8 @@
 #                           with QRSDP_STACK_DISTRIBUTED=1 also PostgreSQL (databases qrsdp_dagster,
 #                           qrsdp_lake), Redis and the Dagster processes (see dagster-start); the
 #                           profile is remembered in the data folder until `down`
-#   down                    stop both (SIGTERM, wait, then SIGKILL); fine when nothing runs
-#   status                  what runs, and whether it answers (exit 0 only when both are healthy)
+#   down                    stop everything that runs (SIGTERM, wait, then SIGKILL); fine when nothing runs
+#   status                  what runs, and whether it answers (exit 0 only when all listed are healthy)
 #   env                     print export lines for clients (brokers, S3 endpoint, credentials)
 #   kafka-start|kafka-stop  start or stop Kafka alone ("kafka-stop kill" sends SIGKILL at once)
 #   minio-start|minio-stop  start or stop MinIO alone ("minio-stop kill" sends SIGKILL at once)
