@@ -585,17 +585,8 @@ redis_ready() {
   die "redis did not answer PING within ${TIMEOUT}s"
 }
 
-redis_stop() {
-  local pid; pid="$(redis_pid)"
-  if [[ -z "$pid" ]]; then
-    log "redis: not running"
-    return 0
-  fi
-  log "redis: stopping pid $pid"
-  stop_pid redis "$pid" 20 "${1:-}"
-  rm -f "$REDIS_PID"
-  log "redis: stopped"
-}
+# SIGTERM: Redis flushes its append-only file and exits.
+redis_stop() { stop_named redis "$(redis_pid)" "$REDIS_PID" 20 "${1:-}"; }
 
 # ---------------------------------------------------------------- dagster (distributed profile)
 
