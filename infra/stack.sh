@@ -503,7 +503,6 @@ postgres_launch() {
 }
 
 pg_url() { printf 'postgresql://%s:%s@127.0.0.1:%s/%s' "$QRSDP_PG_USER" "$QRSDP_PG_PASSWORD" "$PG_PORT" "${1:-postgres}"; }
-pg_psql() { "$(pg_bindir)/psql" -X -q -v ON_ERROR_STOP=1 -d "$(pg_url "${1:-postgres}")" "${@:2}"; }
 
 postgres_ready() {
   local pid _; pid="$(pg_pid)"
@@ -515,13 +514,8 @@ postgres_ready() {
   done
   "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 \
     || { tail_log "$PG_LOGS/postgres.log"; die "postgres did not accept connections within ${TIMEOUT}s"; }
-  local db
-  for db in "$QRSDP_PG_DAGSTER_DB" "$QRSDP_PG_LAKE_DB"; do
-    if [[ -z "$(pg_psql postgres -tAc "select 1 from pg_database where datname = '$db'")" ]]; then
-      pg_psql postgres -c "create database \"$db\"" || die "postgres: could not create database $db"
-      log "postgres: database $db created"
-    fi
-  done
+  probe pg-databases --endpoint "$(pg_url postgres)" --timeout 30 "$QRSDP_PG_DAGSTER_DB" "$QRSDP_PG_LAKE_DB" \
+    | sed 's/^/postgres: /' || die "postgres: could not create the databases"
   log "postgres: healthy on 127.0.0.1:$PG_PORT (databases $QRSDP_PG_DAGSTER_DB, $QRSDP_PG_LAKE_DB)"
 }
 
