@@ -187,7 +187,6 @@ class StackConfig:
             QRSDP_STACK_TIMEOUT=str(int(self.timeout_s)),
             # Explicit, so a private (test) stack never starts a streamer because of the caller's env.
             QRSDP_STACK_ITCH="1" if self.itch else "0",
-            QRSDP_STACK_DISTRIBUTED="1" if self.distributed else "0",
             QRSDP_PG_PORT=str(self.pg_port),
             QRSDP_PG_USER=self.pg_user,
             QRSDP_PG_PASSWORD=self.pg_password,
@@ -203,6 +202,12 @@ class StackConfig:
             e["QRSDP_STACK_DIR"] = str(self.stack_dir)
         if self.controller_port is not None:
             e["QRSDP_KAFKA_CONTROLLER_PORT"] = str(self.controller_port)
+        # Distributed: say so. Otherwise leave it to the data folder's profile file, which
+        # `up --distributed` writes and `down` removes, so a later `status` lists the whole profile.
+        if self.distributed:
+            e["QRSDP_STACK_DISTRIBUTED"] = "1"
+        else:
+            e.pop("QRSDP_STACK_DISTRIBUTED", None)
         if self.pg_dir is not None:
             e["QRSDP_PG_DIR"] = str(self.pg_dir)
         if self.dagster_code:

@@ -100,6 +100,20 @@ def test_profile_exec_writes_the_instance_then_becomes_the_command(tmp_path: Pat
     assert bad.returncode == 2 and "needs DAGSTER_HOME set and a command" in bad.stderr
 
 
+def test_status_lists_the_profile_that_up_remembered(tmp_path: Path) -> None:
+    """Regression: `qrsdp stack status` (no --distributed) after `up --distributed` must list the
+    profile's services; the profile file in the data folder says it was brought up that way."""
+    cfg = stack.StackConfig(
+        stack_dir=tmp_path, kafka_port=1, minio_port=3, pg_port=5, redis_port=7, timeout_s=10
+    )
+    assert "postgres" not in stack.status(cfg).services
+    (tmp_path / "profile").write_text("distributed\n")
+    st = stack.status(cfg)
+    for name in ("postgres", "redis", "code-server", "webserver", "daemon", "worker-1", "worker-2"):
+        assert not st.service(name).running, name
+    assert st.service("worker-2").address == cfg.worker_name(2) and not st.healthy
+
+
 # ---------------------------------------------------------------- PostgreSQL and Redis
 
 
