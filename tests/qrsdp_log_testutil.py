@@ -26,7 +26,12 @@ SPEC_CHUNK_HEADER = struct.Struct("<IIIIQQ")  # 32 bytes
 SPEC_INDEX_ENTRY = struct.Struct("<QQQII")  # 32 bytes
 SPEC_INDEX_TAIL = struct.Struct("<I4sQ")  # 16 bytes
 SPEC_RECORD = struct.Struct("<QBBiIQ")  # 26 bytes
-assert (SPEC_FILE_HEADER.size, SPEC_CHUNK_HEADER.size, SPEC_INDEX_ENTRY.size, SPEC_INDEX_TAIL.size) == (64, 32, 32, 16)
+assert (SPEC_FILE_HEADER.size, SPEC_CHUNK_HEADER.size, SPEC_INDEX_ENTRY.size, SPEC_INDEX_TAIL.size) == (
+    64,
+    32,
+    32,
+    16,
+)
 assert SPEC_RECORD.size == 26
 
 HDR = 64
@@ -92,7 +97,9 @@ def write_log(
     return path
 
 
-def expected_chunk_sizes(n: int, capacity: int, splits: list[int] | None, flush_after: set[int] | None) -> list[int]:
+def expected_chunk_sizes(
+    n: int, capacity: int, splits: list[int] | None, flush_after: set[int] | None
+) -> list[int]:
     """Chunk sizes the spec implies: full chunks, cut short only where the producer flushed."""
     bounds = [0, *sorted(set(splits or [])), n]
     cuts = [bounds[i + 1] for i in sorted(flush_after or ()) if i + 1 < len(bounds)]
@@ -246,4 +253,9 @@ def strip_index(path: Path) -> Path:
 
 
 def same_records(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == RECORD_DTYPE and b.dtype == RECORD_DTYPE and len(a) == len(b) and a.tobytes() == b.tobytes()
+    return (
+        a.dtype == RECORD_DTYPE
+        and b.dtype == RECORD_DTYPE
+        and len(a) == len(b)
+        and a.tobytes() == b.tobytes()
+    )

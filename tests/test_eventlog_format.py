@@ -78,7 +78,12 @@ def test_record_dtype_matches_spec_table() -> None:
         assert dt == np.dtype(code), name
     assert [e.value for e in EventType] == [0, 1, 2, 3, 4, 5]
     assert [e.name for e in EventType] == [
-        "ADD_BID", "ADD_ASK", "CANCEL_BID", "CANCEL_ASK", "EXECUTE_BUY", "EXECUTE_SELL",
+        "ADD_BID",
+        "ADD_ASK",
+        "CANCEL_BID",
+        "CANCEL_ASK",
+        "EXECUTE_BUY",
+        "EXECUTE_SELL",
     ]
     assert (Side.BID, Side.ASK, Side.NA) == (0, 1, 2)
 
@@ -259,8 +264,12 @@ def test_chunk_capacity_must_be_positive(tmp_path: Path) -> None:
 
 # --- qrsdp log-info ------------------------------------------------------------
 def _expected_summary(recs: np.ndarray, path: Path) -> dict:
-    counts = {name: int((recs["type"] == code).sum()) for code, name in enumerate(
-        ["ADD_BID", "ADD_ASK", "CANCEL_BID", "CANCEL_ASK", "EXECUTE_BUY", "EXECUTE_SELL"])}
+    counts = {
+        name: int((recs["type"] == code).sum())
+        for code, name in enumerate(
+            ["ADD_BID", "ADD_ASK", "CANCEL_BID", "CANCEL_ASK", "EXECUTE_BUY", "EXECUTE_SELL"]
+        )
+    }
     return {
         "records": len(recs),
         "first_ts_ns": int(recs["ts_ns"].min()),
@@ -285,7 +294,11 @@ def test_log_info_json(written) -> None:
     for key in ("seed", "p0_ticks", "levels_per_side", "initial_spread_ticks", "initial_depth"):
         assert d["header"][key] == SESSION[key]
     assert d["header"]["chunk_capacity"] == CAP
-    assert (d["header"]["version_major"], d["header"]["version_minor"], d["header"]["record_size"]) == (1, 0, 26)
+    assert (d["header"]["version_major"], d["header"]["version_minor"], d["header"]["record_size"]) == (
+        1,
+        0,
+        26,
+    )
     assert d["verify"] == {"ok": True, "problems": []}
 
 

@@ -41,8 +41,9 @@ def test_kafka_to_minio_to_dbt_marts(kafka_stack, minio_stack, tmp_path):
     closes = manifest_closes(result.manifest)
 
     lake = s3_lake(minio_stack, "fullstack")
-    consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"g-{topic}", dead_letter_topic=dlq,
-                               batch_seconds=1.0)
+    consumer = ParquetConsumer(
+        bootstrap, lake, topic=topic, group_id=f"g-{topic}", dead_letter_topic=dlq, batch_seconds=1.0
+    )
     stats = consumer.run(idle_exit_seconds=4.0)
     assert stats.markers_written == len(expected) and stats.dead_lettered == 0
 

@@ -63,7 +63,9 @@ from qrsdp_sim.records import RECORD_DTYPE
 pytestmark = [pytest.mark.services, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[1]
-QRSDP = str(Path(sys.executable).with_name("qrsdp"))  # the console script itself: a signal reaches the consumer
+QRSDP = str(
+    Path(sys.executable).with_name("qrsdp")
+)  # the console script itself: a signal reaches the consumer
 N_SESSIONS = len(SECURITIES) * 2
 
 
@@ -75,15 +77,23 @@ def _dead_broker() -> str:
 
 
 def _uv_qrsdp(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["uv", "run", "--no-sync", "qrsdp", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        ["uv", "run", "--no-sync", "qrsdp", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def _same_files(a: Path, b: Path) -> None:
     fa, fb = session_files(a), session_files(b)
     assert set(fa) == set(fb) and len(fa) == N_SESSIONS
     for key in fa:
-        assert fa[key].read_bytes() == fb[key].read_bytes(), f"{key}: .qrsdp differs from the run without Kafka"
+        assert fa[key].read_bytes() == fb[key].read_bytes(), (
+            f"{key}: .qrsdp differs from the run without Kafka"
+        )
 
 
 def _without_publish(manifest: dict) -> dict:
@@ -100,7 +110,9 @@ def test_kafka_down_for_the_whole_run_then_republish(kafka_stack, minio_stack, t
     # In process: the run completes, files identical, every event (and marker) counted as failed per session.
     started = time.monotonic()
     down = simulate(tmp_path / "down", publisher=KafkaPublisher(dead, "exchange.events"))
-    assert time.monotonic() - started < 30, "a dead broker must cost the run seconds, not the delivery timeout"
+    assert time.monotonic() - started < 30, (
+        "a dead broker must cost the run seconds, not the delivery timeout"
+    )
     _same_files(tmp_path / "reference", tmp_path / "down")
     assert _without_publish(down.manifest) == _without_publish(reference.manifest)
     publish = down.manifest["publish"]
@@ -122,7 +134,9 @@ def test_kafka_down_for_the_whole_run_then_republish(kafka_stack, minio_stack, t
     assert "qrsdp republish" in stderr, stderr[-2000:]
     _same_files(tmp_path / "reference", cli_out)
     cli_manifest = json.loads((cli_out / "manifest.json").read_text())
-    assert cli_manifest["publish"]["failed"] == total + N_SESSIONS and cli_manifest["publish"]["delivered"] == 0
+    assert (
+        cli_manifest["publish"]["failed"] == total + N_SESSIONS and cli_manifest["publish"]["delivered"] == 0
+    )
 
     # Kafka is back: republish the CLI run's files (the CLI command), then the consumer fills the lake.
     bootstrap = kafka_stack.bootstrap_servers
@@ -135,15 +149,22 @@ def test_kafka_down_for_the_whole_run_then_republish(kafka_stack, minio_stack, t
     again = identify(session_files(cli_out)[("AAA", "2026-01-05")])
     summary = republish([again], bootstrap, topic)
     assert summary["failed"] == 0
-    assert sum(high_watermarks(bootstrap, topic).values()) == total + N_SESSIONS + len(expected[("AAA", "2026-01-05")]) + 1
+    assert (
+        sum(high_watermarks(bootstrap, topic).values())
+        == total + N_SESSIONS + len(expected[("AAA", "2026-01-05")]) + 1
+    )
 
     lake = s3_lake(minio_stack, "republish")
-    worker = ConsumerThread(ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"pw-{topic}",
-                                            dead_letter_topic=dlq))
+    worker = ConsumerThread(
+        ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"pw-{topic}", dead_letter_topic=dlq)
+    )
     try:
         worker.wait_complete(set(expected), timeout=90)
-        wait_until(lambda: worker.stats.messages == total + N_SESSIONS + len(expected[("AAA", "2026-01-05")]) + 1,
-                   30, "every message consumed")
+        wait_until(
+            lambda: worker.stats.messages == total + N_SESSIONS + len(expected[("AAA", "2026-01-05")]) + 1,
+            30,
+            "every message consumed",
+        )
     finally:
         worker.stop()
     check = assert_lake_exactly_once(lake, expected)
@@ -166,8 +187,9 @@ def test_broker_killed_and_restarted_mid_run_every_event_exactly_once(kafka_stac
     def run() -> None:
         try:
             # One day of 3,000 s sessions paced at 200x: ~15 s of wall clock, ~200k events per symbol.
-            outcome["result"] = simulate(tmp_path / "run", days=1, seconds=3000, publisher=publisher,
-                                         realtime_speed=200.0)
+            outcome["result"] = simulate(
+                tmp_path / "run", days=1, seconds=3000, publisher=publisher, realtime_speed=200.0
+            )
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -194,7 +216,9 @@ def test_broker_killed_and_restarted_mid_run_every_event_exactly_once(kafka_stac
     n_sessions = len(expected)
     assert n_sessions == len(SECURITIES)
     publish = result.manifest["publish"]
-    assert (publish["produced"], publish["delivered"], publish["failed"]) == (total + n_sessions,) * 2 + (0,), publish
+    assert (publish["produced"], publish["delivered"], publish["failed"]) == (total + n_sessions,) * 2 + (
+        0,
+    ), publish
 
     # Count the topic against the files: a fresh topic, so the high watermarks are the messages written.
     assert sum(high_watermarks(bootstrap, topic).values()) == total + n_sessions
@@ -206,11 +230,15 @@ def test_broker_killed_and_restarted_mid_run_every_event_exactly_once(kafka_stac
     seen: dict[tuple[str, str], list] = {}
     for m in events:
         h = dict(m.headers())
-        seen.setdefault((m.key().decode(), h["date"].decode()), []).append((int.from_bytes(h["seq"], "big"), m.value()))
+        seen.setdefault((m.key().decode(), h["date"].decode()), []).append(
+            (int.from_bytes(h["seq"], "big"), m.value())
+        )
     assert set(seen) == set(expected)
     for key, records in expected.items():
         got = sorted(seen[key])
-        assert [s for s, _ in got] == list(range(len(records))), f"{key}: missing or duplicated seqs on the topic"
+        assert [s for s, _ in got] == list(range(len(records))), (
+            f"{key}: missing or duplicated seqs on the topic"
+        )
         values = np.frombuffer(b"".join(v for _, v in got), dtype=RECORD_DTYPE)
         np.testing.assert_array_equal(values, records)
     closes = manifest_closes(result.manifest)
@@ -245,14 +273,17 @@ def _end(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-def _topic_index(bootstrap: str, topic: str, expected_messages: int) -> dict[int, list[tuple[int, str, str, int]]]:
+def _topic_index(
+    bootstrap: str, topic: str, expected_messages: int
+) -> dict[int, list[tuple[int, str, str, int]]]:
     """Partition -> [(offset, symbol, date, seq)] of the topic's event messages."""
     index: dict[int, list[tuple[int, str, str, int]]] = {}
     for m in consume_all(bootstrap, topic, expected_messages):
         if m.value():
             h = dict(m.headers())
             index.setdefault(m.partition(), []).append(
-                (m.offset(), m.key().decode(), h["date"].decode(), int.from_bytes(h["seq"], "big")))
+                (m.offset(), m.key().decode(), h["date"].decode(), int.from_bytes(h["seq"], "big"))
+            )
     return index
 
 
@@ -262,12 +293,16 @@ def _assert_committed_were_written(lake, index, committed: dict[int, int]) -> in
     landed = set()
     if table.num_rows:
         days = [d.isoformat() for d in table.column("date").to_pylist()]
-        landed = set(zip(table.column("symbol").to_pylist(), days, table.column("seq").to_pylist(), strict=True))
+        landed = set(
+            zip(table.column("symbol").to_pylist(), days, table.column("seq").to_pylist(), strict=True)
+        )
     covered = 0
     for partition, rows in index.items():
         below = [(s, d, q) for off, s, d, q in rows if off < committed.get(partition, 0)]
         missing = [r for r in below if r not in landed]
-        assert not missing, f"partition {partition}: {len(missing)} committed events are not in the lake: {missing[:3]}"
+        assert not missing, (
+            f"partition {partition}: {len(missing)} committed events are not in the lake: {missing[:3]}"
+        )
         covered += len(below)
     return covered
 
@@ -287,8 +322,12 @@ def test_consumer_sigkilled_mid_stream_and_restarted(kafka_stack, minio_stack, t
     first = _start_consumer(bootstrap, topic, group, lake, log)
     try:
         # Polled often: the consumer lands this run in about a second, the kill must come mid-stream.
-        wait_until(lambda: len(lake_objects(lake)) >= 8 or first.poll() is not None, 60, "the first objects",
-                   interval=0.02)
+        wait_until(
+            lambda: len(lake_objects(lake)) >= 8 or first.poll() is not None,
+            60,
+            "the first objects",
+            interval=0.02,
+        )
         assert first.poll() is None, log.read_text()[-3000:]
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -304,8 +343,12 @@ def test_consumer_sigkilled_mid_stream_and_restarted(kafka_stack, minio_stack, t
     # session times out, so allow for that.
     second = _start_consumer(bootstrap, topic, group, lake, log)
     try:
-        wait_until(lambda: len(lake_markers(lake)) == N_SESSIONS or second.poll() is not None, 150,
-                   "every _SUCCESS marker after the restart", interval=0.5)
+        wait_until(
+            lambda: len(lake_markers(lake)) == N_SESSIONS or second.poll() is not None,
+            150,
+            "every _SUCCESS marker after the restart",
+            interval=0.5,
+        )
         assert second.poll() is None, log.read_text()[-3000:]
         second.send_signal(signal.SIGTERM)  # flushes the partial batch, commits, prints its stats
         out, _ = second.communicate(timeout=60)
@@ -328,8 +371,9 @@ def test_consumer_sigkilled_mid_stream_and_restarted(kafka_stack, minio_stack, t
 
 # -- 4 ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("client", ["bridge", "python"])
-def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack, minio_stack, tmp_path,
-                                                                     monkeypatch, client) -> None:
+def test_minio_down_consumer_retries_commits_nothing_and_catches_up(
+    kafka_stack, minio_stack, tmp_path, monkeypatch, client
+) -> None:
     monkeypatch.setenv("QRSDP_KAFKA_CLIENT", client)
     bootstrap = kafka_stack.bootstrap_servers
     topic, dlq = create_topics(bootstrap, "minio", partitions=3)
@@ -341,8 +385,16 @@ def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack,
 
     lake = s3_lake(minio_stack, "minio")
     group = f"pw-{topic}"
-    consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=group, dead_letter_topic=dlq,
-                               batch_records=5000, batch_seconds=1.0, max_backoff=2.0)
+    consumer = ParquetConsumer(
+        bootstrap,
+        lake,
+        topic=topic,
+        group_id=group,
+        dead_letter_topic=dlq,
+        batch_records=5000,
+        batch_seconds=1.0,
+        max_backoff=2.0,
+    )
     assert consumer.stats.client == client
     worker = ConsumerThread(consumer)
     try:
@@ -354,7 +406,9 @@ def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack,
 
         try:
             minio_stack.stop()
-            assert republish([files[k] for k in sorted(set(expected) - day1)], bootstrap, topic)["failed"] == 0
+            assert (
+                republish([files[k] for k in sorted(set(expected) - day1)], bootstrap, topic)["failed"] == 0
+            )
             wait_until(lambda: consumer.stats.write_retries >= 3, 60, "the consumer to retry its writes")
             assert committed_offsets(bootstrap, group, topic) == before, "committed while the lake was down"
             time.sleep(3)
@@ -378,13 +432,22 @@ def test_minio_down_consumer_retries_commits_nothing_and_catches_up(kafka_stack,
 
 # -- 5 ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("client", ["bridge", "python"])
-def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack, monkeypatch, client) -> None:
+def test_malformed_messages_go_to_the_dead_letter_topic(
+    kafka_stack, minio_stack, monkeypatch, client
+) -> None:
     monkeypatch.setenv("QRSDP_KAFKA_CLIENT", client)
     bootstrap = kafka_stack.bootstrap_servers
     topic, dlq = create_topics(bootstrap, "dlq", partitions=3)
     lake = s3_lake(minio_stack, "dlq")
-    consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"pw-{topic}", dead_letter_topic=dlq,
-                               batch_records=2000, batch_seconds=1.0)
+    consumer = ParquetConsumer(
+        bootstrap,
+        lake,
+        topic=topic,
+        group_id=f"pw-{topic}",
+        dead_letter_topic=dlq,
+        batch_records=2000,
+        batch_seconds=1.0,
+    )
     assert consumer.stats.client == client
     worker = ConsumerThread(consumer)  # running before anything is produced: it must survive all of it
 
@@ -393,17 +456,27 @@ def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack
     expected = {(s, day): r for s, r in records.items()}
     # A delivery report for every message (the platform's producer reports only errors): where each bad one went.
     producer = Producer(producer_config(bootstrap, **{"delivery.report.only.error": False}))
-    sinks = {s: KafkaSink(bootstrap, symbol=s, date=day, run_id="good", topic=topic, producer=producer)
-             for s in records}
+    sinks = {
+        s: KafkaSink(bootstrap, symbol=s, date=day, run_id="good", topic=topic, producer=producer)
+        for s in records
+    }
 
     def good_headers(seq: int, date: bytes = day.encode()) -> list[tuple[str, bytes]]:
-        return [("ts_ns", (1).to_bytes(8, "big")), ("date", date), ("seq", seq.to_bytes(8, "big")),
-                ("run_id", b"bad")]
+        return [
+            ("ts_ns", (1).to_bytes(8, "big")),
+            ("date", date),
+            ("seq", seq.to_bytes(8, "big")),
+            ("run_id", b"bad"),
+        ]
 
     def exact_headers(seq: int, date: bytes = day.encode()) -> list[tuple[str, bytes]]:
         # As the producers write them (ts_ns = the record's own): the bridge delivers such messages as a run.
-        return [("ts_ns", int(records["AAA"]["ts_ns"][0]).to_bytes(8, "big")), ("date", date),
-                ("seq", seq.to_bytes(8, "big")), ("run_id", b"bad")]
+        return [
+            ("ts_ns", int(records["AAA"]["ts_ns"][0]).to_bytes(8, "big")),
+            ("date", date),
+            ("seq", seq.to_bytes(8, "big")),
+            ("run_id", b"bad"),
+        ]
 
     value = records["AAA"][:1].tobytes()
     eos = EndOfSession(1, 10_000).encode()
@@ -452,7 +525,9 @@ def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack
         assert len(where) == len(bad)
 
         worker.wait_complete(set(expected), timeout=60)
-        wait_until(lambda: consumer.stats.dead_lettered >= len(bad), 30, "every malformed message dead-lettered")
+        wait_until(
+            lambda: consumer.stats.dead_lettered >= len(bad), 30, "every malformed message dead-lettered"
+        )
         assert worker.is_alive(), "malformed messages must never stop the consumer"
     finally:
         worker.stop()

@@ -30,14 +30,26 @@ RAW_DAY = DAY.isoformat().encode()
 OBJECT_RE = re.compile(r"^events-(\d+)-(\d+)\.parquet$")
 
 
-def _run(offset: int, seq: int, key: bytes, records: np.ndarray, *, partition: int = 0, date: bytes = RAW_DAY) -> Run:
+def _run(
+    offset: int, seq: int, key: bytes, records: np.ndarray, *, partition: int = 0, date: bytes = RAW_DAY
+) -> Run:
     return Run(partition, offset, seq, key, date, b"run-1", records)
 
 
 def _marker(offset: int, key: bytes, events: int, *, partition: int = 0) -> RawMessage:
-    return RawMessage("t", partition, offset, key, b"",
-                      [("date", RAW_DAY), ("seq", events.to_bytes(8, "big")), ("run_id", b"run-1"),
-                       ("eos", EndOfSession(events, 10_001).encode())])
+    return RawMessage(
+        "t",
+        partition,
+        offset,
+        key,
+        b"",
+        [
+            ("date", RAW_DAY),
+            ("seq", events.to_bytes(8, "big")),
+            ("run_id", b"run-1"),
+            ("eos", EndOfSession(events, 10_001).encode()),
+        ],
+    )
 
 
 def test_decode_items_joins_runs_and_rebuilds_bad_runs_exactly() -> None:
@@ -47,8 +59,9 @@ def test_decode_items_joins_runs_and_rebuilds_bad_runs_exactly() -> None:
     good2 = _run(112, 10, b"AAA", recs[10:20])
     bad_date = _run(122, 0, b"BBB", recs[22:23], date=b"2026-13-45")
     # A well-formed event in another header order (not a run) and the session's marker.
-    slow = RawMessage("t", 0, 123, b"AAA", recs[20:21].tobytes(), [("seq", (20).to_bytes(8, "big")),
-                                                                     ("date", RAW_DAY)])
+    slow = RawMessage(
+        "t", 0, 123, b"AAA", recs[20:21].tobytes(), [("seq", (20).to_bytes(8, "big")), ("date", RAW_DAY)]
+    )
     out = decode_items([good1, bad_key, good2, bad_date, slow, _marker(124, b"AAA", 21)], "t")
 
     assert len(out.sessions) == 1
@@ -63,8 +76,12 @@ def test_decode_items_joins_runs_and_rebuilds_bad_runs_exactly() -> None:
     assert "is not a symbol" in rejected[110][1] and "unknown date header" in rejected[122][1]
     m = rejected[111][0]  # rebuilt exactly as produced: key, value, the four headers in order
     assert (m.topic(), m.partition(), m.key(), m.value()) == ("t", 0, b"bad key!", recs[21].tobytes())
-    assert m.headers() == [("ts_ns", int(recs["ts_ns"][21]).to_bytes(8, "big")), ("date", RAW_DAY),
-                           ("seq", (6).to_bytes(8, "big")), ("run_id", b"run-1")]
+    assert m.headers() == [
+        ("ts_ns", int(recs["ts_ns"][21]).to_bytes(8, "big")),
+        ("date", RAW_DAY),
+        ("seq", (6).to_bytes(8, "big")),
+        ("run_id", b"run-1"),
+    ]
     assert [x.offset() for x in run_messages(good1, "t")] == list(range(100, 110))
 
 
@@ -72,14 +89,18 @@ def _objects(lake: Lake) -> dict[str, int]:
     """Object name -> rows, over every events partition of the lake."""
     base = lake.table_dir("events")
     infos = lake.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    return {i.base_name: pq.read_metadata(i.path).num_rows for i in infos
-            if i.type == pafs.FileType.File and OBJECT_RE.match(i.base_name)}
+    return {
+        i.base_name: pq.read_metadata(i.path).num_rows
+        for i in infos
+        if i.type == pafs.FileType.File and OBJECT_RE.match(i.base_name)
+    }
 
 
 def _consumer(lake: Lake) -> ParquetConsumer:
     # No broker is needed for what is driven here (nothing polls or commits).
-    return ParquetConsumer("127.0.0.1:1", lake, topic="t", client="python", batch_records=100,
-                           batch_seconds=3600)
+    return ParquetConsumer(
+        "127.0.0.1:1", lake, topic="t", client="python", batch_records=100, batch_seconds=3600
+    )
 
 
 def _close(consumer: ParquetConsumer) -> None:
@@ -122,12 +143,21 @@ def test_objects_never_cross_a_multiple_of_batch_records(tmp_path) -> None:
     finally:
         _close(second)
 
-    assert _objects(lake) == {"events-0-0.parquet": 100, "events-0-100.parquet": 100, "events-0-200.parquet": 80,
-                              "events-0-250.parquet": 20, "events-0-300.parquet": 20}
+    assert _objects(lake) == {
+        "events-0-0.parquet": 100,
+        "events-0-100.parquet": 100,
+        "events-0-200.parquet": 80,
+        "events-0-250.parquet": 20,
+        "events-0-300.parquet": 20,
+    }
     marker = lake.read_marker("events", "AAA", DAY)
     assert marker is not None and marker.rows == 300 and marker.extra["close_ticks"] == 10_001
-    assert set(marker.files) == {"events-0-0.parquet", "events-0-100.parquet", "events-0-200.parquet",
-                                 "events-0-300.parquet"}
+    assert set(marker.files) == {
+        "events-0-0.parquet",
+        "events-0-100.parquet",
+        "events-0-200.parquet",
+        "events-0-300.parquet",
+    }
     table = lake.read_partition("events", "AAA", DAY)
     order = np.argsort(table.column("seq").to_numpy())
     assert table.column("seq").to_numpy()[order].tolist() == list(range(300))
