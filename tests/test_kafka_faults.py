@@ -423,7 +423,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic(kafka_stack, minio_stack
         (b"aaa", value, [("date", day.encode()), ("seq", (8).to_bytes(8, "big"))], "is not a symbol"),
         (b"TOOLONGSYM", value, good_headers(9), "is not a symbol"),
         (b"AAA", b"", [("date", day.encode()), ("seq", (1).to_bytes(8, "big")), ("eos", eos[:7])],
-         "bad end-of-session marker"),
+         "eos header must be 16 bytes"),
         (b"lower", value, exact_headers(10), "is not a symbol"),
         (b"AAA", value, exact_headers(11, b"2026-02-30"), "missing or unknown date header"),
     ]  # fmt: skip

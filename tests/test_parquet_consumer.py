@@ -70,7 +70,7 @@ def test_dual_written_run_lands_every_event_exactly_once(kafka_stack, minio_stac
     check = assert_lake_exactly_once(lake, expected)
     assert (check.rows, check.distinct, check.duplicates) == (total, total, 0)
 
-    # Objects: raw/events/symbol=S/date=D/events-{partition}-{first_offset}.parquet, one partition per symbol.
+    # Objects: raw/events/symbol=S/date=D/events-{partition}-{first_offset}-{owner}.parquet, one partition per symbol.
     parts = object_partitions(lake)
     assert set(parts) == set(expected)
     for symbol, _ in SECURITIES:
