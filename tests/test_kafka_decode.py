@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kafka_poison import DAY, KINDS, POISON, RECS, SESSION, eos, event, marker, record, u64
 from qrsdp_log_testutil import make_records
 
 from qrsdp_sim.kafka import decode as decode_module
@@ -31,117 +32,12 @@ from qrsdp_sim.kafka.message import (
 )
 from qrsdp_sim.records import RECORD_DTYPE
 
-DAY = b"2026-01-05"
-KINDS = {"key", "date", "value_size", "seq", "record", "eos", "session"}
-SESSION = {"seed": 7, "open_ticks": 10_000, "close_ticks": 10_001, "events": 3, "tick_size": 100,
-           "market_open_ns": 34_200 * 10**9, "session_seconds": 23_400}
-RECS = make_records(8, seed=3)
-
-
-def _u64(v: int) -> bytes:
-    return v.to_bytes(8, "big")
-
-
-def _event(seq: int, *, key: bytes | None = b"AAA", value: bytes | None = None, date: bytes | None = DAY,
-           ts: bytes | None = None, seq_raw: bytes | None | str = "auto", offset: int = 0) -> RawMessage:
-    rec = RECS[seq % len(RECS)]
-    value = rec.tobytes() if value is None else value
-    ts = _u64(int(rec["ts_ns"])) if ts is None else ts
-    headers = [("ts_ns", ts), ("date", date), ("seq", _u64(seq) if seq_raw == "auto" else seq_raw),
-               ("run_id", b"r")]
-    return RawMessage("t", 0, offset, key, value, headers)
-
-
-def _marker(events_raw: bytes | None, *, session: bytes | None | str = "none", key: bytes = b"AAA",
-            date: bytes | None = DAY, offset: int = 0) -> RawMessage:
-    headers = [("date", date), ("seq", _u64(3)), ("run_id", b"r"), ("eos", events_raw)]
-    if session != "none":
-        headers.append(("session", session))
-    return RawMessage("t", 0, offset, key, b"", headers)
-
-
-def _record(**fields) -> bytes:
-    rec = RECS[:1].copy()
-    for name, v in fields.items():
-        rec[name] = v
-    return rec.tobytes()
-
-
-def _eos(events: int, close: int = 10_001) -> bytes:
-    return events.to_bytes(8, "big") + close.to_bytes(8, "big", signed=True)
-
-
-POISON = [  # (case, message, kind)
-    # null header values: the fast path (len(None) used to raise TypeError) and the marker path
-    ("null seq header", _event(0, seq_raw=None), "seq"),
-    ("null date header", _event(0, date=None), "date"),
-    ("null eos header", _marker(None), "eos"),
-    ("null session header", _marker(_eos(3), session=None), "session"),
-    # markers whose session header is valid JSON without what a sessions row needs (KeyError in a writer)
-    ("session {}", _marker(_eos(3), session=b"{}"), "session"),
-    ("session []", _marker(_eos(3), session=b"[]"), "session"),
-    ("session string", _marker(_eos(3), session=b'"x"'), "session"),
-    ("session null", _marker(_eos(3), session=b"null"), "session"),
-    ("session not JSON", _marker(_eos(3), session=b"{seed"), "session"),
-    ("session not UTF-8", _marker(_eos(3), session=b"\xff\xfe{}"), "session"),
-    ("session nested 100k deep", _marker(_eos(3), session=b"[" * 100_000 + b"]" * 100_000), "session"),
-    ("session field a float", _marker(_eos(3), session=json.dumps({**SESSION, "seed": 1.5}).encode()), "session"),
-    ("session field a bool", _marker(_eos(3), session=json.dumps({**SESSION, "tick_size": True}).encode()),
-     "session"),
-    ("session seed 2^64", _marker(_eos(3), session=json.dumps({**SESSION, "seed": 2**64}).encode()), "session"),
-    ("session huge number", _marker(_eos(3), session=b'{"seed": 1' + b"0" * 5000 + b"}"), "session"),
-    ("session tick size 0", _marker(_eos(3), session=json.dumps({**SESSION, "tick_size": 0}).encode()), "session"),
-    ("session past midnight", _marker(_eos(3), session=json.dumps({**SESSION, "market_open_ns": 80_000 * 10**9,
-                                                                   "session_seconds": 23_400}).encode()),
-     "session"),
-    ("session events disagree", _marker(_eos(3), session=json.dumps({**SESSION, "events": 4}).encode()),
-     "session"),
-    ("session 5 KB", _marker(_eos(3), session=json.dumps({**SESSION, "pad": "x" * 5000}).encode()), "session"),
-    # end-of-session counts and closes
-    ("eos count 0", _marker(_eos(0)), "eos"),
-    ("eos count 2^63", _marker(_eos(2**63)), "eos"),
-    ("eos count 2^64-1", _marker(_eos(2**64 - 1)), "eos"),
-    ("eos close beyond int32", _marker(_eos(3, 2**40)), "eos"),
-    ("eos 7 bytes", _marker(_eos(3)[:7]), "eos"),
-    ("eos 17 bytes", _marker(_eos(3) + b"\x00"), "eos"),
-    ("marker bad key", _marker(_eos(3), key=b"aaa"), "key"),
-    ("marker bad date", _marker(_eos(3), date=b"2026-02-30"), "date"),
-    # sizes and numbers
-    ("value 25 bytes", _event(0, value=RECS[0].tobytes()[:25]), "value_size"),
-    ("value 27 bytes", _event(0, value=RECS[0].tobytes() + b"x"), "value_size"),
-    ("value empty, no eos", _event(0, value=b""), "value_size"),
-    ("value 1 MB garbage", _event(0, value=bytes(1 << 20)), "value_size"),
-    ("seq 7 bytes", _event(0, seq_raw=b"\x00" * 7), "seq"),
-    ("seq 2^63 + 5", _event(0, seq_raw=_u64(2**63 + 5)), "seq"),
-    ("seq 2^31", _event(0, seq_raw=_u64(MAX_SESSION_EVENTS)), "seq"),
-    ("record type 9", _event(0, value=_record(type=9, side=0)), "record"),
-    ("record side mismatch", _event(0, value=_record(type=0, side=1)), "record"),
-    ("record side NA", _event(0, value=_record(type=4, side=2)), "record"),
-    ("record qty 0", _event(0, value=_record(qty=0)), "record"),
-    ("record ts beyond the day", _event(0, value=_record(ts_ns=2**63)), "record"),
-    # keys and dates
-    ("key null", _event(0, key=None), "key"),
-    ("key empty", _event(0, key=b""), "key"),
-    ("key with space", _event(0, key=b"bad key!"), "key"),
-    ("key 9 characters", _event(0, key=b"TOOLONGSY"), "key"),
-    ("key lower case", _event(0, key=b"aaa"), "key"),
-    ("key not ASCII", _event(0, key=b"\xff\xfe"), "key"),
-    ("date month 13", _event(0, date=b"2026-13-45"), "date"),
-    ("date 30 February", _event(0, date=b"2026-02-30"), "date"),
-    ("date compact form", _event(0, date=b"20260105"), "date"),
-    ("date week form", _event(0, date=b"2026-W02-1"), "date"),
-    ("date 1899", _event(0, date=b"1899-01-02"), "date"),
-    ("date empty", _event(0, date=b""), "date"),
-    ("date not UTF-8", _event(0, date=b"\xff\xff\xff\xff-\xff\xff-\xff\xff"), "date"),
-    ("no headers at all", RawMessage("t", 0, 0, b"AAA", RECS[0].tobytes(), None), "date"),
-]
-
 
 @pytest.mark.parametrize("case, message, kind", POISON, ids=[c for c, _, _ in POISON])
 def test_each_malformed_message_is_rejected_with_its_kind_between_good_ones(case, message, kind) -> None:
-    good_before = [_event(s, offset=s) for s in range(3)]
+    good_before = [event(s, offset=s) for s in range(3)]
     message = RawMessage("t", 0, 3, message.key(), message.value(), message.headers())
-    good_after = [_event(3, key=b"BBB", offset=4)]
+    good_after = [event(3, key=b"BBB", offset=4)]
     out = decode_messages([*good_before, message, *good_after])
     assert [(r.message.offset(), r.kind) for r in out.rejected] == [(3, kind)], (case, out.rejected)
     assert out.rejected[0].reason
@@ -154,13 +50,13 @@ def test_each_malformed_message_is_rejected_with_its_kind_between_good_ones(case
 
 
 def test_well_formed_marker_and_session_description() -> None:
-    out = decode_messages([_marker(_eos(3), session=json.dumps(SESSION).encode(), offset=9)])
+    out = decode_messages([marker(eos(3), session=json.dumps(SESSION).encode(), offset=9)])
     assert not out.rejected
     [m] = out.markers
     assert (m.symbol, m.date, m.eos, m.offset) == ("AAA", dt.date(2026, 1, 5), EndOfSession(3, 10_001), 9)
     assert m.session == SessionDescription(7, 10_000, 100, 34_200 * 10**9, 23_400)
     assert m.message.offset() == 9
-    assert decode_messages([_marker(_eos(3))]).markers[0].session is None  # the header is optional
+    assert decode_messages([marker(eos(3))]).markers[0].session is None  # the header is optional
 
 
 def _run(first_offset: int, first_seq: int, records: np.ndarray, *, key: bytes = b"AAA", date: bytes = DAY) -> Run:
@@ -196,7 +92,7 @@ def test_run_with_absurd_seqs_is_rejected_without_overflow() -> None:
             assert s.seq.min() >= 0 and s.seq.max() < MAX_SESSION_EVENTS
 
 
-@pytest.mark.parametrize("raw", [None, b"", b"\x00" * 15, _eos(0), _eos(2**64 - 1), _eos(1, 2**31), 7, "text"])
+@pytest.mark.parametrize("raw", [None, b"", b"\x00" * 15, eos(0), eos(2**64 - 1), eos(1, 2**31), 7, "text"])
 def test_end_of_session_decode_raises_only_malformed_message(raw) -> None:
     with pytest.raises(MalformedMessage) as ei:
         EndOfSession.decode(raw)
@@ -208,13 +104,13 @@ def test_end_of_session_decode_raises_only_malformed_message(raw) -> None:
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HEADER_NAMES = st.sampled_from(["ts_ns", "date", "seq", "run_id", "eos", "session", "x", ""])
 HEADER_VALUES = st.one_of(
-    st.none(), st.binary(max_size=24), st.sampled_from([DAY, b"2026-13-45", _u64(0), _u64(2**63), _eos(0), _eos(3),
+    st.none(), st.binary(max_size=24), st.sampled_from([DAY, b"2026-13-45", u64(0), u64(2**63), eos(0), eos(3),
                                                         b"{}", json.dumps(SESSION).encode()]),
 )
 MESSAGES = st.builds(
     lambda key, value, headers: (key, value, headers),
     st.one_of(st.none(), st.sampled_from([b"AAA", b"BBB", b"", b"aaa"]), st.binary(max_size=10)),
-    st.one_of(st.none(), st.binary(max_size=30), st.sampled_from([RECS[0].tobytes(), _record(type=9)])),
+    st.one_of(st.none(), st.binary(max_size=30), st.sampled_from([RECS[0].tobytes(), record(type=9)])),
     st.one_of(st.none(), st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=6),
               # the producer's shape with fuzzed values, so the fast path sees them too
               st.tuples(HEADER_VALUES, HEADER_VALUES, HEADER_VALUES, HEADER_VALUES).map(
@@ -223,7 +119,7 @@ MESSAGES = st.builds(
 
 
 def _good_batch_still_decodes() -> None:
-    out = decode_messages([_event(s, offset=s) for s in range(3)] + [_marker(_eos(3), offset=3)])
+    out = decode_messages([event(s, offset=s) for s in range(3)] + [marker(eos(3), offset=3)])
     assert not out.rejected and len(out.markers) == 1
     np.testing.assert_array_equal(out.sessions[0].records, RECS[:3])
     assert len(decode_module._dates) <= 4097

@@ -41,8 +41,9 @@ def test_dual_written_run_lands_every_event_exactly_once(kafka_stack, minio_stac
     lake = s3_lake(minio_stack, "happy")
     consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"pw-{topic}", dead_letter_topic=dlq)
     assert consumer.stats.client == client
-    # Started before the run: it lands while the run produces, and exits once nothing arrives for 8 s.
-    worker = ConsumerThread(consumer, idle_exit_seconds=8)
+    # Started before the run: it lands while the run produces; stopped once every session is marked (not
+    # after some idle time: compiling the engine on a fresh checkout takes longer than any guess).
+    worker = ConsumerThread(consumer)
 
     try:
         result = simulate(tmp_path / "run", publisher=KafkaPublisher(bootstrap, topic))
@@ -59,7 +60,10 @@ def test_dual_written_run_lands_every_event_exactly_once(kafka_stack, minio_stac
     assert (publish["produced"], publish["delivered"], publish["failed"]) == (total + n_sessions,) * 2 + (0,)
     assert sum(high_watermarks(bootstrap, topic).values()) == total + n_sessions  # + one marker per session
 
-    worker.join(timeout=120)
+    try:
+        worker.wait_complete(set(expected), timeout=120)
+    finally:
+        worker.stop()
     stats = consumer.stats
     assert stats.messages == total + n_sessions
     assert stats.records_landed == total
