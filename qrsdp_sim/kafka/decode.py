@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from qrsdp_sim.eventlog.consistency import EXPECTED_SIDE
 from qrsdp_sim.kafka.message import (
     DAY_NS,
     H_DATE,
@@ -45,9 +46,9 @@ if TYPE_CHECKING:
 
 _SYMBOL_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _DATE_RE = re.compile(rb"\d{4}-\d{2}-\d{2}")
-# The side each event type must carry (executions: the resting order's side); index N_EVENT_TYPES
-# stands for every unknown type (which is rejected for its type anyway).
-_EXPECTED_SIDE = np.array([0, 1, 0, 1, 1, 0, 255], dtype=np.uint8)
+# The side each event type must carry; index N_EVENT_TYPES stands for every unknown type (which is
+# rejected for its type anyway).
+_EXPECTED_SIDE = np.append(EXPECTED_SIDE, np.uint8(255))
 
 
 @dataclass
