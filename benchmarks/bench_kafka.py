@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
+import resource
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -34,6 +37,67 @@ from qrsdp_sim.kafka.publisher import KafkaPublisher
 from qrsdp_sim.lake.store import Lake, S3Options
 
 ROOT = Path(__file__).resolve().parents[1]
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used so far, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
+    cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = cpu[3] + cpu[4]
+    return (sum(cpu) - idle) / _TICK, sum(cpu) / _TICK
+
+
+class CpuMeter:
+    """Where the CPU went during one measurement: this process (every thread), its reaped children (the
+    bridge), the broker and MinIO of the stack (from infra/.run/*.pid), and the whole machine -- on a
+    shared machine wall-clock figures depend on the others, CPU seconds per record much less."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.pids: dict[str, int] = {}
+        kafka_port = args.brokers.split(",")[0].rpartition(":")[2]
+        minio_port = str(urlparse(args.s3_endpoint).port or "")
+        for name, port in (("kafka", kafka_port), ("minio", minio_port)):
+            pid_file = Path(args.run_dir) / f"{name}-{port}.pid"
+            if pid_file.is_file():
+                self.pids[name] = int(pid_file.read_text().split()[0])
+
+    def _sample(self) -> dict[str, float]:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy, total = _machine_busy()
+        out = {"python": me.ru_utime + me.ru_stime, "children": kids.ru_utime + kids.ru_stime,
+               "machine_busy": busy, "machine_total": total}
+        for name, pid in self.pids.items():
+            cpu = _proc_cpu(pid)
+            if cpu is not None:
+                out[name] = cpu
+        return out
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._sample()
+        self.used = {k: end[k] - self.start[k] for k in end if k in self.start}
+
+    def line(self, records: int) -> str:
+        u = self.used
+        ours = [(k, u[k]) for k in ("python", "children", "kafka", "minio") if k in u]
+        mine = sum(v for _, v in ours)
+        machine = u["machine_busy"]
+        parts = ", ".join(f"{k} {v:.2f} s" for k, v in ours)
+        return (f"   CPU: {parts} = {mine:.2f} s ({mine / records * 1e6:.2f} us/record); the machine was busy "
+                f"{machine:.2f} of {u['machine_total']:.2f} CPU-s ({machine - mine:.2f} s of it others' work)")
 
 
 def main() -> None:
@@ -41,6 +105,8 @@ def main() -> None:
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--s3-endpoint", default="http://127.0.0.1:9000")
     ap.add_argument("--seconds", type=int, default=23_400, help="session length to dual-write")
+    ap.add_argument("--run-dir", default=str(ROOT / "infra" / ".run"),
+                    help="where infra/stack.sh keeps the broker's and MinIO's pid files (for their CPU time)")
     ap.add_argument("--perf-records", type=int, default=5_000_000, help="records for ProducerPerformance")
     ap.add_argument("--only", choices=("all", "confluent", "bridge"), default="all",
                     help="figures 1-3 (confluent-kafka), 4-5 (qrsdp-kafka-bridge) or all")
@@ -103,26 +169,32 @@ def bench_parquet(args: argparse.Namespace, topic: str, events: int) -> None:
     for client in args.parquet_clients:
         prefix = f"{topic}-{client}"
         lake = Lake.from_uri(f"s3://exchange-data/bench/{prefix}", S3Options(args.s3_endpoint, "qrsdp", "qrsdp-secret"))
-        consumer = ParquetConsumer(args.brokers, lake, topic=topic, group_id=f"bench-{prefix}", client=client)
-        t0 = time.monotonic()
-        stats = consumer.run(idle_exit_seconds=3.0)
+        with CpuMeter(args) as cpu:
+            t_new = time.monotonic()
+            consumer = ParquetConsumer(args.brokers, lake, topic=topic, group_id=f"bench-{prefix}", client=client)
+            t0 = time.monotonic()
+            stats = consumer.run(idle_exit_seconds=3.0)
         end, first = consumer.last_commit_at, consumer.first_item_at
         if end is None or first is None or stats.records_landed != events or stats.markers_written != 1:
             print(f"3. Parquet consumer ({client}) -> MinIO: incomplete: {stats.to_dict()}")
             continue
         print(f"3. Parquet consumer ({client}) -> MinIO: {stats.records_landed:,} records landed and committed in "
               f"{end - t0:.2f} s = {stats.records_landed / (end - t0) / 1e6:.2f} M records/s from its start "
-              f"({stats.records_landed / (end - first) / 1e6:.2f} M records/s from its first message, "
-              f"{first - t0:.2f} s to start and join; {stats.objects_written} objects, "
-              f"{stats.markers_written} completion marker, {stats.commits} commits)")
+              f"({stats.records_landed / (end - t_new) / 1e6:.2f} M/s counting its construction, "
+              f"{t0 - t_new:.2f} s: the Kafka client's start; "
+              f"{stats.records_landed / (end - first) / 1e6:.2f} M records/s from its first message, "
+              f"{first - t0:.2f} s to join the group and fetch; {stats.objects_written} objects, "
+              f"{stats.markers_written} completion marker, {stats.commits} commits, "
+              f"{stats.dead_lettered} dead-lettered, {getattr(stats, 'fenced_writes', 0)} fenced)")
+        print(cpu.line(stats.records_landed) + " (includes the 3 s idle exit: the broker and MinIO idle)")
 
 
 def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) -> None:
     topic = f"bench.bridge.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     day = dt.date(2026, 1, 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        # the product path: what `qrsdp run --kafka-brokers` and the session_log asset do
+    # the product path: what `qrsdp run --kafka-brokers` and the session_log asset do
+    with tempfile.TemporaryDirectory() as tmp, CpuMeter(args) as cpu:
         t0 = time.perf_counter()
         publisher = KafkaPublisher(args.brokers, topic, bridge=True)
         sink = publisher.open_session("AAPL", day, "bench")
@@ -134,6 +206,7 @@ def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) ->
     print(f"4. dual-write via qrsdp-kafka-bridge (KafkaPublisher, the default), 1 session of {args.seconds} s: {result.events:,} events in "
           f"{wall:.2f} s = {result.events / wall / 1e6:.2f} M events/s end to end (simulation + file done at "
           f"{sim_wall:.2f} s; delivered {totals['delivered']:,}, failed {totals['failed']:,})")
+    print(cpu.line(result.events))
 
     expected = result.events + 1
     t0 = time.perf_counter()
