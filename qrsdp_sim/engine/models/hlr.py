@@ -333,8 +333,12 @@ class HLR:
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
-def hlr_rates(grid, ist, p, tab, x, mult, rates):
-    """Fill ``rates[0 : 4K + 2]`` in the per-level layout and return their sum."""
+def hlr_rates(grid, ist, p, tab, x, mult, unit, rates):
+    """Fill ``rates[0 : 4K + 2]`` in the per-level layout and return their sum.
+
+    Queue sizes index the curves in queue units, rounded up: n = ceil(shares / unit), so a
+    non-empty queue always has n >= 1 (``unit`` is a whole number of shares).
+    """
     K = ist[LEVELS]
     base = ist[BASE]
     bb = ist[BB]
@@ -342,6 +346,8 @@ def hlr_rates(grid, ist, p, tab, x, mult, rates):
     ib = bb - base
     ia = ba - base
     nmax = tab.shape[1] - 1
+    inv = 1.0 / unit
+    um1 = unit - 1.0
     s = ba - bb
     a = mult[s] if s < mult.shape[0] else np.exp(p[P_SPREAD_SENS] * (s - 2))
     e = 1.0 / a
@@ -352,8 +358,8 @@ def hlr_rates(grid, ist, p, tab, x, mult, rates):
         na = grid[G_QSUM, 1, ia + k]
         db += nb
         da += na
-        cb = min(nb, nmax)
-        ca = min(na, nmax)
+        cb = min(np.int64((nb + um1) * inv + 1e-9), nmax)
+        ca = min(np.int64((na + um1) * inv + 1e-9), nmax)
         rates[k] = tab[k, cb] * a
         rates[K + k] = tab[K + k, ca] * a
         rates[2 * K + k] = tab[2 * K + k, cb]
@@ -362,8 +368,10 @@ def hlr_rates(grid, ist, p, tab, x, mult, rates):
     if x != 0.0:
         imb = min(1.0, max(-1.0, imb + p[P_LOADING] * x))
     i_s = p[P_IMB_SENS]
-    rates[4 * K] = tab[4 * K, min(grid[G_QSUM, 1, ia], nmax)] * e * (1.0 + i_s * max(-imb, 0.0))
-    rates[4 * K + 1] = tab[4 * K + 1, min(grid[G_QSUM, 0, ib], nmax)] * e * (1.0 + i_s * max(imb, 0.0))
+    na0 = min(np.int64((grid[G_QSUM, 1, ia] + um1) * inv + 1e-9), nmax)
+    nb0 = min(np.int64((grid[G_QSUM, 0, ib] + um1) * inv + 1e-9), nmax)
+    rates[4 * K] = tab[4 * K, na0] * e * (1.0 + i_s * max(-imb, 0.0))
+    rates[4 * K + 1] = tab[4 * K + 1, nb0] * e * (1.0 + i_s * max(imb, 0.0))
     total = 0.0
     for i in range(4 * K + 2):
         total += rates[i]
