@@ -9,7 +9,9 @@ Record semantics (docs/event-log-format.md): an ADD rests ``qty`` shares; a CANC
 an EXECUTE trades ``qty`` (1..remaining) against the order it names, which must be the oldest resting
 order at the best price of its side (price-time priority); a walk through the queue is several
 EXECUTEs. The book replay is :mod:`qrsdp_sim.book.replay`; the priority checks are a second compiled
-pass over the events the replay accepted.
+pass over the events the replay accepted (:mod:`qrsdp_sim.eventlog.queue_priority`). Both are imported
+when a stream is checked, not with this module: importing numba costs a second, and this module's
+constants are used by every ``qrsdp`` command and by the Kafka decoder.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
-from qrsdp_sim.book.replay import INPUT_ERRORS, NO_PRICE, ReplayFlag, describe_problem, replay_book
 from qrsdp_sim.records import EVENT_TYPE_NAMES, N_EVENT_TYPES, EventType
 
 # The side each event type must carry (executions: the resting order's side).
@@ -45,13 +45,6 @@ CHECKS: dict[str, str] = {
     "queue_priority": "every EXECUTE trades against the oldest order resting at its price",
 }
 _REPLAY_CHECKS = ("unknown_order", "duplicate_order", "order_mismatch", "overfill", "crossed_book")
-_REPLAY_FLAG = {
-    "unknown_order": int(ReplayFlag.UNKNOWN_ORDER),
-    "duplicate_order": int(ReplayFlag.DUPLICATE_ORDER),
-    "order_mismatch": int(ReplayFlag.SIDE_MISMATCH | ReplayFlag.PRICE_MISMATCH),
-    "overfill": int(ReplayFlag.OVERFILL),
-    "crossed_book": int(ReplayFlag.CROSSED),
-}
 
 
 @dataclass
@@ -145,9 +138,18 @@ def check_stream(records: np.ndarray) -> StreamReport:
                 report.skipped[check] = "ADD prices span too wide to replay"
             return report
 
+    from qrsdp_sim.book.replay import INPUT_ERRORS, NO_PRICE, ReplayFlag, describe_problem, replay_book
+
+    replay_flag = {
+        "unknown_order": int(ReplayFlag.UNKNOWN_ORDER),
+        "duplicate_order": int(ReplayFlag.DUPLICATE_ORDER),
+        "order_mismatch": int(ReplayFlag.SIDE_MISMATCH | ReplayFlag.PRICE_MISMATCH),
+        "overfill": int(ReplayFlag.OVERFILL),
+        "crossed_book": int(ReplayFlag.CROSSED),
+    }
     states = replay_book(records, strict=False)
     for check in _REPLAY_CHECKS:
-        bits = _REPLAY_FLAG[check]
+        bits = replay_flag[check]
         flag(check, (states.flags & bits) != 0,
              lambda k, bits=bits: describe_problem(records[k], int(states.flags[k]) & bits))
     applied = (states.flags & INPUT_ERRORS) == 0
@@ -212,32 +214,8 @@ def _queue_priority(records: np.ndarray, applied: np.ndarray) -> tuple[np.ndarra
     add_index[add_pos] = np.arange(len(add_pos))
     behind = np.zeros(n, dtype=np.bool_)
     front = np.zeros(n, dtype=np.uint64)
-    _priority_pass(types, records["qty"].astype(np.int64), add_index, ref, level, next_in_level, head, add_ids,
-                   behind, front)
+    from qrsdp_sim.eventlog.queue_priority import priority_pass
+
+    priority_pass(types, records["qty"].astype(np.int64), add_index, ref, level, next_in_level, head, add_ids,
+                  behind, front)
     return behind, front
-
-
-@njit(cache=True, nogil=True)
-def _priority_pass(types, qtys, add_index, ref, level, next_in_level, head, add_ids, behind, front):
-    remaining = np.zeros(len(level), dtype=np.int64)
-    gone = np.zeros(len(level), dtype=np.bool_)
-    for e in range(len(types)):
-        a = add_index[e]
-        if a >= 0:
-            remaining[a] = qtys[e]
-            continue
-        a = ref[e]
-        if a < 0:
-            continue
-        if types[e] >= 4:  # EXECUTE: the oldest order still resting at this price must be the one
-            lv = level[a]
-            h = head[lv]
-            while h >= 0 and gone[h]:
-                h = next_in_level[h]
-            head[lv] = h
-            if h != a:
-                behind[e] = True
-                front[e] = add_ids[h] if h >= 0 else 0
-        remaining[a] -= qtys[e]
-        if remaining[a] <= 0:
-            gone[a] = True
