@@ -9,7 +9,10 @@ Prints, on the same broker:
   3. the Parquet consumer (``qrsdp parquet-consumer``'s ParquetConsumer) landing those events into
      MinIO, records/s until the last offset is committed (every object written, the _SUCCESS marker
      and the sessions row too); through qrsdp-kafka-bridge by default, also through confluent-kafka
-     with ``--parquet-clients bridge,python`` (with --only bridge: on the topic of figure 4);
+     with ``--parquet-clients bridge,python`` (with --only bridge: on the topic of figure 4), and with
+     --only bridge also 3b: the ``qrsdp parquet-consumer`` process from its spawn;
+     each with the CPU seconds of every part (this process, the bridge, the broker, MinIO) and of
+     the others' work on the machine -- on a shared machine the wall-clock figures depend on them;
   4. dual-write through qrsdp-kafka-bridge (KafkaPublisher, the default client), events/s end to end;
   5. the bridge's topic consumed through BridgeConsumer (runs decoded to numpy), records/s.
 """
@@ -22,6 +25,7 @@ import os
 import re
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -189,6 +193,40 @@ def bench_parquet(args: argparse.Namespace, topic: str, events: int) -> None:
         print(cpu.line(stats.records_landed) + " (includes the 3 s idle exit: the broker and MinIO idle)")
 
 
+def bench_parquet_process(args: argparse.Namespace, topic: str, events: int) -> None:
+    """Figure 3b: ``qrsdp parquet-consumer`` as the service runs, from the process's spawn (Python start,
+    imports, bridge start, group join) until its group's commits reach the end of every partition
+    (observed from outside, polled every 10 ms)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    group = f"bench-proc-{topic}"
+    lake_uri = f"s3://exchange-data/bench/{topic}-process"
+    probe = Consumer({"bootstrap.servers": args.brokers, "group.id": group, "enable.auto.commit": False,
+                      "log_level": 3})
+    parts = [TopicPartition(topic, p) for p in probe.list_topics(topic, timeout=30).topics[topic].partitions]
+    end = sum(probe.get_watermark_offsets(tp, timeout=30)[1] for tp in parts)
+    qrsdp = Path(sys.executable).with_name("qrsdp")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(qrsdp), "parquet-consumer", "--kafka-brokers", args.brokers, "--kafka-topic", topic,
+                             "--consumer-group", group, "--lake-uri", lake_uri, "--s3-endpoint", args.s3_endpoint,
+                             "--idle-exit", "3"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    done = None
+    while proc.poll() is None:
+        committed = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=30))
+        if committed >= end:
+            done = time.monotonic()
+            break
+        time.sleep(0.01)
+    out, _ = proc.communicate(timeout=120)
+    probe.close()
+    if done is None:
+        print(f"3b. qrsdp parquet-consumer process: did not commit everything: {out[-500:]}")
+        return
+    print(f"3b. qrsdp parquet-consumer process: {events:,} records committed {done - t0:.2f} s after its spawn = "
+          f"{events / (done - t0) / 1e6:.2f} M records/s from process start (Python start and imports, the bridge, "
+          f"the group join included)")
+
+
 def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) -> None:
     topic = f"bench.bridge.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
@@ -231,6 +269,8 @@ def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) ->
           f"({records / (end - (first or t0)) / 1e6:.2f} M records/s from the first run; {runs:,} runs)")
     if args.only == "bridge":
         bench_parquet(args, topic, result.events)
+        if "bridge" in args.parquet_clients:
+            bench_parquet_process(args, topic, result.events + 1)
     admin.delete_topics([topic])
 
 
