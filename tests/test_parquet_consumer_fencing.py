@@ -12,6 +12,7 @@ is needed for what is driven here; a consumer's partition loss is its ``_on_revo
 * Writer threads (defect 1): an exception other than an I/O error while writing an object, or a marker
   whose completion is impossible, never kills the consumer: the write is retried, then set aside in the
   dead-letter topic with its reason and counted, and the partition goes on.
+* Bounded memory: a flood of large messages is landed (here: dead-lettered) before it piles up.
 """
 
 from __future__ import annotations
@@ -214,5 +215,22 @@ def test_a_marker_whose_completion_raises_is_set_aside(lakes) -> None:
         _land_everything(c, recs)
         assert c.stats.dead_letter_kinds == {"completion": 1} and c.stats.write_errors == 1
         assert c._parts[0].done_through == 301 and lake.read_marker("events", "AAA", DAY) is None
+    finally:
+        _close(c)
+
+
+def test_a_flood_of_large_messages_never_piles_up(lakes) -> None:
+    """Garbage up to the broker's 1 MB limit: what a partition holds pending stays bounded (MAX_PENDING_BYTES),
+    though 100 such messages are far below batch_records."""
+    c = ParquetConsumer("127.0.0.1:1", lakes[0], topic="t", client="python", batch_records=10_000,
+                        batch_seconds=3600)
+    try:
+        held = []
+        for i in range(100):
+            c._accept(RawMessage("t", 0, i, b"AAA", bytes(1 << 20), [("date", RAW_DAY)]), 0.0)
+            c._cut(0.0)
+            held.append(sum(len(e.value()) for e in c._parts[0].entries))
+        assert max(held) <= consumer_module.MAX_PENDING_BYTES + (1 << 20), max(held)
+        assert c.stats.dead_letter_kinds.get("value_size", 0) >= 64  # the landed ones were set aside
     finally:
         _close(c)

@@ -53,7 +53,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from confluent_kafka import KafkaException
 
-from qrsdp_sim.kafka.bridge import BridgeRequestError, Run
+from qrsdp_sim.kafka.bridge import BridgeRequestError, RawMessage, Run
 from qrsdp_sim.kafka.client import use_bridge
 from qrsdp_sim.kafka.completion import COMPLETE, INCOMPLETE, Written, complete_session
 from qrsdp_sim.kafka.consumer_sources import BridgeSource, ConfluentSource
@@ -70,6 +70,7 @@ from qrsdp_sim.kafka.decode import (
 from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC
 from qrsdp_sim.lake.landing import events_table
 from qrsdp_sim.lake.store import Lake, utc_now_iso
+from qrsdp_sim.records import RECORD_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ DICTIONARY_COLUMNS = ["symbol", "date", "type", "side", "price_ticks", "qty", "_
 DELTA_COLUMNS = {name: "DELTA_BINARY_PACKED" for name in ("ts_ns", "seq", "order_id")}
 MAX_ATTEMPTS = 3  # a write failing with anything but an I/O error is set aside after this many tries
 MAX_KNOWN_SESSIONS = 4096  # sessions whose objects are remembered for completion (bounded memory)
+# Pending messages of a partition are landed once they hold this much, whatever their offsets: a flood
+# of large messages (garbage up to the broker's 1 MB limit) can never pile up batch_records of them.
+MAX_PENDING_BYTES = 64 << 20
 
 
 @dataclass
@@ -148,14 +152,15 @@ class _Landing:
 class _Partition:
     """Pending items of one assigned partition (offset order) and its landings in flight."""
 
-    __slots__ = ("committed", "count", "done_through", "end", "entries", "flush_now", "landings", "owner",
-                 "since", "start", "starts")
+    __slots__ = ("bytes", "committed", "count", "done_through", "end", "entries", "flush_now", "landings",
+                 "owner", "since", "start", "starts")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner  # token of this ownership of the partition (object names, fencing)
         self.entries: list[Any] = []  # Run, RawMessage or confluent Message
         self.starts: list[int] = []  # first offset of each entry
         self.count = 0  # pending messages
+        self.bytes = 0  # their size, about (bounded: MAX_PENDING_BYTES)
         self.start = 0  # first pending offset
         self.end = 0  # next offset after the pending ones
         self.since = 0.0  # when the oldest pending message arrived
@@ -163,6 +168,16 @@ class _Partition:
         self.landings: collections.deque[_Landing] = collections.deque()
         self.done_through: int | None = None  # every offset below is landed
         self.committed: int | None = None
+
+
+def _message_size(m: Any) -> int:
+    """About how much memory a raw message holds: its value and key, plus its headers for the bridge's
+    raw messages (rare: markers and malformed ones; every confluent-kafka message is raw, and reading
+    its headers here would cost more than the rest of its handling)."""
+    size = 64 + len(m.value() or b"") + len(m.key() or b"")
+    if isinstance(m, RawMessage):
+        size += sum(len(name) + len(value or b"") for name, value in m.headers() or ())
+    return size
 
 
 def _entry_end(entry: Any) -> int:
@@ -353,8 +368,10 @@ class ParquetConsumer:
     def _accept(self, item: Any, now: float) -> None:
         if isinstance(item, Run):
             p, first, n = item.partition, item.first_offset, len(item.records)
+            size = n * RECORD_SIZE
         else:
             p, first, n = item.partition(), item.offset(), 1
+            size = _message_size(item)
         part = self._parts.get(p)
         if part is None:
             part = self._parts[p] = _Partition(secrets.token_hex(4))
@@ -365,6 +382,7 @@ class ParquetConsumer:
         part.entries.append(item)
         part.starts.append(first)
         part.count += n
+        part.bytes += size
         part.end = first + n
         self.stats.messages += n
         if n == 1 and not isinstance(item, Run) and not item.value():
@@ -376,7 +394,7 @@ class ParquetConsumer:
         for p, part in self._parts.items():
             if not part.count or (only is not None and p not in only):
                 continue
-            if force or part.flush_now or now - part.since >= self.batch_seconds:
+            if force or part.flush_now or now - part.since >= self.batch_seconds or part.bytes >= MAX_PENDING_BYTES:
                 upto = part.end
             else:
                 upto = part.end // self.batch_records * self.batch_records
@@ -415,6 +433,7 @@ class ParquetConsumer:
         part.entries = rest
         part.starts = [e.first_offset if isinstance(e, Run) else e.offset() for e in rest]
         part.count = sum(len(e.records) if isinstance(e, Run) else 1 for e in rest)
+        part.bytes = sum(len(e.records) * RECORD_SIZE if isinstance(e, Run) else _message_size(e) for e in rest)
         part.start = upto
         part.since = now
         if not part.count:
@@ -513,8 +532,9 @@ class ParquetConsumer:
                 self.stats.write_errors += 1
                 self._dead_letter(marker.message, "completion",
                                   f"completing the session failed: {type(outcome).__name__}: {outcome}")
-            else:
+            else:  # SUPERSEDED: a longer session is complete there; what we wrote of it is moot
                 self.stats.superseded_markers += 1
+                self._known.pop((landing.partition, marker.symbol, marker.date), None)
         landing.markers = []
 
     def _write_failed(self, job: _Job, exc: BaseException) -> None:
