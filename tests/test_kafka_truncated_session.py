@@ -61,7 +61,7 @@ class _FailingProducer:
 
 def _inject(publisher: KafkaPublisher, client: str) -> None:
     if client == "python":
-        publisher._producer = _FailingProducer(publisher._producer, fail_at=20_000)
+        publisher._producer = _FailingProducer(publisher._producer, fail_at=2_000)
         return
     bridge = publisher._bridge
     send_run = bridge.send_run
@@ -89,17 +89,19 @@ def test_sink_failing_part_way_leaves_the_session_incomplete_until_republished(k
     try:
         publisher = KafkaPublisher(bootstrap, topic, bridge=client == "bridge")
         _inject(publisher, client)
-        spec = RunSpec(days=1, session_seconds=600, start_date=DAY, batch_records=8192)
+        spec = RunSpec(days=1, session_seconds=1200, start_date=DAY, batch_records=512)
         result = run(spec, [Security("AAA", 10_000), Security("BBB", 20_000)], tmp_path / "run", workers=2,
                      publisher=publisher)
         expected = file_records(tmp_path / "run")
         events = {k: len(r) for k, r in expected.items()}
+        assert events[BROKEN] > 3 * 2_000, "the session is too short for the injected failure to be part-way"
 
         # The consumer has taken every message, both markers included.
         total = sum(high_watermarks(bootstrap, topic).values())
         wait_until(lambda: consumer.stats.messages == total or not worker.is_alive(), 90, "every message taken")
         worker.wait_complete({("BBB", DAY.isoformat())}, timeout=60)
-        wait_until(lambda: consumer.stats.incomplete_sessions == 1, 30, f"AAA judged incomplete: {consumer.stats} {result.manifest['publish']}")
+        wait_until(lambda: consumer.stats.incomplete_sessions == 1, 30,
+                   f"AAA judged incomplete: {consumer.stats} {result.manifest['publish']}")
         assert BROKEN not in lake_markers(lake), "a truncated session was marked complete"
 
         aaa = result.sessions[0]
