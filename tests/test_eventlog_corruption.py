@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from qrsdp_log_testutil import (
     encode_file,
     make_records,
+    mutate,
     parse_file,
     same_records,
     split_chunks,
@@ -452,19 +453,10 @@ def test_fuzz_random_bytes_raise_only_eventlogerror(blob: bytes, with_magic: boo
 @given(data=st.data())
 def test_fuzz_mutated_file_raises_only_eventlogerror(base, data) -> None:
     orig, _recs = base
-    buf = bytearray(orig)
-    if data.draw(st.booleans()):  # the same session without its index (HAS_INDEX clear)
-        del buf[parse_file(orig).index_start :]
-        struct.pack_into("<I", buf, 52, 0)
-    for _ in range(data.draw(st.integers(1, 6))):
-        pos = data.draw(st.integers(0, len(buf) - 1))
-        buf[pos] = data.draw(st.integers(0, 255))
-    if data.draw(st.booleans()):
-        del buf[data.draw(st.integers(0, len(buf))) :]
     tmp = Path(tempfile.mkdtemp(prefix="qrsdp-fz-"))
     try:
         path = tmp / "m.qrsdp"
-        path.write_bytes(bytes(buf))
+        path.write_bytes(mutate(orig, data.draw))
         _only_eventlogerror(path)
     finally:
         shutil.rmtree(tmp)

@@ -12,7 +12,6 @@ read -- when it does, its stream report covers exactly the records the reader re
 from __future__ import annotations
 
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from book_streams import random_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from qrsdp_log_testutil import parse_file, write_log
+from qrsdp_log_testutil import mutate, write_log
 
 from qrsdp_sim.eventlog import EventLogError
 from qrsdp_sim.eventlog.inspect import verify
@@ -82,19 +81,10 @@ def _check(path: Path) -> None:
 @given(data=st.data())
 def test_fuzz_mutated_file_only_eventlogerror_and_consistent_state(base, data) -> None:
     orig, _recs = base
-    buf = bytearray(orig)
-    if data.draw(st.booleans()):  # the same session without its index (HAS_INDEX clear)
-        del buf[parse_file(orig).index_start :]
-        struct.pack_into("<I", buf, 52, 0)
-    for _ in range(data.draw(st.integers(0, 6))):
-        pos = data.draw(st.integers(0, len(buf) - 1))
-        buf[pos] = data.draw(st.integers(0, 255))
-    if data.draw(st.booleans()):
-        del buf[data.draw(st.integers(0, len(buf))) :]
     tmp = Path(tempfile.mkdtemp(prefix="qrsdp-fz-"))
     try:
         path = tmp / "m.qrsdp"
-        path.write_bytes(bytes(buf))
+        path.write_bytes(mutate(orig, data.draw))
         _check(path)
     finally:
         shutil.rmtree(tmp)
