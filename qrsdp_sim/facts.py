@@ -37,6 +37,7 @@ from qrsdp_sim.records import EventType
 
 RETURN_STEP = 60.0
 MAX_LAG = 10
+PROFILE_BINS = 78  # 5-minute bins of a 6.5-hour day
 
 
 @dataclass
@@ -60,6 +61,11 @@ class SessionFacts:
     trade_signs: np.ndarray  # +1 / -1 per market order
     one_tick_seconds: float  # time with a one-tick spread
     two_sided_seconds: float  # time with both sides quoted
+    activity_bins: np.ndarray  # events in PROFILE_BINS equal parts of the session
+
+    def activity_profile(self, bins: int = 26) -> np.ndarray:
+        """Events in ``bins`` equal parts of the session (``bins`` must divide PROFILE_BINS)."""
+        return self.activity_bins.reshape(bins, -1).sum(axis=1)
 
 
 def measure_session(records: np.ndarray, session_seconds: float, symbol: str = "", date: str = "") -> SessionFacts:
@@ -116,6 +122,7 @@ def measure_session(records: np.ndarray, session_seconds: float, symbol: str = "
         trade_signs=_trade_signs(records),
         one_tick_seconds=one_tick,
         two_sided_seconds=two_sided,
+        activity_bins=np.histogram(t[body], bins=PROFILE_BINS, range=(0.0, session_seconds))[0],
     )
 
 

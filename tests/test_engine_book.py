@@ -10,6 +10,7 @@ from qrsdp_sim.engine.book import (
     BB,
     ERROR,
     GRID_TICKS,
+    MAX_FILLS,
     N_FREE,
     add_at_level,
     add_improving,
@@ -21,7 +22,6 @@ from qrsdp_sim.engine.book import (
     push_order,
     snapshot,
 )
-from qrsdp_sim.engine.book import MAX_FILLS
 from qrsdp_sim.engine.rng import seed_state
 from qrsdp_sim.engine.sizes import alias_table
 from qrsdp_sim.records import RECORD_DTYPE, EventType, Side

@@ -260,7 +260,7 @@ def test_realistic_session_has_walking_market_orders_and_partial_cancels():
     """The default (realistic) order flow exercises every path the replay checks: market orders
     that touch several resting orders, partial fills, partial and full cancels."""
     config = SessionConfig(seed=12, session_seconds=1800, batch_records=4096)
-    replay, events, stats = replay_session(config)
+    replay, _events, _stats = replay_session(config)
     driver = SessionDriver(config)
     records = np.concatenate([r for r, _ in driver.batches()])
     ex = np.flatnonzero(records["type"] >= EventType.EXECUTE_BUY)

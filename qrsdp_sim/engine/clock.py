@@ -64,8 +64,8 @@ class IntradayProfile:
     short session keeps its U shape). ``IntradayProfile.flat()`` is u = 1.
     """
 
-    open_ratio: float = 3.5
-    close_ratio: float = 2.5
+    open_ratio: float = 4.0
+    close_ratio: float = 3.0
     open_decay: float = 0.08
     close_decay: float = 0.06
 
@@ -112,7 +112,7 @@ class ActivityFactor:
     """F(t) = exp(sum_j s_j X_j(t) - 1/2 sum_j s_j^2): independent stationary OU components X_j with
     unit variance, volatilities ``sigmas`` s_j and time scales ``timescales`` T_j (seconds)."""
 
-    sigmas: tuple[float, ...] = (0.6, 0.6, 0.6)
+    sigmas: tuple[float, ...] = (0.75, 0.6, 0.35)
     timescales: tuple[float, ...] = (60.0, 600.0, 3600.0)
     common: float = 0.9
 

@@ -44,6 +44,7 @@ from qrsdp_sim.engine.models.base import (
     P_ADD_ALPHA,
     P_CANCEL_BEST,
     P_IMPROVE,
+    P_LIQUIDITY,
     P_SPREAD_SENS,
 )
 from qrsdp_sim.engine.models.constant import constant_rates
@@ -73,7 +74,8 @@ S_LOT = 1  # round lot (shares) for partial cancels
 S_UNIT = 2  # shares per queue unit (the models read queue sizes in this unit)
 S_META_SHARE = 3  # probability that a market order is a child of the active metaorder (0: off)
 S_META_TAIL = 4  # Pareto tail exponent of metaorder lengths
-S_META_LIQ = 5  # liquidity response: add rates x (1 +- this) on the side the metaorder consumes / the other
+S_META_LIQ = 5  # liquidity response: add rates x (1 +- r) on the side the metaorder consumes / the other
+#                (< 0: the model's own, params[P_LIQUIDITY])
 N_SPAR = 6
 
 TOB_COLS = 6  # best bid, best ask, qty at each, bid and ask window depth
@@ -212,7 +214,9 @@ def run_kernel(
     meta_inv_tail = -1.0 / spar[S_META_TAIL] if meta_share > 0.0 else 0.0
     meta_sign = fst[F_META_SIGN]
     meta_left = fst[F_META_LEFT]
-    meta_liq = spar[S_META_LIQ]
+    meta_liq = spar[S_META_LIQ] if spar[S_META_LIQ] >= 0.0 else params[P_LIQUIDITY]
+    if meta_share == 0.0:
+        meta_liq = 0.0
     n_exo = exo.shape[0]
     with_tob = tob.shape[0] > 0
     n_cells = clock.shape[1] - 1

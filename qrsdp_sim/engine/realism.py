@@ -126,15 +126,17 @@ class Metaorders:
     (2004). ``share = 0`` switches it off.
 
     Liquidity providers see the order flow too: while a buy (sell) metaorder is active, limit
-    orders on the side it consumes arrive ``1 + liquidity_response`` times as often and on the
-    other side ``1 - liquidity_response`` times as often (Lillo & Farmer's "asymmetric liquidity").
-    Without it, persistent trade signs would make prices trend (1-minute returns autocorrelated);
-    with it the market stays efficient while the signs keep their long memory.
+    orders on the side it consumes arrive 1 + r times as often and on the other side 1 - r times
+    as often (Lillo & Farmer's "asymmetric liquidity"). Without it, persistent trade signs would
+    make prices trend (1-minute returns autocorrelated); with it the market stays efficient while
+    the signs keep their long memory. How strongly liquidity must lean depends on how the base
+    model forms prices, so r is the model's ``liquidity_response`` (SimpleImbalance 0.5, HLR 0.2)
+    unless ``liquidity_response`` here overrides it.
     """
 
     share: float = 0.6
     tail: float = 1.6
-    liquidity_response: float = 0.5
+    liquidity_response: float | None = None
 
     @classmethod
     def off(cls) -> Metaorders:
@@ -149,8 +151,9 @@ class Metaorders:
             raise ValueError(f"metaorder share must be in [0, 1], got {self.share}")
         if not (math.isfinite(self.tail) and 1.0 < self.tail <= 5.0):
             raise ValueError(f"metaorder tail exponent must be in (1, 5], got {self.tail}")
-        if not (math.isfinite(self.liquidity_response) and 0.0 <= self.liquidity_response < 1.0):
-            raise ValueError(f"metaorder liquidity response must be in [0, 1), got {self.liquidity_response}")
+        r = self.liquidity_response
+        if r is not None and not (math.isfinite(r) and 0.0 <= r < 1.0):
+            raise ValueError(f"metaorder liquidity response must be in [0, 1), got {r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"share": self.share, "tail": self.tail, "liquidity_response": self.liquidity_response}

@@ -208,7 +208,8 @@ class SessionDriver:
         self._spar[S_UNIT] = sizes.unit_shares()
         self._spar[S_META_SHARE] = realism.metaorders.share
         self._spar[S_META_TAIL] = realism.metaorders.tail
-        self._spar[S_META_LIQ] = realism.metaorders.liquidity_response if not realism.metaorders.is_off else 0.0
+        liq = realism.metaorders.liquidity_response  # None: the model's own (params[P_LIQUIDITY])
+        self._spar[S_META_LIQ] = -1.0 if liq is None else liq
         # the business clock: the kernel runs in business time and maps timestamps back
         self.clock = config.clock_grid()
         if self.clock is not None:

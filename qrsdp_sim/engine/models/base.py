@@ -43,7 +43,8 @@ P_ADD_ALPHA = 1  # add level weight exp(-alpha * k) when the model does not give
 P_LOADING = 2  # weight of the exogenous signal in the imbalance input (0: signal ignored)
 P_SPREAD_SENS = 3  # spread sensitivity sS of the add/execute multipliers exp(+-sS (s - 2))
 P_CANCEL_BEST = 4  # cancel weight per unit of queue at the best relative to deeper ticks (aggregate models)
-N_SHARED = 5
+P_LIQUIDITY = 5  # how the model's limit order flow leans against an active metaorder (realism.Metaorders)
+N_SHARED = 6
 
 DEFAULT_IMPROVE = 0.5
 DEFAULT_ADD_ALPHA = 0.5
@@ -72,6 +73,7 @@ def shared_params(
     add_alpha: float = DEFAULT_ADD_ALPHA,
     loading: float = 0.0,
     cancel_best: float = 1.0,
+    liquidity: float = 0.0,
 ) -> list[float]:
     out = [0.0] * N_SHARED
     out[P_IMPROVE] = improve
@@ -79,6 +81,7 @@ def shared_params(
     out[P_LOADING] = loading
     out[P_SPREAD_SENS] = spread_sens
     out[P_CANCEL_BEST] = cancel_best
+    out[P_LIQUIDITY] = liquidity
     return out
 
 

@@ -63,6 +63,7 @@ class SimpleImbalance:
     add_decay_alpha: float = 0.5
     improve_per_tick: float = 0.7
     cancel_best_mult: float = 25.0
+    liquidity_response: float = 0.5  # add rates x (1 -+ this) while a metaorder is active (realism layer)
     exo_loading: float = 0.0  # weight of the exogenous signal in the imbalance (market factor hook)
 
     name = "simple"
@@ -82,7 +83,12 @@ class SimpleImbalance:
 
     def params_vector(self) -> np.ndarray:
         p = shared_params(
-            self.spread_sens, self.improve_per_tick, self.add_decay_alpha, self.exo_loading, self.cancel_best_mult
+            self.spread_sens,
+            self.improve_per_tick,
+            self.add_decay_alpha,
+            self.exo_loading,
+            self.cancel_best_mult,
+            self.liquidity_response,
         )
         p += [0.0] * (N_PARAMS - N_SHARED)
         p[P_L] = self.base_L
@@ -134,8 +140,9 @@ def simple_rates(grid, ist, p, x, mult, unit, rates):
     r1 = max(p[P_L] * (1.0 + si) * a, RATE_FLOOR)
     cs = p[P_C] * p[P_SC] / unit
     kb = p[P_CANCEL_BEST] - 1.0
-    r2 = max(cs * (db + kb * qb) * (1.0 + shift), RATE_FLOOR)
-    r3 = max(cs * (da + kb * qa) * (1.0 - shift), RATE_FLOOR)
+    # the market factor leans on cancels too: a rising market takes offers away and keeps bids
+    r2 = max(cs * (db + kb * qb) * max(1.0 + 2.0 * shift, 0.0), RATE_FLOOR)
+    r3 = max(cs * (da + kb * qa) * max(1.0 - 2.0 * shift, 0.0), RATE_FLOOR)
     r4 = max(p[P_M] * (p[P_EPS] + max(-si, 0.0)) * e, RATE_FLOOR)
     r5 = max(p[P_M] * (p[P_EPS] + max(si, 0.0)) * e, RATE_FLOOR)
     rates[0] = r0
