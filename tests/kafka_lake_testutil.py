@@ -32,7 +32,7 @@ from qrsdp_sim.records import RECORD_DTYPE
 
 START = dt.date(2026, 1, 5)  # a Monday: two days are 2026-01-05 and 2026-01-06
 SECURITIES = (("AAA", 10_000), ("BBB", 20_000))
-OBJECT_RE = re.compile(r"^events-(\d+)-(\d+)\.parquet$")
+OBJECT_RE = re.compile(r"^events-(\d+)-(\d+)-([0-9a-f]{8})\.parquet$")
 
 SessionKey = tuple[str, str]  # (symbol, YYYY-MM-DD)
 
@@ -286,7 +286,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
 
 
 def object_partitions(lake: Lake) -> dict[SessionKey, set[int]]:
-    """(symbol, date) -> the Kafka partitions named by its objects (``events-{partition}-{offset}``)."""
+    """(symbol, date) -> the Kafka partitions named by its objects (``events-{partition}-{offset}-{owner}``)."""
     out: dict[SessionKey, set[int]] = {}
     for info in lake_objects(lake):
         if info.base_name == MARKER_NAME:

@@ -26,12 +26,7 @@ SPEC_CHUNK_HEADER = struct.Struct("<IIIIQQ")  # 32 bytes
 SPEC_INDEX_ENTRY = struct.Struct("<QQQII")  # 32 bytes
 SPEC_INDEX_TAIL = struct.Struct("<I4sQ")  # 16 bytes
 SPEC_RECORD = struct.Struct("<QBBiIQ")  # 26 bytes
-assert (SPEC_FILE_HEADER.size, SPEC_CHUNK_HEADER.size, SPEC_INDEX_ENTRY.size, SPEC_INDEX_TAIL.size) == (
-    64,
-    32,
-    32,
-    16,
-)
+assert (SPEC_FILE_HEADER.size, SPEC_CHUNK_HEADER.size, SPEC_INDEX_ENTRY.size, SPEC_INDEX_TAIL.size) == (64, 32, 32, 16)
 assert SPEC_RECORD.size == 26
 
 HDR = 64
@@ -97,9 +92,7 @@ def write_log(
     return path
 
 
-def expected_chunk_sizes(
-    n: int, capacity: int, splits: list[int] | None, flush_after: set[int] | None
-) -> list[int]:
+def expected_chunk_sizes(n: int, capacity: int, splits: list[int] | None, flush_after: set[int] | None) -> list[int]:
     """Chunk sizes the spec implies: full chunks, cut short only where the producer flushed."""
     bounds = [0, *sorted(set(splits or [])), n]
     cuts = [bounds[i + 1] for i in sorted(flush_after or ()) if i + 1 < len(bounds)]
@@ -253,9 +246,21 @@ def strip_index(path: Path) -> Path:
 
 
 def same_records(a: np.ndarray, b: np.ndarray) -> bool:
-    return (
-        a.dtype == RECORD_DTYPE
-        and b.dtype == RECORD_DTYPE
-        and len(a) == len(b)
-        and a.tobytes() == b.tobytes()
-    )
+    return a.dtype == RECORD_DTYPE and b.dtype == RECORD_DTYPE and len(a) == len(b) and a.tobytes() == b.tobytes()
+
+
+def mutate(orig: bytes, draw) -> bytes:
+    """A hypothesis-mutated copy of a valid log: maybe without its index (HAS_INDEX cleared), a few bytes
+    overwritten, maybe cut short. ``draw`` is ``data.draw`` of ``st.data()``."""
+    from hypothesis import strategies as st
+
+    buf = bytearray(orig)
+    if draw(st.booleans()):  # the same session without its index
+        del buf[parse_file(orig).index_start :]
+        struct.pack_into("<I", buf, 52, 0)
+    for _ in range(draw(st.integers(1, 6))):
+        pos = draw(st.integers(0, len(buf) - 1))
+        buf[pos] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        del buf[draw(st.integers(0, len(buf))) :]
+    return bytes(buf)

@@ -9,6 +9,7 @@ broker never blocks sending and a bounded flush counts the failures; a killed br
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -35,10 +36,12 @@ from qrsdp_sim.kafka.bridge import (
     find_bridge,
 )
 from qrsdp_sim.kafka.decode import decode_messages
-from qrsdp_sim.kafka.message import EndOfSession, big_endian_u64
+from qrsdp_sim.kafka.message import EndOfSession, SessionDescription, big_endian_u64
 from qrsdp_sim.kafka.sink import KafkaSink
 from qrsdp_sim.records import RECORD_DTYPE
 
+SESSION = {"seed": 1, "open_ticks": 10_000, "tick_size": 100, "market_open_ns": 34_200 * 10**9,
+           "session_seconds": 23_400}
 BRIDGE_SRC = Path(__file__).resolve().parent.parent / "qrsdp_sim" / "kafka" / "bridge"
 
 pytestmark = pytest.mark.timeout(900)
@@ -49,9 +52,7 @@ services = pytest.mark.services
 def bridge(stack_installed) -> Path:
     """The bridge binary (``infra/stack.sh install`` builds it when its source is newer)."""
     path = find_bridge()
-    assert path is not None and bridge_available(), (
-        "qrsdp-kafka-bridge was not built by infra/stack.sh install"
-    )
+    assert path is not None and bridge_available(), "qrsdp-kafka-bridge was not built by infra/stack.sh install"
     return path
 
 
@@ -106,16 +107,8 @@ def test_producer_messages_identical_to_kafka_sink(kafka_stack, bridge) -> None:
         for i in range(0, len(recs), 1_000):
             producer.send_run(sym, date, run_id, i, recs[i : i + 1_000])
         # the marker exactly as KafkaSink.close() makes it (EndOfSession(events, close 0))
-        producer.send_message(
-            sym,
-            b"",
-            [
-                ("date", date.encode()),
-                ("seq", big_endian_u64(np.array([len(recs)]))),
-                ("run_id", run_id.encode()),
-                ("eos", EndOfSession(len(recs), 0).encode()),
-            ],
-        )
+        producer.send_message(sym, b"", [("date", date.encode()), ("seq", big_endian_u64(np.array([len(recs)]))),
+                                         ("run_id", run_id.encode()), ("eos", EndOfSession(len(recs), 0).encode())])
     stats = producer.flush(60)
     final = producer.close()
     total = sum(len(r) + 1 for r in sessions.values())
@@ -123,13 +116,8 @@ def test_producer_messages_identical_to_kafka_sink(kafka_stack, bridge) -> None:
     assert producer.totals["failed"] == 0
     assert final == stats
     for sym, recs in sessions.items():
-        assert stats[(sym, date)] == {
-            "produced": len(recs) + 1,
-            "delivered": len(recs) + 1,
-            "failed": 0,
-            "pending": 0,
-            "first_error": None,
-        }
+        assert stats[(sym, date)] == {"produced": len(recs) + 1, "delivered": len(recs) + 1, "failed": 0,
+                                      "pending": 0, "first_error": None}
 
     def by_key(topic: str) -> dict[bytes, list]:
         out: dict[bytes, list] = {}
@@ -143,9 +131,7 @@ def test_producer_messages_identical_to_kafka_sink(kafka_stack, bridge) -> None:
     for key in want:
         w, g = want[key], got[key]
         assert len(w) == len(g) == len(sessions[key.decode()]) + 1
-        assert {m.partition() for m in g} == {w[0].partition()}, (
-            f"{key!r}: partition differs from murmur2_random"
-        )
+        assert {m.partition() for m in g} == {w[0].partition()}, f"{key!r}: partition differs from murmur2_random"
         for a, b in zip(w, g, strict=True):
             assert (b.key(), b.value() or b"", b.headers()) == (a.key(), a.value() or b"", a.headers())
     first = got[b"AAPL"][0]
@@ -155,9 +141,8 @@ def test_producer_messages_identical_to_kafka_sink(kafka_stack, bridge) -> None:
 @services
 def test_dead_broker_counts_failures_without_blocking(bridge) -> None:
     records = make_records(20_000, seed=4)
-    producer = BridgeProducer(
-        "127.0.0.1:1", "exchange.events", delivery_timeout_ms=2_000, extra_args=["--log-level", "none"]
-    )
+    producer = BridgeProducer("127.0.0.1:1", "exchange.events", delivery_timeout_ms=2_000,
+                              extra_args=["--log-level", "none"])
     t0 = time.monotonic()
     for i in range(0, len(records), 5_000):
         producer.send_run("MSFT", "2026-01-05", "dead", i, records[i : i + 5_000])
@@ -180,9 +165,8 @@ def test_dead_broker_counts_failures_without_blocking(bridge) -> None:
 @services
 def test_full_buffer_fails_records_at_once(bridge) -> None:
     records = make_records(5_000, seed=5)
-    producer = BridgeProducer(
-        "127.0.0.1:1", "exchange.events", max_buffered_records=1_000, extra_args=["--log-level", "none"]
-    )
+    producer = BridgeProducer("127.0.0.1:1", "exchange.events", max_buffered_records=1_000,
+                              extra_args=["--log-level", "none"])
     t0 = time.monotonic()
     producer.send_run("AAPL", "2026-01-06", "full", 0, records)
     assert time.monotonic() - t0 < 5
@@ -203,9 +187,8 @@ def test_killed_bridge_is_a_clear_error(bridge) -> None:
         for i in range(100):  # the first writes may still fit the pipe; the broken pipe shows soon
             producer.send_run("AAPL", "2026-01-05", "r", i * 1000, make_records(1_000))
             producer.flush(1.0)
-    consumer = BridgeConsumer(
-        "127.0.0.1:1", "exchange.events", "g", mode="assign", extra_args=["--log-level", "none"]
-    )
+    consumer = BridgeConsumer("127.0.0.1:1", "exchange.events", "g", mode="assign",
+                              extra_args=["--log-level", "none"])
     os.kill(consumer.pid, signal.SIGKILL)
     with pytest.raises(BridgeError, match=r"exited with code -9.*stdout closed"):
         consumer.poll(10.0)
@@ -214,13 +197,8 @@ def test_killed_bridge_is_a_clear_error(bridge) -> None:
 
 @services
 def test_bad_flags_and_missing_binary(bridge) -> None:
-    proc = subprocess.run(
-        [str(bridge), "consume", "--brokers", "127.0.0.1:1", "--topic", "t", "--group", "g"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = subprocess.run([str(bridge), "consume", "--brokers", "127.0.0.1:1", "--topic", "t", "--group", "g"],
+                          capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2 and "--subscribe" in proc.stderr and not proc.stdout
     with pytest.raises(BridgeError, match=r"(?s)exited with code 2.*--reset must be earliest or latest"):
         BridgeConsumer("127.0.0.1:1", "t", "g", mode="assign", extra_args=["--reset", "middle"])
@@ -233,16 +211,8 @@ def test_bad_flags_and_missing_binary(bridge) -> None:
 
 def _event(key: str, date: str, run_id: str, seq: int, record: np.ndarray) -> dict:
     ts = int(record["ts_ns"]).to_bytes(8, "big")
-    return {
-        "key": key.encode(),
-        "value": record.tobytes(),
-        "headers": [
-            ("ts_ns", ts),
-            ("date", date.encode()),
-            ("seq", seq.to_bytes(8, "big")),
-            ("run_id", run_id.encode()),
-        ],
-    }
+    return {"key": key.encode(), "value": record.tobytes(), "headers": [
+        ("ts_ns", ts), ("date", date.encode()), ("seq", seq.to_bytes(8, "big")), ("run_id", run_id.encode())]}
 
 
 @services
@@ -252,24 +222,14 @@ def test_consumer_runs_split_at_discontinuities_and_raw_messages(kafka_stack, br
     recs = make_records(1_000, seed=7)
     msgs: list[dict] = []
     msgs += [_event("AAA", "2026-01-05", "r1", s, recs[s]) for s in range(300)]  # offsets 0..299
-    msgs += [
-        _event("AAA", "2026-01-05", "r1", s, recs[s]) for s in range(100, 150)
-    ]  # republish: seq jumps back
+    msgs += [_event("AAA", "2026-01-05", "r1", s, recs[s]) for s in range(100, 150)]  # republish: seq jumps back
     msgs += [_event("BBB", "2026-01-05", "r1", s, recs[s]) for s in range(20)]  # key change
     msgs += [_event("BBB", "2026-01-06", "r1", s, recs[s]) for s in range(20, 30)]  # date change
     msgs += [_event("BBB", "2026-01-06", "r2", s, recs[s]) for s in range(30, 40)]  # run_id change
     msgs += [_event("BBB", "2026-01-06", "r2", s, recs[s]) for s in range(41, 45)]  # seq gap
-    eos = {
-        "key": b"AAA",
-        "value": b"",
-        "headers": [
-            ("date", b"2026-01-05"),
-            ("seq", (300).to_bytes(8, "big")),
-            ("run_id", b"r1"),
-            ("eos", EndOfSession(300, 12_345).encode()),
-            ("session", b'{"seed": 1}'),
-        ],
-    }
+    eos = {"key": b"AAA", "value": b"", "headers": [
+        ("date", b"2026-01-05"), ("seq", (300).to_bytes(8, "big")), ("run_id", b"r1"),
+        ("eos", EndOfSession(300, 12_345).encode()), ("session", json.dumps(SESSION).encode())]}
     short = _event("CCC", "2026-01-05", "r1", 0, recs[0]) | {"value": recs[0].tobytes()[:25]}
     reordered = _event("CCC", "2026-01-05", "r1", 1, recs[1])
     reordered["headers"] = [reordered["headers"][i] for i in (1, 0, 2, 3)]
@@ -286,12 +246,8 @@ def test_consumer_runs_split_at_discontinuities_and_raw_messages(kafka_stack, br
         assert consumer.partitions() == {0: (0, len(msgs))}
         consumer.assign({0: 0})
         items = data(collect(consumer, len(msgs)))
-    shapes = [
-        (i.first_offset, i.first_seq, len(i), i.key, i.date, i.run_id)
-        if isinstance(i, Run)
-        else ("raw", i.offset())
-        for i in items
-    ]
+    shapes = [(i.first_offset, i.first_seq, len(i), i.key, i.date, i.run_id) if isinstance(i, Run)
+              else ("raw", i.offset()) for i in items]
     assert shapes == [
         (0, 0, 300, b"AAA", b"2026-01-05", b"r1"),
         (300, 100, 50, b"AAA", b"2026-01-05", b"r1"),
@@ -299,10 +255,7 @@ def test_consumer_runs_split_at_discontinuities_and_raw_messages(kafka_stack, br
         (370, 20, 10, b"BBB", b"2026-01-06", b"r1"),
         (380, 30, 10, b"BBB", b"2026-01-06", b"r2"),
         (390, 41, 4, b"BBB", b"2026-01-06", b"r2"),
-        ("raw", 394),
-        ("raw", 395),
-        ("raw", 396),
-        ("raw", 397),
+        ("raw", 394), ("raw", 395), ("raw", 396), ("raw", 397),
         (398, 300, 10, b"AAA", b"2026-01-05", b"r1"),
     ]
     runs = [i for i in items if isinstance(i, Run)]
@@ -317,11 +270,10 @@ def test_consumer_runs_split_at_discontinuities_and_raw_messages(kafka_stack, br
         assert m.headers() == sent["headers"]
     # The existing decoder (written for confluent messages) handles raw messages unchanged.
     decoded = decode_messages(raw)
-    assert [(s, d.isoformat(), e) for s, d, e, _o, _i in decoded.markers] == [
-        ("AAA", "2026-01-05", EndOfSession(300, 12_345))
-    ]
-    assert decoded.markers[0][4] == {"seed": 1}
-    assert len(decoded.rejected) == 2  # the 25-byte value and the null key
+    assert [(m.symbol, m.date.isoformat(), m.eos) for m in decoded.markers] == [
+        ("AAA", "2026-01-05", EndOfSession(300, 12_345))]
+    assert decoded.markers[0].session == SessionDescription(**SESSION)
+    assert [r.kind for r in decoded.rejected] == ["value_size", "key"]  # the 25-byte value and the null key
     assert [s.symbol for s in decoded.sessions] == ["CCC"]  # the reordered headers: valid, general path
 
 
@@ -363,21 +315,15 @@ def test_assign_mode_commit_metadata_round_trip_and_reassign(kafka_stack, bridge
 
     # confluent-kafka sees the same commit, metadata included (the bridge stores it NUL-terminated as
     # librdkafka does; confluent-kafka-python reads metadata as a C string) ...
-    check = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3}
-    )
+    check = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3})
     try:
         got = check.committed([TopicPartition(topic, p) for p in parts], timeout=30)
-        assert {tp.partition: (tp.offset, tp.metadata) for tp in got} == {
-            p: (half[p], meta[p]) for p in parts
-        }
+        assert {tp.partition: (tp.offset, tp.metadata) for tp in got} == {p: (half[p], meta[p]) for p in parts}
     finally:
         check.close()
     # ... and the bridge reads confluent-kafka's commits unchanged (the streamer's state survives a switch).
     other = f"{group}-confluent"
-    check = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": other, "enable.auto.commit": False, "log_level": 3}
-    )
+    check = Consumer({"bootstrap.servers": bootstrap, "group.id": other, "enable.auto.commit": False, "log_level": 3})
     try:
         check.commit(offsets=[TopicPartition(topic, 0, 7, "itch1|from-confluent")], asynchronous=False)
     finally:
@@ -443,23 +389,14 @@ def test_subscribe_mode_commit_and_revoke_callback(kafka_stack, bridge) -> None:
         while not revoked and time.monotonic() < deadline:
             c1.poll(0.2)
         assert revoked, "no partitions were revoked from the first member"
-        wait_until(
-            lambda: any(isinstance(i, Event) and i.name == "assigned" for i in c2_items),
-            60,
-            "the second member's assignment",
-        )
+        wait_until(lambda: any(isinstance(i, Event) and i.name == "assigned" for i in c2_items), 60,
+                   "the second member's assignment")
     finally:
         stop.set()
         t.join(10)
     moved, lost, committed_in_callback = revoked[0]
-    assert (
-        not lost
-        and moved
-        and committed_in_callback == {p: next_offsets[p] for p in moved if p in next_offsets}
-    )
-    c2_assigned = {
-        p for i in c2_items if isinstance(i, Event) and i.name == "assigned" for p in i.get("partitions")
-    }
+    assert not lost and moved and committed_in_callback == {p: next_offsets[p] for p in moved if p in next_offsets}
+    c2_assigned = {p for i in c2_items if isinstance(i, Event) and i.name == "assigned" for p in i.get("partitions")}
     assert c2_assigned == set(moved)
     assert c1.assignment == {0, 1, 2, 3} - set(moved)
     # c2 starts where c1 committed in its revoke callback: nothing is consumed twice.
@@ -482,13 +419,8 @@ def test_stalled_reader_keeps_group_membership(kafka_stack, bridge) -> None:
         producer.flush(60)
     total = 4 * len(recs)  # ~11 MB of frames: far more than the pipe and the bridge's buffer hold
 
-    c = BridgeConsumer(
-        bootstrap,
-        topic,
-        group,
-        session_timeout_ms=6_000,
-        extra_args=["--max-run", "1024", "--out-buffer", "65536"],
-    )
+    c = BridgeConsumer(bootstrap, topic, group, session_timeout_ms=6_000,
+                       extra_args=["--max-run", "1024", "--out-buffer", "65536"])
     items = []
     while not any(isinstance(i, Run) for i in items):
         items.append(c.poll(30))
@@ -512,13 +444,6 @@ def test_stalled_reader_keeps_group_membership(kafka_stack, bridge) -> None:
 @pytest.mark.skipif(shutil.which("go") is None, reason="go is needed for the bridge's Go tests")
 def test_go_unit_tests() -> None:
     env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "auto"}
-    proc = subprocess.run(
-        ["go", "test", "-count=1", "./..."],
-        cwd=BRIDGE_SRC,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = subprocess.run(["go", "test", "-count=1", "./..."], cwd=BRIDGE_SRC, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
