@@ -1,0 +1,183 @@
+{{ guard_full_refresh() }}
+{%- set reordered = partitions_where(ref('stg_event_landings'), 'not in_seq_order') %}
+-- One row per session (symbol, date) with a count for every rule the events must obey, computed
+-- once per partition when it is built; the data tests on stg_events read these counts (a test
+-- fails when its count is not 0). Incremental: a run computes and replaces its partitions only.
+--
+-- Sequence rules (seq unique and 0..n-1, ts never decreasing along seq), the executed shares and
+-- the sweep steps come from stg_event_landings' streaming pass for partitions stored in seq
+-- order; partitions stored otherwise are sorted here (the `reordered` part, written only when
+-- the run has such partitions).
+-- Order rules come from one aggregate per order id (no join of every removal to its ADD):
+--   * an ADD id is added once per session;
+--   * every CANCEL/EXECUTE names an order ADDed earlier in the session, on its side and price;
+--   * the shares removed from an order (cancelled + executed) never exceed what its ADD rested;
+--   * an aggressive order's executions are consecutive EXECUTE records of one type sharing one
+--     timestamp, oldest resting order first, so every one of them but the last fills its resting
+--     order completely: an execution that is not its order's last removal, or after which the
+--     order keeps shares, followed by the next seq executing the same way at the same timestamp,
+--     is a sweep that moved past an order it did not finish.
+
+with landings as (
+
+    select * from {{ ref('stg_event_landings') }}
+    where {{ partition_filter() }}
+
+),
+
+orders as (
+
+    select
+        symbol,
+        date,
+        order_id,
+        count(case when event_type <= 1 then 1 end) as adds,
+        min(case when event_type <= 1 then seq end) as add_seq,
+        min(case when event_type >= 2 then seq end) as first_removal_seq,
+        max(case when event_type >= 2 then seq end) as last_removal_seq,
+        coalesce(sum(case when event_type <= 1 then qty end), 0) as added_qty,
+        coalesce(sum(case when event_type >= 2 then qty end), 0) as removed_qty,
+        bit_or(cast(1 as utinyint) << side) as sides,
+        min(price_ticks) as min_price_ticks,
+        max(price_ticks) as max_price_ticks
+    from {{ ref('stg_events') }}
+    group by all
+
+),
+
+order_stats as (
+
+    select
+        symbol,
+        date,
+        count(*) filter (where adds > 1) as duplicate_add_ids,
+        count(*) filter (
+            where first_removal_seq is not null and (adds = 0 or first_removal_seq < add_seq)
+        ) as removals_without_earlier_add,
+        count(*) filter (
+            where first_removal_seq is not null and adds > 0
+                and (bit_count(sides) > 1 or min_price_ticks <> max_price_ticks)
+        ) as removals_off_side_or_price,
+        count(*) filter (where adds > 0 and removed_qty > added_qty) as overfilled_orders
+    from orders
+    group by all
+
+),
+
+{%- if reordered %}
+
+reordered as (
+
+    select
+        symbol,
+        date,
+        seq,
+        ts_ns,
+        event_type,
+        qty,
+        order_id,
+        lag(seq) over w as previous_seq,
+        lag(ts_ns) over w as previous_ts_ns,
+        lag(event_type) over w as previous_event_type,
+        lag(order_id) over w as previous_order_id
+    from {{ ref('stg_events') }}
+    where (symbol, date) in ({% for p in reordered %}('{{ p["symbol"] }}', date '{{ p["date"] }}'){% if not loop.last %}, {% endif %}{% endfor %})
+    window w as (partition by symbol, date order by seq, ts_ns)
+
+),
+
+reordered_stats as (
+
+    select
+        symbol,
+        date,
+        count(*) as n_events,
+        min(seq) as min_seq,
+        max(seq) as max_seq,
+        count(*) filter (where seq = previous_seq) as duplicate_seq,
+        count(*) filter (where seq <> previous_seq and ts_ns < previous_ts_ns) as ts_backwards,
+        count(*) filter (where event_type >= 4) as executions,
+        coalesce(sum(qty) filter (where event_type >= 4), 0) as executed_shares,
+        list({'seq': previous_seq, 'order_id': previous_order_id}) filter (
+            where seq = previous_seq + 1 and event_type >= 4 and previous_event_type = event_type
+                and ts_ns = previous_ts_ns
+        ) as sweep_steps
+    from reordered
+    group by all
+
+),
+
+{%- endif %}
+
+sequence_stats as (
+
+    select
+        symbol,
+        date,
+        landed_rows as n_events,
+        min_seq,
+        max_seq,
+        0 as duplicate_seq,
+        ts_backwards_in_stored_order as ts_backwards,
+        landed_executions as executions,
+        landed_executed_shares as executed_shares,
+        sweep_steps
+    from landings
+    where in_seq_order
+    {%- if reordered %}
+    union all
+    select * from reordered_stats
+    {%- endif %}
+
+),
+
+sweep_steps as (
+
+    select symbol, date, step.seq, step.order_id
+    from (select symbol, date, unnest(sweep_steps) as step from sequence_stats)
+
+),
+
+sweep_stats as (
+
+    select
+        steps.symbol,
+        steps.date,
+        count(*) filter (
+            where orders.order_id is null or steps.seq <> orders.last_removal_seq
+                or orders.removed_qty <> orders.added_qty
+        ) as sweeps_past_partial_fill
+    from sweep_steps as steps
+    left join orders using (symbol, date, order_id)
+    group by all
+
+)
+
+select
+    landings.symbol,
+    landings.date,
+    coalesce(sequence_stats.n_events, 0) as n_events,
+    landings.landed_rows,
+    landings.in_seq_order,
+    sequence_stats.min_seq,
+    sequence_stats.max_seq,
+    coalesce(sequence_stats.duplicate_seq, 0) as duplicate_seq,
+    coalesce(sequence_stats.ts_backwards, 0) as ts_backwards,
+    landings.null_seq,
+    landings.null_ts_ns,
+    landings.null_event_type,
+    landings.null_price_ticks,
+    landings.null_order_id,
+    landings.unknown_event_types,
+    landings.nonpositive_qty,
+    coalesce(order_stats.duplicate_add_ids, 0) as duplicate_add_ids,
+    coalesce(order_stats.removals_without_earlier_add, 0) as removals_without_earlier_add,
+    coalesce(order_stats.removals_off_side_or_price, 0) as removals_off_side_or_price,
+    coalesce(order_stats.overfilled_orders, 0) as overfilled_orders,
+    coalesce(sweep_stats.sweeps_past_partial_fill, 0) as sweeps_past_partial_fill,
+    coalesce(sequence_stats.executions, 0) as executions,
+    coalesce(sequence_stats.executed_shares, 0) as executed_shares
+from landings
+left join sequence_stats using (symbol, date)
+left join order_stats using (symbol, date)
+left join sweep_stats using (symbol, date)
