@@ -27,16 +27,17 @@ with landings as (
 
 orders as (
 
+    -- few, narrow aggregate states: this hash table has one entry per order of the run
     select
         symbol,
         date,
         order_id,
-        count(case when event_type <= 1 then 1 end) as adds,
-        min(case when event_type <= 1 then seq end) as add_seq,
-        min(case when event_type >= 2 then seq end) as first_removal_seq,
-        max(case when event_type >= 2 then seq end) as last_removal_seq,
-        coalesce(sum(case when event_type <= 1 then qty end), 0) as added_qty,
-        coalesce(sum(case when event_type >= 2 then qty end), 0) as removed_qty,
+        min(case when event_type <= 1 then cast(seq as integer) end) as add_seq,
+        max(case when event_type <= 1 then cast(seq as integer) end) as last_add_seq,
+        min(case when event_type >= 2 then cast(seq as integer) end) as first_removal_seq,
+        max(case when event_type >= 2 then cast(seq as integer) end) as last_removal_seq,
+        -- shares the ADD rested minus every share cancelled or executed since
+        sum(case when event_type <= 1 then cast(qty as integer) else -cast(qty as integer) end) as open_qty,
         bit_or(cast(1 as utinyint) << side) as sides,
         min(price_ticks) as min_price_ticks,
         max(price_ticks) as max_price_ticks
@@ -50,15 +51,15 @@ order_stats as (
     select
         symbol,
         date,
-        count(*) filter (where adds > 1) as duplicate_add_ids,
+        count(*) filter (where add_seq <> last_add_seq) as duplicate_add_ids,
         count(*) filter (
-            where first_removal_seq is not null and (adds = 0 or first_removal_seq < add_seq)
+            where first_removal_seq is not null and (add_seq is null or first_removal_seq < add_seq)
         ) as removals_without_earlier_add,
         count(*) filter (
-            where first_removal_seq is not null and adds > 0
+            where first_removal_seq is not null and add_seq is not null
                 and (bit_count(sides) > 1 or min_price_ticks <> max_price_ticks)
         ) as removals_off_side_or_price,
-        count(*) filter (where adds > 0 and removed_qty > added_qty) as overfilled_orders
+        count(*) filter (where add_seq is not null and open_qty < 0) as overfilled_orders
     from orders
     group by all
 
@@ -144,8 +145,7 @@ sweep_stats as (
         steps.symbol,
         steps.date,
         count(*) filter (
-            where orders.order_id is null or steps.seq <> orders.last_removal_seq
-                or orders.removed_qty <> orders.added_qty
+            where orders.order_id is null or steps.seq <> orders.last_removal_seq or orders.open_qty <> 0
         ) as sweeps_past_partial_fill
     from sweep_steps as steps
     left join orders using (symbol, date, order_id)
