@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from book_streams import chained_sessions, random_session, reference_top_of_book
+from book_streams import chained_sessions, floor_mid_after, random_session, reference_top_of_book
 
 from qrsdp_sim.lake import (
     SESSIONS_SCHEMA,
@@ -497,6 +497,8 @@ def test_a_rebuilt_date_that_breaks_its_successor_fails_the_chain(wh):
         land_session(wh.lake, sym, day, rec, open_ticks)
     assert failing(wh.build()) == set()
     _rec, open1, _ = sessions[("AAPL", DATES[0])]
-    land_session(wh.lake, "AAPL", DATES[0], random_session(N_EVENTS, 77, p0=open1 + 40), open1)
+    again = random_session(N_EVENTS, 77, p0=open1)
+    assert floor_mid_after(again) != sessions[("AAPL", DATES[0])][2]  # another close
+    land_session(wh.lake, "AAPL", DATES[0], again, open1)
     statuses = wh.build([("AAPL", DATES[0])])
     assert failing(statuses) == {"fct_session_summary_sessions_chain"}
