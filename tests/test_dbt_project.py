@@ -497,8 +497,12 @@ def test_a_rebuilt_date_that_breaks_its_successor_fails_the_chain(wh):
         land_session(wh.lake, sym, day, rec, open_ticks)
     assert failing(wh.build()) == set()
     _rec, open1, _ = sessions[("AAPL", DATES[0])]
-    again = random_session(N_EVENTS, 77, p0=open1)
-    assert floor_mid_after(again) != sessions[("AAPL", DATES[0])][2]  # another close
+    close1 = sessions[("AAPL", DATES[0])][2]
+    again = next(
+        r
+        for seed in range(77, 200)
+        if floor_mid_after(r := random_session(N_EVENTS, seed, p0=open1)) != close1
+    )
     land_session(wh.lake, "AAPL", DATES[0], again, open1)
     statuses = wh.build([("AAPL", DATES[0])])
     assert failing(statuses) == {"fct_session_summary_sessions_chain"}
