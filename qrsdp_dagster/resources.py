@@ -106,9 +106,7 @@ class SimulationResource(dg.ConfigurableResource):
         path = self.session_file(symbol, date)
         path.parent.mkdir(parents=True, exist_ok=True)
         extra = [publisher.open_session(symbol, date, run_id)] if publisher is not None else None
-        result = simulate_symbol_date(
-            spec, symbol, date, open_ticks, path, fsync=self.fsync, extra_sinks=extra
-        )
+        result = simulate_symbol_date(spec, symbol, date, open_ticks, path, fsync=self.fsync, extra_sinks=extra)
         if publisher is not None and extra:
             publisher.end_session(extra[0], session_description(spec, symbol, date, result))
         config = spec.session_config(symbol, date, open_ticks)

@@ -102,23 +102,25 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
             f"{key}: {result.events:,} events, open {result.open_ticks} -> close {result.close_ticks} ticks, "
             f"{result.file_bytes:,} bytes in {wall:.2f}s"
         )
-        metadata[key] = {
-            "events": dg.MetadataValue.int(result.events),
-            "open_ticks": dg.MetadataValue.int(result.open_ticks),
-            "close_ticks": dg.MetadataValue.int(result.close_ticks),
-            "open_from": dg.MetadataValue.text(open_source),
-            "seed": dg.MetadataValue.text(str(result.seed)),
-            "file": dg.MetadataValue.path(result.file),
-            "file_bytes": dg.MetadataValue.int(result.file_bytes),
-            "compression": dg.MetadataValue.float(round(result.compression or 0.0, 3)),
-            "events_per_second": dg.MetadataValue.float(round(result.events / wall if wall else 0.0, 1)),
-            "wall_seconds": dg.MetadataValue.float(round(wall, 3)),
-            "price_path": dg.MetadataValue.md(
-                price_path_markdown(
-                    records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}"
-                )
-            ),
-        }
+        metadata[key] = (
+            {
+                "events": dg.MetadataValue.int(result.events),
+                "open_ticks": dg.MetadataValue.int(result.open_ticks),
+                "close_ticks": dg.MetadataValue.int(result.close_ticks),
+                "open_from": dg.MetadataValue.text(open_source),
+                "seed": dg.MetadataValue.text(str(result.seed)),
+                "file": dg.MetadataValue.path(result.file),
+                "file_bytes": dg.MetadataValue.int(result.file_bytes),
+                "compression": dg.MetadataValue.float(round(result.compression or 0.0, 3)),
+                "events_per_second": dg.MetadataValue.float(round(result.events / wall if wall else 0.0, 1)),
+                "wall_seconds": dg.MetadataValue.float(round(wall, 3)),
+                "price_path": dg.MetadataValue.md(
+                    price_path_markdown(
+                        records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}"
+                    )
+                ),
+            }
+        )
     if publisher is not None:
         # One flush for the whole run (bounded), then per-session delivery totals.
         totals = publisher.close()

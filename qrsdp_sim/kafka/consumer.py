@@ -92,12 +92,8 @@ class _Job:
 
     __slots__ = ("future", "known", "landing", "rows")
 
-    def __init__(
-        self,
-        landing: _Landing,
-        rows: SessionRows | None,
-        known: dict[tuple[str, Any], dict[str, _Written]] | None = None,
-    ) -> None:
+    def __init__(self, landing: _Landing, rows: SessionRows | None,
+                 known: dict[tuple[str, Any], dict[str, _Written]] | None = None) -> None:
         self.landing = landing
         self.rows = rows
         self.known = known
@@ -120,18 +116,8 @@ class _Landing:
 class _Partition:
     """Pending items of one assigned partition (offset order) and its landings in flight."""
 
-    __slots__ = (
-        "committed",
-        "count",
-        "done_through",
-        "end",
-        "entries",
-        "flush_now",
-        "landings",
-        "since",
-        "start",
-        "starts",
-    )
+    __slots__ = ("committed", "count", "done_through", "end", "entries", "flush_now", "landings", "since",
+                 "start", "starts")
 
     def __init__(self) -> None:
         self.entries: list[Any] = []  # Run, RawMessage or confluent Message
@@ -186,14 +172,8 @@ def _s3_put_filesystem(lake: Lake) -> pafs.FileSystem:
     if lake.is_local or lake.s3 is None:
         return lake.fs
     o = lake.s3
-    return pafs.S3FileSystem(
-        access_key=o.access_key,
-        secret_key=o.secret_key,
-        region=o.region,
-        endpoint_override=o.host,
-        scheme=o.scheme,
-        allow_delayed_open=True,
-    )
+    return pafs.S3FileSystem(access_key=o.access_key, secret_key=o.secret_key, region=o.region,
+                             endpoint_override=o.host, scheme=o.scheme, allow_delayed_open=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -238,21 +218,12 @@ class ParquetConsumer:
         self.stop_event = threading.Event()
         bridge = use_bridge() if client is None else client == "bridge"
         if bridge:
-            self._source: BridgeSource | ConfluentSource = BridgeSource(
-                brokers, topic, group_id, self._on_revoke
-            )
+            self._source: BridgeSource | ConfluentSource = BridgeSource(brokers, topic, group_id, self._on_revoke)
         else:
             self._source = ConfluentSource(brokers, topic, group_id, self._on_revoke, batch_records)
         self.stats.client = self._source.name
-        self._dlq = Producer(
-            {
-                "bootstrap.servers": brokers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "log_level": 3,
-                "on_delivery": self._on_dlq_delivery,
-            }
-        )
+        self._dlq = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all",
+                              "log_level": 3, "on_delivery": self._on_dlq_delivery})
         self._dlq_errors: list[str] = []
         self._dlq_unflushed = 0
         self._put_fs = _s3_put_filesystem(lake)
@@ -284,12 +255,8 @@ class ParquetConsumer:
 
     def run(self, *, idle_exit_seconds: float | None = None) -> ConsumerStats:
         """Consume until stopped (or until nothing arrived for ``idle_exit_seconds``)."""
-        log.info(
-            "parquet-consumer: Kafka client %s, topic %s, lake %s",
-            self._source.name,
-            self.topic,
-            self.lake.uri,
-        )
+        log.info("parquet-consumer: Kafka client %s, topic %s, lake %s", self._source.name, self.topic,
+                 self.lake.uri)
         last_item = time.monotonic()
         try:
             while not self.stop_event.is_set():
@@ -346,10 +313,8 @@ class ParquetConsumer:
         try:
             revoked = set(partitions)
             if lost:
-                log.warning(
-                    "partitions %s lost: dropping what is held of them (re-read by their new owner)",
-                    sorted(revoked),
-                )
+                log.warning("partitions %s lost: dropping what is held of them (re-read by their new owner)",
+                            sorted(revoked))
             else:
                 self._cut(time.monotonic(), force=True, only=revoked)
                 self._drain(revoked)
@@ -490,10 +455,8 @@ class ParquetConsumer:
                 if head.markers:
                     if head.completion is None:
                         # Every earlier write of the partition is done: what we know we wrote is final.
-                        known = {
-                            (sym, day): dict(self._known.get((head.partition, sym, day), {}))
-                            for sym, day, *_ in head.markers
-                        }
+                        known = {(sym, day): dict(self._known.get((head.partition, sym, day), {}))
+                                 for sym, day, *_ in head.markers}
                         head.completion = _Job(head, None, known)
                         self._start(head.completion)
                     break
@@ -519,11 +482,8 @@ class ParquetConsumer:
         """Wait until every landing (of ``partitions``, None = all) is written and complete."""
 
         def busy() -> bool:
-            parts = (
-                self._parts.items()
-                if partitions is None
-                else ((p, self._parts[p]) for p in partitions if p in self._parts)
-            )
+            parts = self._parts.items() if partitions is None else (
+                (p, self._parts[p]) for p in partitions if p in self._parts)
             return any(part.landings for _, part in parts)
 
         while busy():
@@ -538,13 +498,9 @@ class ParquetConsumer:
     def _commit(self, *, force: bool = False, only: set[int] | None = None) -> None:
         """Commit each partition's landed offset (every ``commit_interval`` s, or when nothing is in
         flight, or forced); dead-lettered messages are confirmed first."""
-        offsets = {
-            p: part.done_through
-            for p, part in self._parts.items()
-            if part.done_through is not None
-            and part.done_through != part.committed
-            and (only is None or p in only)
-        }
+        offsets = {p: part.done_through for p, part in self._parts.items()
+                   if part.done_through is not None and part.done_through != part.committed
+                   and (only is None or p in only)}
         if not offsets:
             return
         now = time.monotonic()
@@ -601,19 +557,11 @@ class ParquetConsumer:
         self.lake.fs.move(tmp, path)
 
     def _complete_all(self, markers: list, known: dict) -> list[tuple[str, str] | None]:
-        return [
-            self._complete(symbol, day, eos, session, known.get((symbol, day)))
-            for symbol, day, eos, _offset, session in markers
-        ]
+        return [self._complete(symbol, day, eos, session, known.get((symbol, day)))
+                for symbol, day, eos, _offset, session in markers]
 
-    def _complete(
-        self,
-        symbol: str,
-        day,
-        eos: EndOfSession,
-        session: dict | None = None,
-        known: dict[str, _Written] | None = None,
-    ) -> tuple[str, str] | None:
+    def _complete(self, symbol: str, day, eos: EndOfSession, session: dict | None = None,
+                  known: dict[str, _Written] | None = None) -> tuple[str, str] | None:
         """Write the partition's _SUCCESS if the lake holds every seq of the session; returns
         (symbol, date), or None when the session is incomplete.
 
@@ -626,11 +574,8 @@ class ParquetConsumer:
         known = known or {}
         pdir = self.lake.partition_dir("events", symbol, day)
         infos = [
-            i
-            for i in self.lake.fs.get_file_info(pafs.FileSelector(pdir, allow_not_found=True))
-            if i.type == pafs.FileType.File
-            and i.base_name.endswith(".parquet")
-            and not i.base_name.startswith(".")
+            i for i in self.lake.fs.get_file_info(pafs.FileSelector(pdir, allow_not_found=True))
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
         ]
         files = [i.path for i in infos]
         mine = []
@@ -644,9 +589,7 @@ class ParquetConsumer:
         seqs = None
         ts_bounds = [(w.ts_min, w.ts_max) for w in mine if w.ts_min is not None]
         if others:
-            cols = pads.dataset(others, filesystem=self.lake.fs, format="parquet").to_table(
-                columns=["seq", "ts_ns"]
-            )
+            cols = pads.dataset(others, filesystem=self.lake.fs, format="parquet").to_table(columns=["seq", "ts_ns"])
             if cols.num_rows:
                 seqs = cols["seq"].to_numpy()
                 lo, hi = (v.as_py() for v in pc.min_max(cols["ts_ns"]).values())
@@ -670,38 +613,21 @@ class ParquetConsumer:
         if distinct != eos.events:
             log.warning(
                 "%s %s: end of session says %d events but the lake holds %d distinct seqs; not marking complete "
-                "(republish the session from its .qrsdp file)",
-                symbol,
-                day,
-                eos.events,
-                distinct,
+                "(republish the session from its .qrsdp file)", symbol, day, eos.events, distinct,
             )
             return None
         if session is not None:
             info = SessionInfo(
-                symbol=symbol,
-                date=day,
-                seed=int(session["seed"]),
-                open_ticks=int(session["open_ticks"]),
-                close_ticks=int(eos.close_ticks),
-                tick_size=int(session["tick_size"]),
-                market_open_ns=int(session["market_open_ns"]),
-                session_seconds=int(session["session_seconds"]),
-                events=eos.events,
-                first_ts_ns=first_ts,
-                last_ts_ns=last_ts,
-                source=f"kafka:{self.topic}",
+                symbol=symbol, date=day, seed=int(session["seed"]), open_ticks=int(session["open_ticks"]),
+                close_ticks=int(eos.close_ticks), tick_size=int(session["tick_size"]),
+                market_open_ns=int(session["market_open_ns"]), session_seconds=int(session["session_seconds"]),
+                events=eos.events, first_ts_ns=first_ts, last_ts_ns=last_ts, source=f"kafka:{self.topic}",
             )
-            self.lake.write_partition(
-                "sessions", symbol, day, sessions_table(info), marker_extra={"source": "kafka"}
-            )
+            self.lake.write_partition("sessions", symbol, day, sessions_table(info),
+                                      marker_extra={"source": "kafka"})
         marker = PartitionMarker(
-            table="events",
-            symbol=symbol,
-            date=day,
-            rows=eos.events,
-            files=tuple(sorted(posixpath.basename(f) for f in files)),
-            landed_at=utc_now_iso(),
+            table="events", symbol=symbol, date=day, rows=eos.events,
+            files=tuple(sorted(posixpath.basename(f) for f in files)), landed_at=utc_now_iso(),
             extra={"source": "kafka", "close_ticks": eos.close_ticks},
         )
         self._put(posixpath.join(pdir, MARKER_NAME), marker.to_json().encode())
@@ -725,11 +651,5 @@ class ParquetConsumer:
         self.stats.dead_lettered += 1
         n = self.stats.dead_lettered
         if n <= 10 or n & (n - 1) == 0:  # the first ten, then every power of two: never a log flood
-            log.warning(
-                "dead-lettered %s/%d@%d (%d so far): %s",
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                n,
-                reason,
-            )
+            log.warning("dead-lettered %s/%d@%d (%d so far): %s", message.topic(), message.partition(),
+                        message.offset(), n, reason)
