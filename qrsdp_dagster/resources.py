@@ -57,6 +57,10 @@ class SimulationResource(dg.ConfigurableResource):
     hawkes_cap: float = 5.0
     hawkes_base: str = "simple"
     factor_loading: float = 0.0
+    # chaining onto a session simulated with another configuration is refused unless this is set
+    allow_config_change: bool = False
+    # a trade-price plot per session, written beside the file (PNG) and referenced in the metadata
+    price_plots: bool = True
 
     @property
     def sessions_dir(self) -> Path:
@@ -88,6 +92,9 @@ class SimulationResource(dg.ConfigurableResource):
 
     def manifest_file(self, symbol: str, date: dt.date) -> Path:
         return self.session_file(symbol, date).with_suffix(MANIFEST_SUFFIX)
+
+    def plot_file(self, symbol: str, date: dt.date) -> Path:
+        return self.session_file(symbol, date).with_suffix(".png")
 
     def read_manifest(self, symbol: str, date: dt.date) -> dict[str, Any] | None:
         path = self.manifest_file(symbol, date)
@@ -182,17 +189,17 @@ class WarehouseResource(dg.ConfigurableResource):
     min_events_per_session: int = 1000
     max_events_per_session: int = 20_000_000
 
-    def dbt_vars(self, lake: Lake, partitions: list[tuple[str, dt.date]]) -> dict[str, Any]:
-        return {
-            "lake_root": lake.query_root,
-            "partitions": [{"symbol": s, "date": d.isoformat()} for s, d in partitions],
-            "min_events_per_session": self.min_events_per_session,
-            "max_events_per_session": self.max_events_per_session,
+    def dbt_env(self, lake: Lake, partitions_file: Path | None = None) -> dict[str, str]:
+        """Environment the dbt subprocess needs: the DuckDB file, the lake, the run's partitions file,
+        the data-quality bounds, and for an s3:// lake httpfs and the S3 secret. Everything per run
+        goes here rather than into ``--vars`` (which would make dbt re-parse the project)."""
+        env = {
+            "QRSDP_DUCKDB_PATH": str(Path(self.duckdb_path).resolve()),
+            "QRSDP_LAKE_ROOT": lake.query_root,
+            "QRSDP_MIN_EVENTS_PER_SESSION": str(self.min_events_per_session),
+            "QRSDP_MAX_EVENTS_PER_SESSION": str(self.max_events_per_session),
+            "QRSDP_DBT_PARTITIONS_FILE": str(partitions_file) if partitions_file else "",
         }
-
-    def dbt_env(self, lake: Lake) -> dict[str, str]:
-        """Environment the dbt subprocess needs (profile path; S3 secret for an s3:// lake)."""
-        env = {"QRSDP_DUCKDB_PATH": str(Path(self.duckdb_path).resolve()), "QRSDP_LAKE_ROOT": lake.query_root}
         if not lake.is_local and lake.s3 is not None:
             import duckdb
             import duckdb_extension_httpfs
@@ -211,10 +218,11 @@ class WarehouseResource(dg.ConfigurableResource):
         return env
 
     @contextlib.contextmanager
-    def environment(self, lake: Lake) -> Iterator[None]:
+    def environment(self, lake: Lake, partitions_file: Path | None = None) -> Iterator[None]:
         """Export dbt_env() to os.environ for the duration (dbt runs as a subprocess that inherits it)."""
-        saved = {k: os.environ.get(k) for k in self.dbt_env(lake)}
-        os.environ.update(self.dbt_env(lake))
+        env = self.dbt_env(lake, partitions_file)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             yield
         finally:

@@ -14,6 +14,17 @@ from qrsdp_dagster.resources import LakeResource, SimulationResource
 from qrsdp_sim.book import BookReplayError
 from qrsdp_sim.lake import land_book_states, land_session_file
 
+RAW_EVENTS_CHECK = "raw_events_rows_match_session"
+BOOK_STATES_CHECK = "book_states_replay_consistent"
+
+
+def _check_result(name: str, problems: list[str], partitions: int) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not problems,
+        metadata={"partitions": partitions, "problems": dg.MetadataValue.md("\n".join(problems) or "none")},
+    )
+
 
 @dg.asset(
     partitions_def=session_partitions,
@@ -24,10 +35,21 @@ from qrsdp_sim.lake import land_book_states, land_session_file
     owners=["team:qrsdp"],
     description="The session's events as Parquet: raw/events/symbol=SYM/date=YYYY-MM-DD/*.parquet "
     "(symbol, date, seq, the record fields, _landed_at), plus its raw/sessions row.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            RAW_EVENTS_CHECK,
+            asset="raw_events",
+            blocking=True,
+            description="Each landed partition is complete (_SUCCESS written) and holds as many rows as the "
+            "session has events (its manifest).",
+        )
+    ],
 )
-def raw_events(context: AssetExecutionContext, simulation: SimulationResource, lake: LakeResource) -> None:
+def raw_events(context: AssetExecutionContext, simulation: SimulationResource, lake: LakeResource):
     store = lake.lake()
-    for symbol, date in chain_order(context.partition_keys):
+    problems: list[str] = []
+    partitions = chain_order(context.partition_keys)
+    for symbol, date in partitions:
         key = str(session_key(symbol, date))
         manifest = simulation.read_manifest(symbol, date)
         path = simulation.session_file(symbol, date)
@@ -43,6 +65,10 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
         context.log.info(
             f"{key}: landed {events.rows:,} events ({events.bytes:,} bytes) in {events.seconds:.2f}s"
         )
+        marker = store.read_marker("events", symbol, date)
+        if marker is None or marker.rows != manifest["events"] or events.rows != manifest["events"]:
+            problems.append(f"{key}: {events.rows:,} rows landed (marker: {marker and marker.rows}), "
+                            f"the session has {manifest['events']:,} events")  # fmt: skip
         context.add_asset_metadata(
             {
                 "rows": dg.MetadataValue.int(events.rows),
@@ -57,6 +83,8 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
             },
             partition_key=key,
         )
+    yield dg.MaterializeResult()
+    yield _check_result(RAW_EVENTS_CHECK, problems, len(partitions))
 
 
 @dg.asset(
@@ -68,10 +96,21 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
     owners=["team:qrsdp"],
     description="Best bid/ask price and size after every event, from replaying the landed events through "
     "an order-level book (compiled); raw/book_states/symbol=SYM/date=YYYY-MM-DD/*.parquet.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            BOOK_STATES_CHECK,
+            asset="book_states",
+            blocking=True,
+            description="The replay agrees with the session: one state per landed event, no event flagged, "
+            "and the final floor mid equals the close recorded at landing (the engine's close).",
+        )
+    ],
 )
-def book_states(context: AssetExecutionContext, lake: LakeResource) -> None:
+def book_states(context: AssetExecutionContext, lake: LakeResource):
     store = lake.lake()
-    for symbol, date in chain_order(context.partition_keys):
+    problems: list[str] = []
+    partitions = chain_order(context.partition_keys)
+    for symbol, date in partitions:
         key = str(session_key(symbol, date))
         try:
             report, states = land_book_states(store, symbol, date)
@@ -79,6 +118,15 @@ def book_states(context: AssetExecutionContext, lake: LakeResource) -> None:
             raise dg.Failure(f"book_states {key}: the landed events do not replay: {exc}") from exc
         spread = states.spread[states.two_sided]
         context.log.info(f"{key}: replayed {report.rows:,} events, landed in {report.seconds:.2f}s")
+        landed = store.read_marker("events", symbol, date)
+        close = landed.extra.get("close_ticks") if landed is not None else None
+        final_mid = (int(states.bid_price[-1]) + int(states.ask_price[-1])) // 2 if len(states) else None
+        if landed is None or report.rows != landed.rows:
+            problems.append(f"{key}: {report.rows:,} states for {landed and landed.rows} landed events")
+        if states.n_flagged:
+            problems.append(f"{key}: {states.n_flagged:,} events flagged by the replay")
+        if close is not None and final_mid != close:
+            problems.append(f"{key}: replayed close {final_mid} != engine close {close}")
         context.add_asset_metadata(
             {
                 "rows": dg.MetadataValue.int(report.rows),
@@ -96,3 +144,5 @@ def book_states(context: AssetExecutionContext, lake: LakeResource) -> None:
             },
             partition_key=key,
         )
+    yield dg.MaterializeResult()
+    yield _check_result(BOOK_STATES_CHECK, problems, len(partitions))
