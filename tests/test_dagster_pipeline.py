@@ -196,3 +196,51 @@ def test_ci_command_line_runs_the_slice_job(tmp_path):
         assert con.sql("select count(*), min(date), max(date) from marts.fct_session_summary").fetchone() == (
             4, dt.date(2026, 1, 2), dt.date(2026, 1, 5),
         )  # fmt: skip
+
+
+def test_python_asset_checks_go_red_on_bad_data(tmp_path, monkeypatch):
+    """Each Python asset's check fails (and, being blocking, fails the run) on data that disagrees."""
+    import json
+
+    import qrsdp_dagster.assets.simulation as simulation_assets
+
+    key = str(session_key(SYMBOLS[0], DATES[0]))
+    with dg.instance_for_test() as instance:
+
+        def run(assets: list[str]):
+            result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+                instance=instance, run_config=run_config(tmp_path), partition_key=key,
+                asset_selection=[dg.AssetKey(a) for a in assets], raise_on_error=False,
+            )  # fmt: skip
+            return result, {
+                e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+                for e in result.all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            }
+
+        # a session file that reads back short (here: its reader hands back one record less)
+        real = simulation_assets.read_records
+        monkeypatch.setattr(simulation_assets, "read_records", lambda path: real(path)[:-1])
+        result, checks = run(["session_log"])
+        assert checks == {"session_file_intact": False} and not result.success
+        monkeypatch.setattr(simulation_assets, "read_records", real)
+        result, checks = run(["session_log"])
+        assert checks == {"session_file_intact": True} and result.success
+        # the manifest says more events than the file holds
+        manifest = tmp_path / "sessions" / SYMBOLS[0] / f"{DATES[0]}.json"
+        doc = json.loads(manifest.read_text())
+        doc["events"] += 1
+        manifest.write_text(json.dumps(doc))
+        result, checks = run(["raw_events"])
+        assert checks == {"raw_events_rows_match_session": False} and not result.success
+        doc["events"] -= 1
+        manifest.write_text(json.dumps(doc))
+        result, checks = run(["raw_events"])
+        assert checks == {"raw_events_rows_match_session": True}
+        # the landing recorded another close than the replay ends at
+        marker = tmp_path / "lake" / "raw" / "events" / f"symbol={SYMBOLS[0]}" / f"date={DATES[0]}" / "_SUCCESS"
+        doc = json.loads(marker.read_text())
+        doc["close_ticks"] += 3
+        marker.write_text(json.dumps(doc))
+        result, checks = run(["book_states"])
+        assert checks == {"book_states_replay_consistent": False} and not result.success

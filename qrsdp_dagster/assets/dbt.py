@@ -69,6 +69,17 @@ class QrsdpDbtTranslator(DagsterDbtTranslator):
     def get_owners(self, dbt_resource_props: dict[str, Any]) -> list[str]:
         return ["team:qrsdp"]
 
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project) -> dg.AssetCheckSpec | None:
+        """dagster-dbt leaves a test's own description out of its check: put it in (checks have no
+        owner field in Dagster; the owner goes to the check's metadata, like its asset's)."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        description = " ".join((manifest["nodes"][unique_id].get("description") or "").split())
+        return spec._replace(
+            description=description or spec.description, metadata={**(spec.metadata or {}), "owner": "team:qrsdp"}
+        )
+
 
 def write_partitions_file(path: Path, partitions: list[tuple[str, Any]]) -> Path:
     """The run's partitions as the CSV dbt reads (header ``symbol,date``), written atomically."""

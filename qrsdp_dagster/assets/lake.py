@@ -40,6 +40,7 @@ def _check_result(name: str, problems: list[str], partitions: int) -> dg.AssetCh
             RAW_EVENTS_CHECK,
             asset="raw_events",
             blocking=True,
+            metadata={"owner": "team:qrsdp"},
             description="Each landed partition is complete (_SUCCESS written) and holds as many rows as the "
             "session has events (its manifest).",
         )
@@ -101,6 +102,7 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
             BOOK_STATES_CHECK,
             asset="book_states",
             blocking=True,
+            metadata={"owner": "team:qrsdp"},
             description="The replay agrees with the session: one state per landed event, no event flagged, "
             "and the final floor mid equals the close recorded at landing (the engine's close).",
         )

@@ -101,6 +101,7 @@ SESSION_FILE_CHECK = "session_file_intact"
             SESSION_FILE_CHECK,
             asset="session_log",
             blocking=True,
+            metadata={"owner": "team:qrsdp"},
             description="Each session's .qrsdp file reads back whole: as many records and bytes as its "
             "manifest says, ending at the close the engine reported.",
         )
