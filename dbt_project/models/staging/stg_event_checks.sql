@@ -27,20 +27,21 @@ with landings as (
 
 orders as (
 
-    -- few, narrow aggregate states: this hash table has one entry per order of the run
+    -- six plain integer aggregates per order: this hash table has one entry per order of the run
     select
         symbol,
         date,
         order_id,
-        min(case when event_type <= 1 then cast(seq as integer) end) as add_seq,
-        max(case when event_type <= 1 then cast(seq as integer) end) as last_add_seq,
-        min(case when event_type >= 2 then cast(seq as integer) end) as first_removal_seq,
-        max(case when event_type >= 2 then cast(seq as integer) end) as last_removal_seq,
+        -- the order's first record, and whether it is a removal (low bit): a removal first means
+        -- a CANCEL/EXECUTE with no ADD before it
+        min(cast(seq as bigint) * 2 + (event_type >= 2)::int) as first_record,
+        sum((event_type <= 1)::int) as adds,
+        max(seq) as last_seq,
         -- shares the ADD rested minus every share cancelled or executed since
-        sum(case when event_type <= 1 then cast(qty as integer) else -cast(qty as integer) end) as open_qty,
-        bit_or(cast(1 as utinyint) << side) as sides,
-        min(price_ticks) as min_price_ticks,
-        max(price_ticks) as max_price_ticks
+        sum(case when event_type <= 1 then cast(qty as bigint) else -cast(qty as bigint) end) as open_qty,
+        -- side and price of every record, packed: min <> max when a removal disagrees with its ADD
+        min(cast(side as bigint) * 4294967296 + price_ticks) as min_side_price,
+        max(cast(side as bigint) * 4294967296 + price_ticks) as max_side_price
     from {{ ref('stg_events') }}
     group by all
 
@@ -51,15 +52,11 @@ order_stats as (
     select
         symbol,
         date,
-        count(*) filter (where add_seq <> last_add_seq) as duplicate_add_ids,
-        count(*) filter (
-            where first_removal_seq is not null and (add_seq is null or first_removal_seq < add_seq)
-        ) as removals_without_earlier_add,
-        count(*) filter (
-            where first_removal_seq is not null and add_seq is not null
-                and (bit_count(sides) > 1 or min_price_ticks <> max_price_ticks)
-        ) as removals_off_side_or_price,
-        count(*) filter (where add_seq is not null and open_qty < 0) as overfilled_orders
+        count(*) filter (where adds > 1) as duplicate_add_ids,
+        count(*) filter (where first_record % 2 = 1) as removals_without_earlier_add,
+        count(*) filter (where adds > 0 and first_record % 2 = 0 and min_side_price <> max_side_price)
+            as removals_off_side_or_price,
+        count(*) filter (where adds > 0 and open_qty < 0) as overfilled_orders
     from orders
     group by all
 
@@ -145,7 +142,7 @@ sweep_stats as (
         steps.symbol,
         steps.date,
         count(*) filter (
-            where orders.order_id is null or steps.seq <> orders.last_removal_seq or orders.open_qty <> 0
+            where orders.order_id is null or steps.seq <> orders.last_seq or orders.open_qty <> 0
         ) as sweeps_past_partial_fill
     from sweep_steps as steps
     left join orders using (symbol, date, order_id)
