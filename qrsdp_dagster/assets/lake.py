@@ -9,6 +9,7 @@ Every landing replaces the partition's objects and writes its ``_SUCCESS`` marke
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from qrsdp_dagster.assets import blocking_check, check_result
 from qrsdp_dagster.partitions import chain_order, session_key, session_partitions
 from qrsdp_dagster.resources import LakeResource, SimulationResource
 from qrsdp_sim.book import BookReplayError
@@ -17,13 +18,6 @@ from qrsdp_sim.lake import land_book_states, land_session_file
 RAW_EVENTS_CHECK = "raw_events_rows_match_session"
 BOOK_STATES_CHECK = "book_states_replay_consistent"
 
-
-def _check_result(name: str, problems: list[str], partitions: int) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=name,
-        passed=not problems,
-        metadata={"partitions": partitions, "problems": dg.MetadataValue.md("\n".join(problems) or "none")},
-    )
 
 
 @dg.asset(
@@ -36,12 +30,10 @@ def _check_result(name: str, problems: list[str], partitions: int) -> dg.AssetCh
     description="The session's events as Parquet: raw/events/symbol=SYM/date=YYYY-MM-DD/*.parquet "
     "(symbol, date, seq, the record fields, _landed_at), plus its raw/sessions row.",
     check_specs=[
-        dg.AssetCheckSpec(
+        blocking_check(
             RAW_EVENTS_CHECK,
-            asset="raw_events",
-            blocking=True,
-            metadata={"owner": "team:qrsdp"},
-            description="Each landed partition is complete (_SUCCESS written) and holds as many rows as the "
+            "raw_events",
+            "Each landed partition is complete (_SUCCESS written) and holds as many rows as the "
             "session has events (its manifest).",
         )
     ],
@@ -85,7 +77,7 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
             partition_key=key,
         )
     yield dg.MaterializeResult()
-    yield _check_result(RAW_EVENTS_CHECK, problems, len(partitions))
+    yield check_result(RAW_EVENTS_CHECK, problems, len(partitions))
 
 
 @dg.asset(
@@ -98,12 +90,10 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
     description="Best bid/ask price and size after every event, from replaying the landed events through "
     "an order-level book (compiled); raw/book_states/symbol=SYM/date=YYYY-MM-DD/*.parquet.",
     check_specs=[
-        dg.AssetCheckSpec(
+        blocking_check(
             BOOK_STATES_CHECK,
-            asset="book_states",
-            blocking=True,
-            metadata={"owner": "team:qrsdp"},
-            description="The replay agrees with the session: one state per landed event, no event flagged, "
+            "book_states",
+            "The replay agrees with the session: one state per landed event, no event flagged, "
             "and the final floor mid equals the close recorded at landing (the engine's close).",
         )
     ],
@@ -147,4 +137,4 @@ def book_states(context: AssetExecutionContext, lake: LakeResource):
             partition_key=key,
         )
     yield dg.MaterializeResult()
-    yield _check_result(BOOK_STATES_CHECK, problems, len(partitions))
+    yield check_result(BOOK_STATES_CHECK, problems, len(partitions))

@@ -21,6 +21,7 @@ import dagster as dg
 import numpy as np
 from dagster import AssetExecutionContext
 
+from qrsdp_dagster.assets import blocking_check, check_result
 from qrsdp_dagster.chain import chain_problems, describe_config, session_config
 from qrsdp_dagster.partitions import chain_order, previous_session, session_key, session_partitions, split_key
 from qrsdp_dagster.resources import KafkaResource, SimulationResource
@@ -97,12 +98,10 @@ SESSION_FILE_CHECK = "session_file_intact"
     "the first date to backfill from otherwise. Metadata: events, open/close, the configuration, "
     "the file, a price plot (PNG beside the file).",
     check_specs=[
-        dg.AssetCheckSpec(
+        blocking_check(
             SESSION_FILE_CHECK,
-            asset="session_log",
-            blocking=True,
-            metadata={"owner": "team:qrsdp"},
-            description="Each session's .qrsdp file reads back whole: as many records and bytes as its "
+            "session_log",
+            "Each session's .qrsdp file reads back whole: as many records and bytes as its "
             "manifest says, ending at the close the engine reported.",
         )
     ],
@@ -174,11 +173,7 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
     for key, meta in metadata.items():
         context.add_asset_metadata(meta, partition_key=key)
     yield dg.MaterializeResult()
-    yield dg.AssetCheckResult(
-        check_name=SESSION_FILE_CHECK,
-        passed=not bad_files,
-        metadata={"sessions": len(metadata), "problems": dg.MetadataValue.md("\n".join(bad_files) or "none")},
-    )
+    yield check_result(SESSION_FILE_CHECK, bad_files, len(metadata))
 
 
 def open_source_change(simulation: SimulationResource, symbol: str, date: dt.date, config: dict) -> str:

@@ -99,12 +99,7 @@ book_stats_stored as (
     select
         symbol,
         date,
-        avg(spread_ticks) as mean_spread_ticks,
-        max(spread_ticks) as max_spread_ticks,
-        max(mid_floor_ticks) as high_ticks,
-        min(mid_floor_ticks) as low_ticks,
-        arg_max(mid_floor_ticks, seq) as close_ticks,
-        count(*) filter (where spread_ticks is null) as n_one_sided_states,
+        {{ book_state_stats() }},
         coalesce(sum(previous_spread_ticks * greatest(ts_ns - previous_ts_ns, 0))
             filter (where continues_partition), 0) as inner_spread_ns,
         coalesce(sum(greatest(ts_ns - previous_ts_ns, 0))
@@ -162,12 +157,7 @@ book_stats_reordered as (
     select
         symbol,
         date,
-        avg(spread_ticks) as mean_spread_ticks,
-        max(spread_ticks) as max_spread_ticks,
-        max(mid_floor_ticks) as high_ticks,
-        min(mid_floor_ticks) as low_ticks,
-        arg_max(mid_floor_ticks, seq) as close_ticks,
-        count(*) filter (where spread_ticks is null) as n_one_sided_states,
+        {{ book_state_stats() }},
         sum(spread_ticks * dwell_ns) / nullif(sum(dwell_ns) filter (where spread_ticks is not null), 0)
             as time_weighted_spread_ticks
     from reordered_durations

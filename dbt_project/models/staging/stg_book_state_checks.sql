@@ -47,6 +47,6 @@ reordered_stats as (
 
 select
     per_partition.*,
-    case when in_seq_order then 0 else coalesce(reordered_stats.duplicate_seq, 0) end as duplicate_seq
+    cast(case when in_seq_order then 0 else coalesce(reordered_stats.duplicate_seq, 0) end as bigint) as duplicate_seq
 from per_partition
 left join reordered_stats using (symbol, date)

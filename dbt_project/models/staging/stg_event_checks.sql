@@ -153,13 +153,13 @@ sweep_stats as (
 select
     landings.symbol,
     landings.date,
-    coalesce(sequence_stats.n_events, 0) as n_events,
+    cast(coalesce(sequence_stats.n_events, 0) as bigint) as n_events,
     landings.landed_rows,
     landings.in_seq_order,
-    sequence_stats.min_seq,
-    sequence_stats.max_seq,
-    coalesce(sequence_stats.duplicate_seq, 0) as duplicate_seq,
-    coalesce(sequence_stats.ts_backwards, 0) as ts_backwards,
+    cast(sequence_stats.min_seq as bigint) as min_seq,
+    cast(sequence_stats.max_seq as bigint) as max_seq,
+    cast(coalesce(sequence_stats.duplicate_seq, 0) as bigint) as duplicate_seq,
+    cast(coalesce(sequence_stats.ts_backwards, 0) as bigint) as ts_backwards,
     landings.null_seq,
     landings.null_ts_ns,
     landings.null_event_type,
@@ -172,8 +172,8 @@ select
     coalesce(order_stats.removals_off_side_or_price, 0) as removals_off_side_or_price,
     coalesce(order_stats.overfilled_orders, 0) as overfilled_orders,
     coalesce(sweep_stats.sweeps_past_partial_fill, 0) as sweeps_past_partial_fill,
-    coalesce(sequence_stats.executions, 0) as executions,
-    coalesce(sequence_stats.executed_shares, 0) as executed_shares
+    cast(coalesce(sequence_stats.executions, 0) as bigint) as executions,
+    cast(coalesce(sequence_stats.executed_shares, 0) as bigint) as executed_shares
 from landings
 left join sequence_stats using (symbol, date)
 left join order_stats using (symbol, date)
