@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import importlib.metadata
 import json
 import os
 import sys
@@ -23,6 +25,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
+from packaging.version import Version
 
 from qrsdp_dagster.settings import SETTINGS, Settings
 from qrsdp_sim.engine.factor import MarketFactor
@@ -238,6 +241,21 @@ class WarehouseResource(dg.ConfigurableResource):
         return duckdb.connect(str(self.duckdb_path), read_only=read_only)
 
 
+class QrsdpDbtCliResource(DbtCliResource):
+    """dagster-dbt's CLI resource without two start-up costs it pays on every invocation: a
+    ``dbt --version`` subprocess (a whole dbt start, several seconds on 2 cores) to learn the
+    version -- here read from the installed dbt-core, which is the dbt next to this Python -- and an
+    in-process dbt adapter, used only to fetch extra metadata (row counts, column schemas) that
+    these assets do not ask for. ``tests/test_dagster_pipeline.py`` runs the real dbt through it."""
+
+    @functools.cached_property
+    def _cli_version(self) -> Version:
+        return Version(importlib.metadata.version("dbt-core"))
+
+    def _initialize_dbt_core_adapter(self, args: Any) -> Any:
+        return None
+
+
 def dbt_executable() -> str:
     """The dbt next to this Python (so dbt is found without the virtualenv on PATH)."""
     beside = Path(sys.executable).with_name("dbt")
@@ -270,7 +288,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         "warehouse": WarehouseResource(
             duckdb_path=str(s.duckdb_path), dbt_project_dir=str(s.dbt_project_dir)
         ),
-        "dbt": DbtCliResource(
+        "dbt": QrsdpDbtCliResource(
             project_dir=str(s.dbt_project_dir),
             profiles_dir=str(s.dbt_project_dir),
             dbt_executable=dbt_executable(),
