@@ -24,7 +24,7 @@ from qrsdp_sim.engine.calendar import previous_trading_date, trading_dates
 
 CONFIG_FIELDS = (
     "session_seconds", "market_open", "tick_size", "levels_per_side", "initial_spread_ticks", "initial_depth",
-    "model", "market_factor", "base_seed",
+    "model", "realism", "market_factor", "base_seed",
 )  # fmt: skip
 """Manifest fields that make up a session's configuration (compared when chaining)."""
 
