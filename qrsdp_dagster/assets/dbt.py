@@ -26,7 +26,13 @@ from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from qrsdp_dagster.partitions import SETTINGS, chain_order, session_partitions
-from qrsdp_dagster.resources import LakeResource, SimulationResource, WarehouseResource, dbt_executable
+from qrsdp_dagster.resources import (
+    LakeResource,
+    QrsdpDbtCliResource,
+    SimulationResource,
+    WarehouseResource,
+    dbt_executable,
+)
 
 DBT_POOL = "qrsdp_duckdb"
 _SOURCE_SUFFIXES = {".sql", ".yml", ".yaml"}
@@ -56,9 +62,18 @@ def ensure_manifest(project_dir: Path) -> Path:
     with open(project_dir / "target" / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stale():
-            DbtCliResource(
-                project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
-            ).cli(["parse", "--quiet"], target_path=Path("target")).wait()
+            # parse against the warehouse a run of this location uses by default: the partial parse
+            # saved here (copied into each run's target) stays valid for it (a different DuckDB
+            # path in the profile makes dbt parse everything again)
+            saved = os.environ.get("QRSDP_DUCKDB_PATH")
+            os.environ["QRSDP_DUCKDB_PATH"] = saved or str(Path(SETTINGS.duckdb_path).resolve())
+            try:
+                QrsdpDbtCliResource(
+                    project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
+                ).cli(["parse", "--quiet"], target_path=Path("target")).wait()
+            finally:
+                if saved is None:
+                    os.environ.pop("QRSDP_DUCKDB_PATH", None)
     return manifest
 
 
