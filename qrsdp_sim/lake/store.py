@@ -242,7 +242,8 @@ class Lake:
         stamp = dt.datetime.fromisoformat(marker.landed_at).astimezone(dt.UTC)
         name = f"{stamp.strftime('%Y%m%dT%H%M%S%f')}_{marker.symbol}_{marker.date.isoformat()}.json"
         path = posixpath.join(self.landings_dir(marker.table, landing_hour(stamp)), name)
-        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        if self.is_local:  # on S3 the prefix is the directory: no directory objects
+            self.fs.create_dir(posixpath.dirname(path), recursive=True)
         self._write_bytes(path, marker.to_json().encode())
         return path
 
