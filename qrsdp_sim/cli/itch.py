@@ -220,6 +220,10 @@ def itch_export_command(
         f"wrote {summary['output']}: {summary['date']} {','.join(summary['symbols'])}, {summary['messages']:,} "
         f"messages ({summary['events']:,} events), {summary['bytes']:,} bytes"
     )
+    if summary["rejected"]:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(summary["rejected"].items()))
+        typer.echo(f"itch-export: refused {sum(summary['rejected'].values()):,} records the feed cannot carry "
+                   f"({reasons}); first: {summary['first_rejected'][0]}", err=True)
 
 
 def register(app: typer.Typer) -> None:
