@@ -8,9 +8,8 @@ import struct
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from itch_streams import sweep_session
+from typer.testing import CliRunner
 
 from qrsdp_sim.cli import app
 from qrsdp_sim.engine.runner import RunSpec, Security, run

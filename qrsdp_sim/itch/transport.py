@@ -87,9 +87,12 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
             raise ValueError(f"expected HOST:PORT, got {text!r}")
         return text, default_port
     try:
-        return host or "127.0.0.1", int(port)
+        number = int(port)
     except ValueError:
         raise ValueError(f"invalid port in {text!r}") from None
+    if not 0 <= number <= 65_535:
+        raise ValueError(f"port {number} in {text!r} is not 0..65535")
+    return host or "127.0.0.1", number
 
 
 def _set_buffer(sock: socket.socket, option: int, size: int) -> None:
