@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -113,6 +114,9 @@ def itch_stream_command(
     --dead-letter-topic with the reason. Re-requests are answered on UDP 5002 within per-requester and
     total budgets.
     """
+    stop_early: list[int] = []  # a SIGTERM while the modules below load is honoured once the streamer exists
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop_early.append(signum))
     from qrsdp_sim.itch.feed import parse_symbols
     from qrsdp_sim.itch.retransmit import Limits
     from qrsdp_sim.itch.streamer import Streamer, StreamerConfig
@@ -137,6 +141,8 @@ def itch_stream_command(
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from None
     streamer.install_signal_handlers()
+    if stop_early:
+        streamer.stop()
     try:
         summary = streamer.run()
     except Exception as exc:  # Kafka unreachable, a port taken ...: one line (the traceback with -v)
