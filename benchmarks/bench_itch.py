@@ -37,6 +37,7 @@ from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DayFeed, Directory
 from qrsdp_sim.itch.listener import Listener, ListenerConfig
+from qrsdp_sim.itch.order_state import OrderTable
 from qrsdp_sim.itch.transport import MMSGHDR
 from qrsdp_sim.sinks.memory import InMemorySink
 
@@ -53,10 +54,11 @@ def best_of(n: int, fn) -> float:
 
 
 def encode_all(feed: DayFeed, records: np.ndarray, batch: int = 65_536) -> Framed:
+    orders = OrderTable()
     parts = [feed.opening(int(records["ts_ns"][0]))]
     seq = parts[0].count + 1
     for lo in range(0, len(records), batch):
-        f = feed.orders("AAPL", records[lo : lo + batch], seq)
+        f = feed.orders(records[lo : lo + batch], 1, seq, orders).framed
         seq += f.count
         parts.append(f)
     parts.append(feed.closing(int(records["ts_ns"].max())))

@@ -39,12 +39,18 @@ class StateError(RuntimeError):
 
 @dataclass
 class Held:
-    """Consecutive accepted events of one stock, held for the merge (``seq``/``offset`` per event)."""
+    """Consecutive accepted events of one stock, held for the merge: record ``i`` came with Kafka seq
+    ``seq0 + i`` at offset ``offset0 + i`` (a run with refused events in it is held as several)."""
 
     records: np.ndarray
-    seq: np.ndarray  # int64 Kafka seq
-    offset: np.ndarray  # int64 Kafka offset
+    seq0: int
+    offset0: int
     arrived: float  # monotonic time the batch was read
+
+    def cut(self, k: int) -> tuple[Held, Held]:
+        """(the first ``k`` events, the rest)."""
+        return (Held(self.records[:k], self.seq0, self.offset0, self.arrived),
+                Held(self.records[k:], self.seq0 + k, self.offset0 + k, self.arrived))
 
 
 @dataclass

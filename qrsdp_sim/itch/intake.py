@@ -17,6 +17,7 @@ sent rebuild the day's resting orders instead of being held again.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,36 +251,38 @@ class Intake:
         reasons, ss.last_ts = check_stock(records, locate=locate, n_locates=self.directory.n,
                                           tick_size=self.feed.tick_size, last_ts=ss.last_ts)
         ss.next_seq = seq0 + len(records)
-        seq = np.arange(seq0, seq0 + len(records), dtype=np.int64)
-        offset = np.arange(run.first_offset + first, run.first_offset + first + len(records), dtype=np.int64)
+        offset0 = run.first_offset + first
         bad = np.flatnonzero(reasons)
-        if len(bad):
-            if fresh:
-                for i in bad:
-                    code = int(reasons[i])
-                    self._dead_run_record(run, first + int(i), describe(code, records[i], self.feed.tick_size),
-                                          REASON_NAMES[code])
-            good = reasons == 0
-            records, seq, offset = records[good], seq[good], offset[good]
-        if not len(records):
-            return
-        if ss.start < 0:
-            ss.start = int(offset[0])
-        ss.seen = True
-        day.read_ts = max(day.read_ts, ss.last_ts)
-        if int(seq[0]) < ss.sent:
-            # read again after a restart, and sent before it: only rebuilds the resting orders
-            k = int(np.searchsorted(seq, ss.sent, "left"))
-            self.feed.orders(records[:k], locate, 1, day.orders, write=False)
-            records, seq, offset = records[k:], seq[k:], offset[k:]
-            if not len(records):
-                return
-        ss.held.append(Held(records, seq, offset, now))
-        ss.held_count += len(records)
+        if len(bad) and fresh:
+            for i in bad:
+                code = int(reasons[i])
+                self._dead_run_record(run, first + int(i), describe(code, records[i], self.feed.tick_size),
+                                      REASON_NAMES[code])
+        # the accepted events, as runs of consecutive ones (refused events cut them)
+        bounds = [-1, *bad.tolist(), len(records)]
+        for a, b in itertools.pairwise(bounds):
+            if b - a > 1:
+                self._accept(day, ss, locate, Held(records[a + 1 : b], seq0 + a + 1, offset0 + a + 1, now))
         if day.arrivals and day.arrivals[-1][0] == now:
             day.arrivals[-1] = (now, day.read_ts)
         else:
             day.arrivals.append((now, day.read_ts))
+
+    def _accept(self, day: DayState, ss: StockState, locate: int, h: Held) -> None:
+        """Hold accepted events for the merge -- or, read again after a restart and sent before it, only
+        apply them to the resting orders."""
+        if ss.start < 0:
+            ss.start = h.offset0
+        ss.seen = True
+        day.read_ts = max(day.read_ts, ss.last_ts)
+        if h.seq0 < ss.sent:
+            k = min(ss.sent - h.seq0, len(h.records))
+            done, h = h.cut(k)
+            self.feed.orders(done.records, locate, 1, day.orders, write=False)
+            if not len(h.records):
+                return
+        ss.held.append(h)
+        ss.held_count += len(h.records)
 
     def _message(self, msg: Any, now: float, fresh: bool) -> None:
         value = msg.value()

@@ -29,20 +29,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from qrsdp_sim.itch.feed_state import CUT_ALL, DayState, Held
-from qrsdp_sim.records import RECORD_DTYPE
 
 
 @dataclass
 class Taken:
-    """Events taken from the held queues for one send, in send order."""
+    """Events taken from the held queues for one send: ``parts`` (symbol, held events) in locate order,
+    and when several stocks contribute, ``order``: the merge of their concatenation into send order."""
 
-    records: np.ndarray
-    locates: np.ndarray  # uint16
-    seq: np.ndarray  # int64 Kafka seq
-    offset: np.ndarray  # int64 Kafka offset
+    parts: list[tuple[str, Held]]
+    order: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.records)
+        return sum(len(h.records) for _s, h in self.parts)
+
+    def merged(self, locate_of: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(records, locates, Kafka seqs, Kafka offsets) in send order, as arrays."""
+        recs = np.concatenate([h.records for _s, h in self.parts])
+        locs = np.concatenate([np.full(len(h.records), locate_of[s], np.uint16) for s, h in self.parts])
+        seqs = np.concatenate([np.arange(h.seq0, h.seq0 + len(h.records), dtype=np.int64) for _s, h in self.parts])
+        offs = np.concatenate([np.arange(h.offset0, h.offset0 + len(h.records), dtype=np.int64)
+                               for _s, h in self.parts])
+        if self.order is not None:
+            recs, locs, seqs, offs = recs[self.order], locs[self.order], seqs[self.order], offs[self.order]
+        return recs, locs, seqs, offs
 
 
 def watermark(day: DayState, symbols: tuple[str, ...]) -> int:
@@ -94,8 +103,8 @@ def _take_stock(queue, c: int) -> tuple[list[Held], int]:
         if k == len(ts):
             parts.append(queue.popleft())
         else:
-            parts.append(Held(h.records[:k], h.seq[:k], h.offset[:k], h.arrived))
-            queue[0] = Held(h.records[k:], h.seq[k:], h.offset[k:], h.arrived)
+            head, queue[0] = h.cut(k)
+            parts.append(head)
         n += k
         if k < len(ts):
             break
@@ -103,29 +112,23 @@ def _take_stock(queue, c: int) -> tuple[list[Held], int]:
 
 
 def take(day: DayState, locate_of: dict[str, int], c: int) -> Taken:
-    """Take every held event below cut ``c`` from the day's stocks, merged in send order."""
-    recs, locs, seqs, offs = [], [], [], []
+    """Take every held event below cut ``c`` from the day's stocks."""
+    parts: list[tuple[str, Held]] = []
+    stocks = 0
     for sym in sorted(day.stocks, key=locate_of.__getitem__):
         s = day.stocks[sym]
         if not s.held:
             continue
-        parts, n = _take_stock(s.held, c)
+        got, n = _take_stock(s.held, c)
         if not n:
             continue
         s.held_count -= n
-        recs.extend(h.records for h in parts)
-        seqs.extend(h.seq for h in parts)
-        offs.extend(h.offset for h in parts)
-        locs.append(np.full(n, locate_of[sym], np.uint16))
-    if not recs:
-        return Taken(np.empty(0, RECORD_DTYPE), np.empty(0, np.uint16), np.empty(0, np.int64), np.empty(0, np.int64))
-    out = Taken(np.concatenate(recs) if len(recs) > 1 else recs[0],
-                np.concatenate(locs) if len(locs) > 1 else locs[0],
-                np.concatenate(seqs) if len(seqs) > 1 else seqs[0],
-                np.concatenate(offs) if len(offs) > 1 else offs[0])
-    if len(locs) > 1:
+        parts += [(sym, h) for h in got]
+        stocks += 1
+    out = Taken(parts)
+    if stocks > 1:
         # each stock's part is in time order: a stable sort by time merges them, ties by locate (the
         # concatenation order) and then by each stock's own order
-        order = np.argsort(out.records["ts_ns"], kind="stable")
-        out = Taken(out.records[order], out.locates[order], out.seq[order], out.offset[order])
+        ts = np.concatenate([h.records["ts_ns"] for _s, h in parts])
+        out.order = np.argsort(ts, kind="stable")
     return out

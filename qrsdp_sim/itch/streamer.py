@@ -317,35 +317,48 @@ class Streamer:
     def _send_day(self, out: list, date: str, day, c: int) -> None:
         taken = merge.take(day, self._locate, c)
         for s in day.stocks.values():
-            s.sent = int(s.held[0].seq[0]) if s.held else s.next_seq
-        if not len(taken):
+            s.sent = s.held[0].seq0 if s.held else s.next_seq
+        if not taken.parts:
             return
         sid = mold.session_id(date)
-        recs = taken.records
         if not day.started:
             day.started = True
-            day.first_ts = int(recs["ts_ns"][0])
+            day.first_ts = min(int(h.records["ts_ns"][0]) for _s, h in taken.parts)
             opening = self.feed.opening(day.first_ts)
             out.append(Data(sid, 1, opening, paced=False))
             day.next_seq = 1 + opening.count
             self.counters.sessions_started += 1
-        enc = self.feed.orders(recs, taken.locates, day.next_seq, day.orders)
+        if taken.order is None:  # one stock: its parts go out as they are, one after the other
+            for sym, h in taken.parts:
+                self._encode(out, sid, date, day, h.records, self._locate[sym], merge.Taken([(sym, h)]))
+            return
+        recs, locs, _seq, _off = taken.merged(self._locate)
+        self._encode(out, sid, date, day, recs, locs, taken)
+
+    def _encode(self, out: list, sid: bytes, date: str, day, recs: np.ndarray, locs: np.ndarray | int,
+                taken: merge.Taken) -> None:
+        """Encode events in send order; dead-letter those their resting order refuses (their Kafka seqs
+        and offsets come from ``taken``, worked out only then)."""
+        enc = self.feed.orders(recs, locs, day.next_seq, day.orders)
         bad = enc.rejected
         if len(bad):
+            _r, _l, seqs, offs = taken.merged(self._locate)
             symbols = self.directory.symbols
             for i in bad:
                 code = int(enc.reasons[i])
-                sym = symbols[int(taken.locates[i]) - 1]
-                self.intake.dead_record(sym, date, day.stocks[sym].partition, int(taken.offset[i]), int(taken.seq[i]),
-                                        recs[i], REASON_NAMES[code],
+                loc = int(locs[i]) if isinstance(locs, np.ndarray) else locs
+                sym = symbols[loc - 1]
+                self.intake.dead_record(sym, date, day.stocks[sym].partition, int(offs[i]), int(seqs[i]), recs[i],
+                                        REASON_NAMES[code],
                                         describe(code, recs[i], self.feed.tick_size, int(enc.rest[i])))
         framed = enc.framed
         if framed.count:
             ts = framed.ts
-            self.counters.merge_late += int(np.searchsorted(ts, np.uint64(day.max_ts), "left")) if day.max_ts else 0
+            if day.max_ts:
+                self.counters.merge_late += int(np.searchsorted(ts, np.uint64(day.max_ts), "left"))
             out.append(Data(sid, day.next_seq, framed))
             day.next_seq += framed.count
-            day.max_ts = max(day.max_ts, int(ts.max()))
+            day.max_ts = max(day.max_ts, int(ts[-1]))
             self.counters.events += framed.count
 
     def _close_day(self, out: list, date: str) -> None:

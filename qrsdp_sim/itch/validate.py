@@ -60,6 +60,7 @@ REASON_NAMES: dict[int, str] = {
 _EMPTY_REF = np.uint64(0xFFFF_FFFF_FFFF_FFFF)  # the order tables' free-slot marker: no reference may take it
 _MAX_TS = np.uint64(MAX_TIMESTAMP)
 _MAX_PRICE = np.int64(MAX_PRICE)
+_SAFE_ID = np.uint64((2**64 - 2 - 65_535) // 65_535)  # ids up to this have a reference with any directory
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -80,9 +81,10 @@ def stateless_reason(rtype, ts, price_ticks, qty, order_id, side, locate, n_loca
     oid = np.uint64(order_id)
     if oid == np.uint64(0):
         return BAD_ORDER_ID
-    limit = (_EMPTY_REF - np.uint64(1) - np.uint64(locate)) // np.uint64(n_locates)
-    if oid - np.uint64(1) > limit:
-        return BAD_ORDER_ID
+    if oid > _SAFE_ID:  # rare: only then the exact (dividing) check whether the reference fits 64 bits
+        limit = (_EMPTY_REF - np.uint64(1) - np.uint64(locate)) // np.uint64(n_locates)
+        if oid - np.uint64(1) > limit:
+            return BAD_ORDER_ID
     if rtype <= 1:
         if side != rtype:
             return ADD_SIDE
