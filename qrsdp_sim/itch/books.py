@@ -56,12 +56,15 @@ _I32_MAX = np.int64(2**31 - 1)
 def _to_records(
     mtype, locate, ts, ref, ref2, side, shares, price, tick,
     keys, t_side, t_price, t_rem, t_loc, shift, mask, live, max_orders,
-    r_ts, r_type, r_side, r_price, r_qty, r_id, r_loc, r_msg, errors,
+    r_ts, r_type, r_side, r_price, r_qty, r_id, r_loc, r_msg, errors, start, k,
 ):  # pragma: no cover - compiled  # fmt: skip
-    """Order-book messages -> records via the order table; returns the number of records."""
-    k = 0
-    for i in range(len(mtype)):
+    """Order-book messages ``start`` ... -> records via the order table (``k`` made so far); returns (next
+    message, records). Stops before a new order when the table is half full: the caller grows it."""
+    half = (mask + 1) // 2
+    for i in range(start, len(mtype)):
         t = mtype[i]
+        if t in (A, F, U) and half <= live[0] < max_orders:
+            return i, k
         if t in (A, F, U):  # a new order (U: after taking out the old one)
             err = 0
             if t == U:
@@ -151,7 +154,7 @@ def _to_records(
                 live[0] -= 1
             else:
                 t_rem[s] = rest - q
-    return k
+    return len(mtype), k
 
 
 @dataclass
@@ -171,7 +174,7 @@ class Books:
         if tick_size < 1:
             raise ValueError(f"tick size must be >= 1, got {tick_size}")
         self.tick_size = int(tick_size)
-        self.orders = OrderTable(max_orders, 1 << 16)
+        self.orders = OrderTable(max_orders)
         self.books: dict[int, OrderBook] = {}
         self.errors = 0  # messages or records that hit an error (crossed books included)
         self.error_kinds: dict[str, int] = {}
@@ -185,18 +188,24 @@ class Books:
         mtype = cols["mtype"]
         n = len(mtype)
         t = self.orders
-        t.reserve(n)
         out = {
             "ts": np.empty(2 * n, np.uint64), "type": np.empty(2 * n, np.uint8), "side": np.empty(2 * n, np.uint8),
             "price": np.empty(2 * n, np.int32), "qty": np.empty(2 * n, np.uint32), "id": np.empty(2 * n, np.uint64),
             "loc": np.empty(2 * n, np.uint16), "msg": np.empty(2 * n, np.int64),
         }  # fmt: skip
         errors = np.zeros(n, np.uint8)
-        k = _to_records(
-            mtype, cols["locate"], cols["ts"], cols["ref"], cols["ref2"], cols["side"], cols["shares"], cols["price"],
-            np.int64(self.tick_size), *t.columns, t.live, np.int64(t.max_orders),
-            out["ts"], out["type"], out["side"], out["price"], out["qty"], out["id"], out["loc"], out["msg"], errors,
-        )  # fmt: skip
+        i = k = 0
+        while True:
+            i, k = _to_records(
+                mtype, cols["locate"], cols["ts"], cols["ref"], cols["ref2"], cols["side"], cols["shares"],
+                cols["price"], np.int64(self.tick_size), *t.columns, t.live, np.int64(t.max_orders),
+                out["ts"], out["type"], out["side"], out["price"], out["qty"], out["id"], out["loc"], out["msg"],
+                errors, i, k,
+            )  # fmt: skip
+            if i == n:
+                break
+            t.reserve(max(t.orders, 64))  # doubles the table
+        k = int(k)
         bad = errors[errors != 0]
         if len(bad):
             for bit, name in ERROR_NAMES.items():

@@ -128,16 +128,20 @@ def _head(out, pos, length, mtype, locate, ts):  # pragma: no cover - compiled
 def _encode(
     records, locates, n_locates, stocks, tick, first_seq,
     keys, t_side, t_price, t_rem, t_loc, shift, mask, live, max_orders,
-    write, out, offsets, out_ts, reasons, rest_at,
+    write, out, offsets, out_ts, reasons, rest_at, start, k, pos,
 ):  # pragma: no cover - compiled  # fmt: skip
-    """Encode (``write``) or only apply records in order; returns the number of messages.
+    """Encode (``write``) or only apply records ``start`` ... in order, ``k`` messages (``pos`` bytes)
+    written so far; returns (next record, messages, bytes). Stops early, before an add, when the order
+    table is half full (the caller grows it and calls again), so the table stays as small as what
+    rests -- a few cache lines, not one slot per record of the batch.
 
     ``reasons[i]``: 0 when record ``i`` became a message, else why not (``rest_at[i]``: the shares
     left when the reason is an overfill)."""
-    k = 0
-    pos = 0
-    for i in range(len(records)):
+    half = (mask + 1) // 2
+    for i in range(start, len(records)):
         r = records[i]
+        if r.type <= 1 and half <= live[0] < max_orders:
+            return i, k, pos
         loc = locates[i]
         t = r.type
         code = stateless_reason(t, r.ts_ns, r.price_ticks, r.qty, r.order_id, r.side, loc, n_locates, tick)
@@ -207,8 +211,7 @@ def _encode(
             _put(out, p + 12, first_seq + k, 8)
             pos += 33
         k += 1
-    offsets[k] = pos
-    return k
+    return len(records), k, pos
 
 
 @dataclass
@@ -270,14 +273,19 @@ def encode_orders(
     rest = np.zeros(n, np.uint32)
     if n == 0:
         return Encoded(Framed.empty(), reasons, rest)
-    orders.reserve(n)
     out = np.empty(n * 38 if write else 0, np.uint8)
     offsets = np.empty(n + 1 if write else 1, np.int64)
     out_ts = np.empty(n if write else 0, np.uint64)
-    k = _encode(records, locs, np.int64(n_locates), stocks, np.int64(tick_size), np.uint64(first_seq),
-                *orders.columns[:5], orders.shift, orders.mask, orders.live, np.int64(orders.max_orders),
-                write, out, offsets, out_ts, reasons, rest)
+    i = k = pos = 0
+    while True:
+        i, k, pos = _encode(records, locs, np.int64(n_locates), stocks, np.int64(tick_size), np.uint64(first_seq),
+                            *orders.columns[:5], orders.shift, orders.mask, orders.live, np.int64(orders.max_orders),
+                            write, out, offsets, out_ts, reasons, rest, i, k, pos)
+        if i == n:
+            break
+        orders.reserve(max(orders.orders, 64))  # doubles the table
     if not write:
         return Encoded(Framed.empty(), reasons, rest)
     k = int(k)
+    offsets[k] = pos
     return Encoded(Framed(out[: offsets[k]], offsets[: k + 1], out_ts[:k]), reasons, rest)
