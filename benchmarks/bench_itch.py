@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=23_400)
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--no-kafka", action="store_true", help="only the in-process figures (1 and 2)")
+    ap.add_argument("--stream-args", default="",
+                    help="more `qrsdp itch-stream` options for the end-to-end run, e.g. '--batch 262144'")
     ap.add_argument("--client", choices=["auto", "bridge", "python"], default=None,
                     help="the streamer's Kafka client (QRSDP_KAFKA_CLIENT; default: the environment's, else auto)")
     args = ap.parse_args()
@@ -158,7 +160,7 @@ def main() -> None:
                    "--kafka-brokers", args.brokers, "--kafka-topic", topic, "--consumer-group", f"bench-{topic}",
                    "--symbols", "AAPL", "--port", str(port), "--retransmit-port", str(rport),
                    "--exit-after-sessions", "1", "--linger", "5", "--max-runtime", "300",
-                   "--summary-json", str(summary_path)]  # fmt: skip
+                   "--summary-json", str(summary_path), *args.stream_args.split()]  # fmt: skip
             env = dict(os.environ)
             if args.client:
                 env["QRSDP_KAFKA_CLIENT"] = args.client

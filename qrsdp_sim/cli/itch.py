@@ -64,7 +64,7 @@ def itch_stream_command(
     pcap: Annotated[Path | None, typer.Option("--pcap", help="Write every packet sent to this pcap file.")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Pace packets by event time.")] = False,
     speed: Annotated[float, typer.Option("--speed", help="Real-time speed factor (with --realtime).")] = 1.0,
-    batch: Annotated[int, typer.Option("--batch", help="Kafka messages per batch.")] = 65_536,
+    batch: Annotated[int, typer.Option("--batch", help="Kafka messages per step (one write-ahead commit each).")] = 262_144,
     max_packet: Annotated[int, typer.Option("--max-packet", help="UDP payload bytes per packet.")] = 1400,
     dead_letter_topic: Annotated[
         str, typer.Option("--dead-letter-topic", help="Topic for Kafka messages the feed refuses, with the reason.")

@@ -58,7 +58,7 @@ class StreamerConfig:
     pcap: str | None = None
     realtime: bool = False
     speed: float = 1.0
-    batch: int = 65_536
+    batch: int = 262_144  # messages per step: each step costs one synchronous write-ahead commit
     max_packet: int = mold.DEFAULT_MAX_PACKET
     merge_window: float = DEFAULT_MERGE_WINDOW_S  # wall seconds a message waits at most for slower stocks
     merge_max_held: int = DEFAULT_MERGE_MAX_HELD  # messages held for the merge per running day, at most
