@@ -278,12 +278,35 @@ def test_encoder_refuses_records_it_cannot_encode_and_keeps_the_rest() -> None:
     assert encode(records(rows[:0]), locate=1, n_locates=1, stock="A").framed.count == 0
 
 
-def test_check_stock_refuses_time_going_back_within_a_stock() -> None:
-    rec = records([(T0, 0, 0, 1, 1, 1), (T0 - 1, 0, 0, 1, 1, 2), (T0, 9, 0, 1, 1, 3), (T0 + 5, 0, 0, 1, 1, 4)])
-    reasons, last = v.check_stock(rec, locate=1, n_locates=1, tick_size=100, last_ts=0)
-    assert list(reasons) == [0, v.TIME_BACKWARDS, v.BAD_TYPE, 0] and last == T0 + 5
-    reasons, _ = v.check_stock(rec[:1], locate=1, n_locates=1, tick_size=100, last_ts=T0 + 1)
-    assert list(reasons) == [v.TIME_BACKWARDS]
+def _feed(seq: v.StockSequence, ts: list[int], seq0: int) -> list[int]:
+    arr = np.array(ts, np.uint64)
+    verdict, before, _gaps = seq.feed(arr, seq0, np.ones(len(arr), bool))
+    return [before, *verdict.tolist()]
+
+
+def test_one_event_out_of_sequence_cannot_block_its_stock() -> None:
+    """A timestamp spike, a step back in time, a seq far ahead: each is refused by itself, and the
+    events after it are taken -- none of them becomes a 'duplicate' or a 'step back' because of it."""
+    P, T, R, D = v.PENDING, v.TAKEN, v.REFUSED, v.DUPLICATE
+    s = v.StockSequence()
+    assert _feed(s, [T0, T0 + 10**12, T0 + 5, T0 + 6], 0) == [0, T, R, T, P]  # a spike in time
+    assert _feed(s, [T0 + 7], 4) == [1, P]  # the pending one (seq 3) is taken by its successor
+    assert _feed(s, [T0 - 1], 5) == [0, R]  # a step back in time
+    assert _feed(s, [T0 + 8], 6) == [1, P]  # seq 4, pending since, is taken
+    s = v.StockSequence()
+    assert _feed(s, [T0, T0 + 1], 0) == [0, T, P]
+    assert _feed(s, [T0 + 2], 10**9) == [1, P]  # seq 1 taken; a seq far ahead: pending, not yet believed
+    assert _feed(s, [T0 + 3, T0 + 4], 2) == [2, T, P]  # its neighbours continue seq 1, not it: refused
+    assert _feed(s, [T0, T0 + 1, T0 + 3], 0) == [0, D, D, D]  # a republished range: duplicates
+    assert s.close(4) == (1, 0) and s.conf_seq == 3  # the end takes the pending event
+    s = v.StockSequence()
+    assert _feed(s, [T0, T0 + 1], 0)[1:] == [T, P]
+    verdict, before, gaps = s.feed(np.array([T0 + 2], np.uint64), 5, np.ones(1, bool))  # events 2..4 lost
+    assert (before, gaps) == (1, 0)
+    assert s.close(6) == (1, 3)  # taken; the 3 lost events counted as skipped
+    s = v.StockSequence()
+    _feed(s, [T0], 0)
+    assert s.close(0) == (2, 0)  # pending beyond the session's count: refused
 
 
 # -- reference numbers -------------------------------------------------------------------

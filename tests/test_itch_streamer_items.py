@@ -131,13 +131,18 @@ def _poisoned(sessions):
         poison_records.append(r)
     contradicting = rec.copy()  # a cancel of an order that never rested
     contradicting["type"], contradicting["order_id"] = 2 + int(rec["type"]) % 2, 777_777
-    positions = sorted(rng.choice(np.arange(100, len(good) - 100), 5, replace=False))
+    spike = rec.copy()  # valid on its own, but 10^12 ns (17 minutes) ahead of the events around it
+    spike["order_id"] = 888_888
+    positions = sorted(rng.choice(np.arange(100, len(good) - 100), 6, replace=False))
     stream = list(good)
-    for pos, r in zip(reversed(positions), reversed([*poison_records, contradicting]), strict=True):
+    for pos, r in zip(reversed(positions), reversed([*poison_records, contradicting, spike]), strict=True):
         if r["ts_ns"] < 1 << 48:
-            r["ts_ns"] = good[pos - 1]["ts_ns"]  # in time with its neighbours: refused for its own fault only
+            r["ts_ns"] = good[pos - 1]["ts_ns"] + (10**12 if r is spike else 0)  # in time with its neighbours
         stream.insert(pos, r)
     msgs = [event_message(0, 0, "AAPL", r, i) for i, r in enumerate(stream)]
+    forged = stream[3_999].copy()  # in time with its neighbours, but with a seq far ahead of theirs
+    forged["order_id"] = 999_999
+    msgs.insert(4_000, event_message(0, 0, "AAPL", forged, 10**12))
     odd = [
         RawMessage(TOPIC, 0, 0, b"AAPL", good[0].tobytes(), [(H_DATE, b"2026-13-45"), (H_SEQ, (5).to_bytes(8, "big"))]),
         RawMessage(TOPIC, 0, 0, b"AAPL", good[0].tobytes(), [(H_DATE, DATE.encode()), (H_SEQ, b"\1\2\3")]),
@@ -152,7 +157,7 @@ def _poisoned(sessions):
     big = sessions["MSFT"][:3000].copy()
     big["price_ticks"] += 50_000_000  # x tick size 100 > 2^32 - 1: no ITCH price for it
     big_log = topic_of({"BIG": (1, big)})[1]
-    n_poison = len(poison_records) + 1 + len(odd)
+    n_poison = len(poison_records) + 3 + len(odd)
     return renumber(msgs), big_log, n_poison, big
 
 
@@ -167,7 +172,7 @@ def test_poison_messages_are_dead_lettered_and_never_stop_the_streamer(sessions)
     assert c.rejected == {
         "bad_type": 1, "bad_timestamp": 1, "price_out_of_range": 1 + int((big["type"] <= 1).sum()), "zero_qty": 1,
         "unknown_order": 1 + int((big["type"] >= 2).sum()), "bad_date": 1, "bad_headers": 2, "bad_value": 1,
-        "bad_marker": 2,
+        "bad_marker": 2, "out_of_sequence": 2,
     }  # fmt: skip
     dead = dead_letters(st)
     assert len(dead) == c.dead_lettered == n_poison + len(big)

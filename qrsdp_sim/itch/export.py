@@ -24,7 +24,15 @@ import numpy as np
 from qrsdp_sim.eventlog.reader import EventLogReader
 from qrsdp_sim.itch.feed import DayFeed, Directory
 from qrsdp_sim.itch.order_state import OrderTable
-from qrsdp_sim.itch.validate import REASON_NAMES, check_stock, describe
+from qrsdp_sim.itch.validate import (
+    OUT_OF_SEQUENCE,
+    REASON_NAMES,
+    TAKEN,
+    UNFIT,
+    StockSequence,
+    check_records,
+    describe,
+)
 from qrsdp_sim.kafka.republish import SessionFile, identify
 
 CHUNK = 65_536
@@ -87,10 +95,14 @@ def export_day(
     for s, r in readers:
         recs = r.read_all()
         locate = directory.locate(s.symbol)
-        reasons, _ = check_stock(recs, locate=locate, n_locates=directory.n, tick_size=tick_size, last_ts=0)
-        for i in np.flatnonzero(reasons):
-            refuse(int(reasons[i]), recs[i], s.symbol)
-        recs = recs[reasons == 0]
+        reasons = check_records(recs, locate=locate, n_locates=directory.n, tick_size=tick_size)
+        sequence = StockSequence()  # the file's order is the stock's sequence, as on the live feed
+        verdict, _before, _gaps = sequence.feed(recs["ts_ns"], 0, reasons == 0)
+        if sequence.close(len(recs))[0] == 1:
+            verdict[sequence.conf_seq] = TAKEN
+        for i in np.flatnonzero(verdict != TAKEN):
+            refuse(int(reasons[i]) if verdict[i] == UNFIT else OUT_OF_SEQUENCE, recs[i], s.symbol)
+        recs = recs[verdict == TAKEN]
         parts.append(recs)
         locs.append(np.full(len(recs), locate, np.uint16))
     records = np.concatenate(parts) if parts else np.empty(0)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qrsdp_sim.itch.order_state import DEFAULT_MAX_ORDERS, OrderTable
+from qrsdp_sim.itch.validate import StockSequence
 
 META_VERSION = "itch2"
 META_LIMIT = 4000  # Kafka's default offset.metadata.max.bytes is 4096
@@ -54,15 +55,28 @@ class Held:
 
 
 @dataclass
+class Pending:
+    """A stock's newest event, waiting for its next event (or end) to confirm it (validate.StockSequence)."""
+
+    records: np.ndarray  # the one record
+    seq: int
+    offset: int
+    partition: int
+    key: bytes
+    date: bytes
+    run_id: bytes
+    fresh: bool  # read for the first time (not re-read after a restart)
+
+
+@dataclass
 class StockState:
     partition: int
     sent: int = 0  # Kafka seq of the first event not sent (events below are sent or refused)
     ended: bool = False  # end-of-session marker read
     start: int = -1  # offset of the first accepted event of the day (-1: none yet, or the stock is done)
     # in memory only, rebuilt on restart by re-reading from ``start``
-    next_seq: int = 0  # next Kafka seq expected from Kafka
-    last_ts: int = 0  # timestamp of the last accepted event (a stock's events never go back in time)
-    seen: bool = False  # an event was accepted
+    seq: StockSequence = field(default_factory=StockSequence)
+    pending: Pending | None = None
     held: collections.deque[Held] = field(default_factory=collections.deque)
     held_count: int = 0
 
@@ -75,7 +89,13 @@ class StockState:
         """No event of this stock still to come is earlier than this (the merge's watermark term)."""
         if self.ended:
             return CUT_ALL
-        return self.last_ts if self.seen else 0
+        return self.seq.conf_ts if self.seq.conf_seq >= 0 else 0
+
+    def next_unsent(self) -> int:
+        """The Kafka seq of the first event not sent yet."""
+        if self.held:
+            return self.held[0].seq0
+        return self.seq.tent_seq if self.seq.pending else self.seq.conf_seq + 1
 
 
 @dataclass

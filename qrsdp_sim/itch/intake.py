@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +27,20 @@ import numpy as np
 
 from qrsdp_sim.itch.dead_letter import DeadLetters
 from qrsdp_sim.itch.feed import DayFeed, Directory
-from qrsdp_sim.itch.feed_state import KEEP_ENDED, DayState, FeedState, Held, StockState
+from qrsdp_sim.itch.feed_state import KEEP_ENDED, DayState, FeedState, Held, Pending, StockState
 from qrsdp_sim.itch.kafka_source import run_slice
 from qrsdp_sim.itch.order_state import OrderTable
-from qrsdp_sim.itch.validate import REASON_NAMES, check_stock, describe
+from qrsdp_sim.itch.validate import (
+    DUPLICATE,
+    OUT_OF_SEQUENCE,
+    PENDING,
+    REASON_NAMES,
+    TAKEN,
+    UNFIT,
+    StockSequence,
+    check_records,
+    describe,
+)
 from qrsdp_sim.kafka.bridge import Run
 from qrsdp_sim.kafka.message import H_DATE, H_RUN_ID, H_SEQ, H_TS_NS
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
@@ -37,6 +48,7 @@ from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 log = logging.getLogger(__name__)
 
 MAX_RUNNING_DAYS = 8  # trading days open at once (each costs memory and commit metadata)
+_MAX_SEQ = 1 << 62
 _DATE_CACHE_LIMIT = 4096
 
 
@@ -233,48 +245,71 @@ class Intake:
             if fresh:
                 self.counters.duplicates += n
             return
-        seq0 = run.first_seq
-        skip = ss.next_seq - seq0
-        if skip >= n:
+        records, seq0 = run.records, run.first_seq
+        if seq0 + n > _MAX_SEQ:
             if fresh:
-                self.counters.duplicates += n
+                self._dead_item(run, f"seq header {seq0} is beyond 2^62", "bad_headers")
             return
-        records, first = run.records, 0
-        if skip > 0:
-            if fresh:
-                self.counters.duplicates += skip
-            records, first = records[skip:], skip
-            seq0 += skip
-        elif skip < 0 and fresh:
-            self.counters.kafka_gaps += -skip
-            log.warning("%s %s: events %d..%d missing in Kafka", symbol, date, ss.next_seq, seq0 - 1)
-        reasons, ss.last_ts = check_stock(records, locate=locate, n_locates=self.directory.n,
-                                          tick_size=self.feed.tick_size, last_ts=ss.last_ts)
-        ss.next_seq = seq0 + len(records)
-        offset0 = run.first_offset + first
-        bad = np.flatnonzero(reasons)
-        if len(bad) and fresh:
-            for i in bad:
-                code = int(reasons[i])
-                self._dead_run_record(run, first + int(i), describe(code, records[i], self.feed.tick_size),
-                                      REASON_NAMES[code])
-        # the accepted events, as runs of consecutive ones (refused events cut them)
-        bounds = [-1, *bad.tolist(), len(records)]
+        reasons = check_records(records, locate=locate, n_locates=self.directory.n, tick_size=self.feed.tick_size)
+        verdict, before, gaps = ss.seq.feed(records["ts_ns"], seq0, reasons == 0)
+        if fresh and gaps:
+            self.counters.kafka_gaps += gaps
+            log.warning("%s %s: %d events missing in Kafka before seq %d", symbol, date, gaps, ss.seq.conf_seq)
+        if before:
+            self._settle_pending(day, ss, locate, taken=before == 1)
+        odd = np.flatnonzero(verdict != TAKEN)
+        if len(odd):
+            for i in odd:
+                v = int(verdict[i])
+                if v == PENDING:
+                    ss.pending = Pending(records[i : i + 1], seq0 + int(i), run.first_offset + int(i), p, run.key,
+                                         run.date, run.run_id, fresh)
+                elif not fresh:
+                    continue
+                elif v == DUPLICATE:
+                    self.counters.duplicates += 1
+                else:
+                    code = int(reasons[i]) if v == UNFIT else OUT_OF_SEQUENCE
+                    self._dead_run_record(run, int(i), describe(code, records[i], self.feed.tick_size),
+                                          REASON_NAMES[code])
+        # the events taken, as runs of consecutive ones (the others cut them)
+        bounds = [-1, *odd.tolist(), n]
         for a, b in itertools.pairwise(bounds):
             if b - a > 1:
-                self._accept(day, ss, locate, Held(records[a + 1 : b], seq0 + a + 1, offset0 + a + 1, now))
+                self._accept(day, ss, locate, Held(records[a + 1 : b], seq0 + a + 1, run.first_offset + a + 1, now))
         if day.arrivals and day.arrivals[-1][0] == now:
             day.arrivals[-1] = (now, day.read_ts)
         else:
             day.arrivals.append((now, day.read_ts))
 
+    def _settle_pending(self, day: DayState, ss: StockState, locate: int, *, taken: bool) -> None:
+        """The stock's pending event was confirmed (taken: held for the merge) or refused (dead-lettered)."""
+        pend, ss.pending = ss.pending, None
+        if pend is None:
+            return
+        if taken:
+            self._accept(day, ss, locate, Held(pend.records, pend.seq, pend.offset, time.monotonic()))
+        elif pend.fresh:
+            run = Run(pend.partition, pend.offset, pend.seq, pend.key, pend.date, pend.run_id, pend.records)
+            self._dead_run_record(run, 0, describe(OUT_OF_SEQUENCE, pend.records[0], self.feed.tick_size),
+                                  REASON_NAMES[OUT_OF_SEQUENCE])
+
+    def release(self, date: str) -> None:
+        """A day closes without the end-of-session markers of some stocks: their pending events are taken."""
+        day = self.state.days.get(date)
+        if day is None:
+            return
+        for sym, ss in day.stocks.items():
+            if ss.pending is not None:
+                outcome, _gaps = ss.seq.close(None)
+                self._settle_pending(day, ss, self.directory.locate(sym), taken=outcome == 1)
+
     def _accept(self, day: DayState, ss: StockState, locate: int, h: Held) -> None:
-        """Hold accepted events for the merge -- or, read again after a restart and sent before it, only
+        """Hold taken events for the merge -- or, read again after a restart and sent before it, only
         apply them to the resting orders."""
         if ss.start < 0:
             ss.start = h.offset0
-        ss.seen = True
-        day.read_ts = max(day.read_ts, ss.last_ts)
+        day.read_ts = max(day.read_ts, int(h.records["ts_ns"][-1]))
         if h.seq0 < ss.sent:
             k = min(ss.sent - h.seq0, len(h.records))
             done, h = h.cut(k)
@@ -334,22 +369,24 @@ class Intake:
             ss = day.stocks[symbol] = StockState(p)
         if ss.ended:
             return
-        if ss.next_seq < count and fresh:
-            self.counters.kafka_gaps += count - ss.next_seq
-            log.warning("%s %s: session ended with events %d..%d never received", symbol, date, ss.next_seq, count - 1)
+        outcome, gaps = ss.seq.close(count)
+        if outcome:
+            self._settle_pending(day, ss, self.directory.locate(symbol), taken=outcome == 1)
+        if gaps and fresh:
+            self.counters.kafka_gaps += gaps
+            log.warning("%s %s: session of %d events ended with %d never received", symbol, date, count, gaps)
         ss.ended = True
 
     def restart_stocks(self) -> None:
-        """Before re-reading after a restart: per-stock read positions start over (from ``start``)."""
+        """Before re-reading after a restart: each stock's sequence starts over from ``start``."""
         for day in self.state.days.values():
             for s in day.stocks.values():
+                s.seq = StockSequence()
+                s.pending = None
                 if s.start >= 0:  # re-read from its first event: its end-of-session marker comes again too
-                    s.next_seq = 0
                     s.ended = False
-                else:
-                    s.next_seq = s.sent
-                s.last_ts = 0
-                s.seen = False
+                else:  # nothing to re-read: what lies below ``sent`` is a duplicate
+                    s.seq.conf_seq = s.sent - 1
                 s.held.clear()
                 s.held_count = 0
 

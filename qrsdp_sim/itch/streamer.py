@@ -186,9 +186,10 @@ class Streamer:
             recs["price_ticks"] = 1
             recs["qty"] = 1
             recs["order_id"] = [1, 2, 2]
-            from qrsdp_sim.itch.validate import check_stock
+            from qrsdp_sim.itch.validate import StockSequence, check_records
 
-            check_stock(recs, locate=1, n_locates=self.directory.n, tick_size=self.feed.tick_size, last_ts=0)
+            fit = check_records(recs, locate=1, n_locates=self.directory.n, tick_size=self.feed.tick_size) == 0
+            StockSequence().feed(recs["ts_ns"], 0, fit)
             framed = self.feed.orders(recs, 1, 1, OrderTable(16)).framed
             self.feed.orders(recs, 1, 1, OrderTable(16), write=False)
             mold.packet_bounds(framed, self.cfg.max_packet, int(1e6 * self.cfg.speed) if self.cfg.realtime else None)
@@ -305,6 +306,8 @@ class Streamer:
     def _execute(self, step: Step) -> list:
         """The actions of a step (state updated as if they were sent)."""
         out: list = []
+        for date in step.closes:
+            self.intake.release(date)  # stocks that never sent their end: their last events go out too
         for date, c in sorted(step.cuts.items()):
             day = self.state.days.get(date)
             if day is not None:
@@ -317,7 +320,7 @@ class Streamer:
     def _send_day(self, out: list, date: str, day, c: int) -> None:
         taken = merge.take(day, self._locate, c)
         for s in day.stocks.values():
-            s.sent = s.held[0].seq0 if s.held else s.next_seq
+            s.sent = s.next_unsent()
         if not taken.parts:
             return
         sid = mold.session_id(date)

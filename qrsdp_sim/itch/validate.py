@@ -3,11 +3,16 @@
 Every record that reaches the ITCH encoder (live streamer or ``itch-export``) is checked twice, by
 compiled code, with no Python per record:
 
-* **on its own** (:func:`check_stock`, when the streamer reads it from Kafka, before it is held for
-  the time-ordered merge): event type 0-5, timestamp within the 6-byte ITCH field and not earlier
-  than the stock's previous accepted event, quantity >= 1, order id >= 1 with a reference number
-  that fits 64 bits, an Add Order's price ``price_ticks x tick_size`` within the 4-byte ITCH price
+* **on its own** (:func:`check_records`, when the streamer reads it from Kafka): event type 0-5,
+  timestamp within the 6-byte ITCH field, quantity >= 1, order id >= 1 with a reference number that
+  fits 64 bits, an Add Order's price ``price_ticks x tick_size`` within the 4-byte ITCH price
   (0 .. 429,496.7295 $), the side byte agreeing with the type of an add;
+* **in its stock's sequence** (:class:`StockSequence`): a stock's events come with increasing Kafka
+  ``seq`` and never go back in time. One event that jumps ahead (a seq or a timestamp far beyond its
+  neighbours) must not make every later event look like a duplicate or a step back in time, so an
+  event is only taken once the stock's next event (or its end-of-session marker) continues it; one that
+  the next event does not continue, but the event before it does, is the one refused
+  (``out_of_sequence``). Events below what was taken are duplicates (a republished range);
 * **against the resting orders** (:mod:`qrsdp_sim.itch.encoder`, when the message is built): a
   cancel or execution must name a resting order of the same side and price and take no more than
   its remaining shares; an add must not reuse a resting reference; at most ``max_orders`` rest.
@@ -27,7 +32,7 @@ OK = 0
 # on its own
 BAD_TYPE = 1
 BAD_TIMESTAMP = 2
-TIME_BACKWARDS = 3
+OUT_OF_SEQUENCE = 3
 ZERO_QTY = 4
 BAD_ORDER_ID = 5
 PRICE_RANGE = 6
@@ -43,7 +48,7 @@ TOO_MANY_ORDERS = 13
 REASON_NAMES: dict[int, str] = {
     BAD_TYPE: "bad_type",
     BAD_TIMESTAMP: "bad_timestamp",
-    TIME_BACKWARDS: "time_backwards",
+    OUT_OF_SEQUENCE: "out_of_sequence",
     ZERO_QTY: "zero_qty",
     BAD_ORDER_ID: "bad_order_id",
     PRICE_RANGE: "price_out_of_range",
@@ -95,32 +100,115 @@ def stateless_reason(rtype, ts, price_ticks, qty, order_id, side, locate, n_loca
 
 
 @njit(cache=True, nogil=True)
-def _check_stock(records, locate, n_locates, tick, last_ts, reasons):  # pragma: no cover - compiled
-    """Reasons of one stock's consecutive records (0 = accepted); returns the last accepted ts."""
+def _check_records(records, locate, n_locates, tick, reasons):  # pragma: no cover - compiled
     for i in range(len(records)):
         r = records[i]
-        code = stateless_reason(r.type, r.ts_ns, r.price_ticks, r.qty, r.order_id, r.side, locate, n_locates, tick)
-        if code == 0 and r.ts_ns < last_ts:
-            code = TIME_BACKWARDS
-        reasons[i] = code
-        if code == 0:
-            last_ts = r.ts_ns
-    return last_ts
+        reasons[i] = stateless_reason(r.type, r.ts_ns, r.price_ticks, r.qty, r.order_id, r.side, locate, n_locates,
+                                      tick)
 
 
-def check_stock(
-    records: np.ndarray, *, locate: int, n_locates: int, tick_size: int, last_ts: int
-) -> tuple[np.ndarray, int]:
-    """Check one stock's records in their order; ``last_ts`` is the stock's last accepted timestamp.
-
-    Returns (reason per record, uint8, 0 = accepted; the new last accepted timestamp).
-    """
+def check_records(records: np.ndarray, *, locate: int, n_locates: int, tick_size: int) -> np.ndarray:
+    """The reason each record can never be encoded (uint8, 0 = none)."""
     reasons = np.empty(len(records), np.uint8)
-    if len(records) == 0:
-        return reasons, last_ts
-    last = _check_stock(records, np.uint16(locate), np.int64(n_locates), np.int64(tick_size), np.uint64(last_ts),
-                        reasons)
-    return reasons, int(last)
+    if len(records):
+        _check_records(records, np.uint16(locate), np.int64(n_locates), np.int64(tick_size), reasons)
+    return reasons
+
+
+TAKEN, DUPLICATE, REFUSED, PENDING, UNFIT = 0, 1, 2, 3, 4
+"""Verdicts of :meth:`StockSequence.feed` per record."""
+
+_NONE = -1
+
+
+@njit(cache=True, nogil=True)
+def _sequence(ts, seq0, fit, state, tstate, verdict):  # pragma: no cover - compiled
+    """The sequence filter over consecutive-seq records (``fit``: passed the checks on their own).
+
+    state (int64): conf_seq, tent_seq (-1: none), tent_idx (the pending record's index in this call,
+    -1 none, -2 the one from before), prev outcome (0 pending, 1 taken, 2 refused), gaps;
+    tstate (uint64): conf_ts, tent_ts."""
+    conf_seq, tent_seq = state[0], state[1]
+    conf_ts, tent_ts = tstate[0], tstate[1]
+    tent_idx = -2 if tent_seq >= 0 else -1
+    prev = 0
+    gaps = 0
+    for i in range(len(ts)):
+        if not fit[i]:
+            verdict[i] = UNFIT
+            continue
+        s = seq0 + i
+        t = ts[i]
+        if tent_seq >= 0:
+            if s == tent_seq:
+                verdict[i] = DUPLICATE
+                continue
+            if s > tent_seq and t >= tent_ts:  # it continues the pending one: that one is taken
+                if tent_idx == -2:
+                    prev = 1
+                else:
+                    verdict[tent_idx] = TAKEN
+                if tent_seq > conf_seq + 1:
+                    gaps += tent_seq - conf_seq - 1
+                conf_seq, conf_ts = tent_seq, tent_ts
+            elif s > conf_seq and t >= conf_ts:  # it continues the one before: the pending one jumped
+                if tent_idx == -2:
+                    prev = 2
+                else:
+                    verdict[tent_idx] = REFUSED
+            else:
+                verdict[i] = DUPLICATE if s <= conf_seq else REFUSED
+                continue
+        elif s <= conf_seq:
+            verdict[i] = DUPLICATE
+            continue
+        elif t < conf_ts:
+            verdict[i] = REFUSED
+            continue
+        tent_seq, tent_ts, tent_idx = s, t, i
+        verdict[i] = PENDING
+    state[0], state[1], state[2], state[3], state[4] = conf_seq, tent_seq, tent_idx, prev, gaps
+    tstate[0], tstate[1] = conf_ts, tent_ts
+
+
+class StockSequence:
+    """One stock's sequence filter state: the last event taken (seq, ts) and the pending one."""
+
+    __slots__ = ("conf_seq", "conf_ts", "tent_seq", "tent_ts")
+
+    def __init__(self) -> None:
+        self.conf_seq = _NONE  # seq of the last event taken
+        self.conf_ts = 0
+        self.tent_seq = _NONE  # seq of the pending event (-1: none)
+        self.tent_ts = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.tent_seq >= 0
+
+    def feed(self, ts: np.ndarray, seq0: int, fit: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Verdicts of consecutive records with seqs ``seq0 ...``; returns (verdict per record, what became
+        of the event pending before -- 0 still pending / none, 1 taken, 2 refused --, events skipped)."""
+        verdict = np.empty(len(ts), np.uint8)
+        state = np.array([self.conf_seq, self.tent_seq, 0, 0, 0], np.int64)
+        tstate = np.array([self.conf_ts, self.tent_ts], np.uint64)
+        _sequence(ts, np.int64(seq0), fit, state, tstate, verdict)
+        self.conf_seq, self.tent_seq = int(state[0]), int(state[1])
+        self.conf_ts, self.tent_ts = int(tstate[0]), int(tstate[1])
+        return verdict, int(state[3]), int(state[4])
+
+    def close(self, count: int | None) -> tuple[int, int]:
+        """The stock's end (``count`` events, or unknown): the pending event is taken when it lies within
+        the count, else refused. Returns (1 taken / 2 refused / 0 none, events skipped)."""
+        if self.tent_seq < 0:
+            gaps = max(0, count - self.conf_seq - 1) if count is not None else 0
+            return 0, gaps
+        if count is not None and self.tent_seq >= count:
+            self.tent_seq = _NONE
+            return 2, max(0, count - self.conf_seq - 1)
+        gaps = self.tent_seq - self.conf_seq - 1 + (max(0, count - self.tent_seq - 1) if count is not None else 0)
+        self.conf_seq, self.conf_ts, self.tent_seq = self.tent_seq, self.tent_ts, _NONE
+        return 1, max(0, gaps)
 
 
 def describe(code: int, record: np.void, tick_size: int, rest: int | None = None) -> str:
@@ -131,8 +219,9 @@ def describe(code: int, record: np.void, tick_size: int, rest: int | None = None
         return f"event type {t} is not one of 0-5 (ADD/CANCEL/EXECUTE)"
     if code == BAD_TIMESTAMP:
         return f"timestamp {ts} ns does not fit the 6-byte ITCH field (max {MAX_TIMESTAMP})"
-    if code == TIME_BACKWARDS:
-        return f"timestamp {ts} ns is earlier than the stock's previous event"
+    if code == OUT_OF_SEQUENCE:
+        return (f"seq or timestamp {ts} ns out of the stock's sequence: the events around it continue each other "
+                "but not it")
     if code == ZERO_QTY:
         return "quantity 0"
     if code == BAD_ORDER_ID:
