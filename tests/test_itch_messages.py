@@ -301,7 +301,7 @@ def test_one_event_out_of_sequence_cannot_block_its_stock() -> None:
     assert s.close(4) == (1, 0) and s.conf_seq == 3  # the end takes the pending event
     s = v.StockSequence()
     assert _feed(s, [T0, T0 + 1], 0)[1:] == [T, P]
-    verdict, before, gaps = s.feed(np.array([T0 + 2], np.uint64), 5, np.ones(1, bool))  # events 2..4 lost
+    _verdict, before, gaps = s.feed(np.array([T0 + 2], np.uint64), 5, np.ones(1, bool))  # events 2..4 lost
     assert (before, gaps) == (1, 0)
     assert s.close(6) == (1, 3)  # taken; the 3 lost events counted as skipped
     s = v.StockSequence()

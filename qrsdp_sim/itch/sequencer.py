@@ -12,8 +12,9 @@ duplicates and gap recovery. Every datagram is untrusted (UDP has no authenticat
   plausible packet came for ``gap_timeout`` seconds, it gives up what lies before the newest of them
   (``reanchors``).
 * **Reordering** is bounded: packets above the next expected sequence number wait in a store of at
-  most ``max_pending_bytes``; when full, the packets furthest ahead are dropped (``pending_dropped``)
-  -- they are requested again later like any gap.
+  most ``max_pending_bytes`` (each counted with ``ENTRY_OVERHEAD`` bytes more for its Python objects);
+  when full, the packets furthest ahead are dropped (``pending_dropped``) -- they are requested again
+  later like any gap. The scan for missing ranges runs every 5 ms, less often when the store is large.
 * **Gaps.** A missing range is re-requested (each at most every ``gap_retry`` s). It is given up when
   the session has made no progress for ``gap_timeout`` s (the clock restarts whenever a message is
   delivered, so data still flowing is never skipped) -- and the listener only ever skips to data it
@@ -49,6 +50,7 @@ REANCHOR_CHAIN = 32
 DEFAULT_MAX_AHEAD = 1 << 22  # messages (the streamer's re-request buffer holds 4 M by default)
 DEFAULT_MAX_PENDING_BYTES = 64 << 20
 HOLES_PER_SCAN = 64
+ENTRY_OVERHEAD = 256  # bytes a stored packet costs beyond its data (Python objects, block offsets, heaps)
 _FAST_LIMIT = 1 << 62  # beyond this the compiled pass's int64 sequence numbers are not used
 
 
@@ -309,7 +311,7 @@ class Sequencer:
 
     def _evict(self, seq: int) -> None:
         _count, data, _offs = self._pending.pop(seq)
-        self._pending_bytes -= len(data)
+        self._pending_bytes -= len(data) + ENTRY_OVERHEAD
 
     def _store(self, seq: int, count: int, data: bytes, offs: np.ndarray) -> None:
         st = self.stats
@@ -319,7 +321,7 @@ class Sequencer:
         if self.eos_seq is not None and seq + count > self.eos_seq:
             st.pending_dropped += 1  # past the end of the session
             return
-        size = len(data)
+        size = len(data) + ENTRY_OVERHEAD
         while self._pending_bytes + size > self.max_pending_bytes:
             top = self._peek_max()
             if top is None or top < seq:
@@ -360,7 +362,7 @@ class Sequencer:
             if entry is None:
                 continue  # evicted earlier
             count, data, offs = entry
-            self._pending_bytes -= len(data)
+            self._pending_bytes -= len(data) + ENTRY_OVERHEAD
             if seq + count <= self.expected:
                 self.stats.duplicates += count
                 continue
@@ -459,8 +461,10 @@ class Sequencer:
             return
         if now < self._next_scan:
             return
-        self._next_scan = now + min(0.005, self.gap_retry / 2)
+        t0 = time.perf_counter()
         found = self._find_holes()
+        # every 5 ms, or less often when the store is large: scanning never takes more than a tenth of the time
+        self._next_scan = now + max(min(0.005, self.gap_retry / 2), 10 * (time.perf_counter() - t0))
         ends = {end for _s, end, _k in found}
         for end in [e for e in self._holes if e not in ends]:
             del self._holes[end]  # changed shape (partly filled, or its stored packet was dropped)
