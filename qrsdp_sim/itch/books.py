@@ -52,6 +52,18 @@ _NOT_APPLIED = ERR_UNKNOWN_REF | ERR_DUPLICATE_REF | ERR_OVERFILL | ERR_BAD_SIDE
 _I32_MAX = np.int64(2**31 - 1)
 
 
+@njit(inline="always", nogil=True)
+def _record(k, r_ts, r_type, r_side, r_price, r_qty, r_id, r_loc, r_msg, ts, typ, side, price, qty, ref, loc, i):  # pragma: no cover
+    r_ts[k] = ts
+    r_type[k] = typ
+    r_side[k] = side
+    r_price[k] = price
+    r_qty[k] = qty
+    r_id[k] = ref
+    r_loc[k] = loc
+    r_msg[k] = i
+
+
 @njit(cache=True, nogil=True)
 def _to_records(
     mtype, locate, ts, ref, ref2, side, shares, price, tick,
@@ -99,14 +111,8 @@ def _to_records(
                 errors[i] |= err
                 continue
             if t == U:  # the rest of the old order goes, in full
-                r_ts[k] = ts[i]
-                r_type[k] = 2 + sd
-                r_side[k] = sd
-                r_price[k] = t_price[s]
-                r_qty[k] = t_rem[s]
-                r_id[k] = ref[i]
-                r_loc[k] = loc
-                r_msg[k] = i
+                _record(k, r_ts, r_type, r_side, r_price, r_qty, r_id, r_loc, r_msg, ts[i], 2 + sd, sd, t_price[s],
+                        t_rem[s], ref[i], loc, i)
                 k += 1
                 table_delete(keys, t_side, t_price, t_rem, t_loc, s, shift, mask)
                 live[0] -= 1
@@ -116,14 +122,8 @@ def _to_records(
             t_rem[s] = shares[i]
             t_loc[s] = loc
             live[0] += 1
-            r_ts[k] = ts[i]
-            r_type[k] = sd
-            r_side[k] = sd
-            r_price[k] = np.int32(ticks)
-            r_qty[k] = shares[i]
-            r_id[k] = new_ref
-            r_loc[k] = loc
-            r_msg[k] = i
+            _record(k, r_ts, r_type, r_side, r_price, r_qty, r_id, r_loc, r_msg, ts[i], sd, sd, np.int32(ticks),
+                    shares[i], new_ref, loc, i)
             k += 1
             errors[i] |= err
         elif t in (D, X, E, C):
@@ -140,14 +140,9 @@ def _to_records(
             if q > rest:
                 errors[i] |= ERR_OVERFILL
                 continue
-            r_ts[k] = ts[i]
-            r_type[k] = 2 + sd if t in (D, X) else (4 if sd == 1 else 5)  # a resting ask is hit by a buy
-            r_side[k] = sd
-            r_price[k] = t_price[s]
-            r_qty[k] = q
-            r_id[k] = ref[i]
-            r_loc[k] = t_loc[s]
-            r_msg[k] = i
+            typ = 2 + sd if t in (D, X) else (4 if sd == 1 else 5)  # a resting ask is hit by a buy
+            _record(k, r_ts, r_type, r_side, r_price, r_qty, r_id, r_loc, r_msg, ts[i], typ, sd, t_price[s], q,
+                    ref[i], t_loc[s], i)
             k += 1
             if q == rest:
                 table_delete(keys, t_side, t_price, t_rem, t_loc, s, shift, mask)
