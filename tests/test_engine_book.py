@@ -10,6 +10,7 @@ from qrsdp_sim.engine.book import (
     BB,
     ERROR,
     GRID_TICKS,
+    MAX_FILLS,
     N_FREE,
     add_at_level,
     add_improving,
@@ -21,17 +22,22 @@ from qrsdp_sim.engine.book import (
     push_order,
     snapshot,
 )
+from qrsdp_sim.engine.rng import seed_state
+from qrsdp_sim.engine.sizes import alias_table
 from qrsdp_sim.records import RECORD_DTYPE, EventType, Side
 
 TS = np.uint64(1_000)
+UNIT = alias_table(np.array([1]), np.array([1.0]))  # every refill order is one share
 
 
 class Harness:
     """A book plus an output buffer; each call returns the records it emitted as tuples."""
 
-    def __init__(self, levels: int, depth: int, center: int = 100) -> None:
+    def __init__(self, levels: int, depth: int, center: int = 100, sizes: np.ndarray = UNIT) -> None:
         self.book = new_book(center, levels, depth, pool_size=64)
         self.out = np.zeros(4096, dtype=RECORD_DTYPE)
+        self.sizes = sizes
+        self.rng = seed_state(7)
 
     @property
     def args(self):
@@ -45,7 +51,7 @@ class Harness:
         ]
 
     def open(self, best_bid: int, spread: int):
-        return self._records(open_book(*self.args, best_bid, spread, self.out, 0, TS))
+        return self._records(open_book(*self.args, best_bid, spread, self.sizes, self.rng, self.out, 0, TS))
 
     def place(self, side: int, price: int, qty: int = 1):
         """Put an order anywhere (building a book by hand)."""
@@ -55,11 +61,13 @@ class Harness:
         self.book.ist[BB] = bid
         self.book.ist[BA] = ask
 
-    def execute(self, side: int):
-        return self._records(execute_best(*self.args, side, self.out, 0, TS))
+    def execute(self, side: int, qty: int = 1):
+        return self._records(execute_best(*self.args, side, qty, self.sizes, self.rng, self.out, 0, TS))
 
-    def cancel(self, side: int, level: int, j: int):
-        return self._records(cancel_nth(*self.args, side, level, j, self.out, 0, TS))
+    def cancel(self, side: int, level: int, j: int, partial: float = 0.0, lot: int = 100):
+        return self._records(
+            cancel_nth(*self.args, side, level, j, partial, lot, self.sizes, self.rng, self.out, 0, TS)
+        )
 
     def add(self, side: int, level: int):
         return self._records(add_at_level(*self.args, side, level, 1, self.out, 0, TS))
@@ -262,3 +270,78 @@ def test_improving_add_never_crosses(side):
     h.improve(1 - side)  # spread 2 -> 1
     snap = h.snap()
     assert snap["best_ask"] - snap["best_bid"] == 1
+
+
+def test_market_order_walks_the_queue_in_time_priority_with_a_partial_last_fill():
+    h = Harness(levels=2, depth=1)
+    h.set_best(99, 101)
+    h.place(Side.BID, 99)
+    h.place(Side.ASK, 101, qty=100)  # id 2
+    h.place(Side.ASK, 101, qty=300)  # id 3
+    h.place(Side.ASK, 101, qty=200)  # id 4
+    h.place(Side.ASK, 102, qty=500)  # id 5
+    assert h.execute(Side.ASK, qty=250) == [
+        (EventType.EXECUTE_BUY, Side.ASK, 101, 100, 2),
+        (EventType.EXECUTE_BUY, Side.ASK, 101, 150, 3),
+    ]
+    assert h.snap()["asks"][101] == [(3, 150), (4, 200)]  # the partly filled order keeps its place
+
+
+def test_market_order_never_goes_beyond_the_best_price():
+    h = Harness(levels=2, depth=1)
+    h.set_best(99, 101)
+    h.place(Side.BID, 99, qty=50)  # id 1
+    h.place(Side.BID, 98, qty=70)  # id 2
+    recs = h.execute(Side.BID, qty=1_000)  # a sell larger than the best bid queue
+    assert recs[0] == (EventType.EXECUTE_SELL, Side.BID, 99, 50, 1)
+    assert [r[0] for r in recs[1:]] == [EventType.ADD_BID]  # refill of the tick entering the window
+    snap = h.snap()
+    assert snap["best_bid"] == 98 and snap["bids"][98] == [(2, 70)]  # 98 untouched
+
+
+def test_market_order_touches_at_most_max_fills_orders():
+    h = Harness(levels=1, depth=1)
+    h.book = grow_pool(h.book, MAX_FILLS + 10)
+    h.set_best(99, 101)
+    h.place(Side.BID, 99)
+    for _ in range(MAX_FILLS + 5):
+        h.place(Side.ASK, 101)
+    recs = h.execute(Side.ASK, qty=10 * MAX_FILLS)
+    assert len(recs) == MAX_FILLS and all(r[0] == EventType.EXECUTE_BUY for r in recs)
+    assert len(h.ids(Side.ASK, 101)) == 5
+
+
+def test_partial_cancel_keeps_the_queue_position_and_removes_round_lots():
+    h = Harness(levels=2, depth=1)
+    h.set_best(99, 101)
+    h.place(Side.BID, 99, qty=500)  # id 1
+    h.place(Side.BID, 99, qty=100)  # id 2
+    h.place(Side.ASK, 101, qty=37)  # id 3
+    recs = h.cancel(Side.BID, 0, 0, partial=1.0)
+    (etype, side, price, qty, oid), = recs
+    assert (etype, side, price, oid) == (EventType.CANCEL_BID, Side.BID, 99, 1)
+    assert qty % 100 == 0 and 100 <= qty <= 400  # whole lots, never the whole order
+    assert h.snap()["bids"][99] == [(1, 500 - qty), (2, 100)]
+    # an odd-lot order is partly cancelled by 1 .. qty - 1 shares
+    (rec,) = h.cancel(Side.ASK, 0, 0, partial=1.0)
+    assert 1 <= rec[3] <= 36 and h.snap()["asks"][101] == [(3, 37 - rec[3])]
+    # a one-lot order cannot be cut in lots: 1 .. 99 shares go
+    (rec,) = h.cancel(Side.BID, 0, 1, partial=1.0)
+    assert rec[4] == 2 and 1 <= rec[3] <= 99
+
+
+def test_full_cancel_names_the_remaining_quantity():
+    h = Harness(levels=2, depth=1)
+    h.set_best(99, 101)
+    h.place(Side.BID, 99, qty=300)  # id 1
+    h.place(Side.BID, 99, qty=100)  # id 2
+    h.place(Side.ASK, 101)
+    h.execute(Side.BID, qty=120)  # id 1 keeps 180
+    assert h.cancel(Side.BID, 0, 0, partial=0.0) == [(EventType.CANCEL_BID, Side.BID, 99, 180, 1)]
+
+
+def test_refills_and_opening_book_draw_their_sizes():
+    sizes = alias_table(np.array([100, 200, 500]), np.array([0.5, 0.3, 0.2]))
+    h = Harness(levels=3, depth=4, sizes=sizes)
+    recs = h.open(99, 2)
+    assert len(recs) == 24 and {r[3] for r in recs} <= {100, 200, 500} and len({r[3] for r in recs}) > 1

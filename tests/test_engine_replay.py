@@ -16,6 +16,7 @@ import pytest
 
 from qrsdp_sim.engine import HLR, ConstantRates, SessionConfig, SimpleImbalance
 from qrsdp_sim.engine.book import snapshot
+from qrsdp_sim.engine.realism import Realism
 from qrsdp_sim.engine.session import SessionDriver
 from qrsdp_sim.records import EventType, Side
 
@@ -79,7 +80,7 @@ class ReplayBook:
                 self.fail(f"CANCEL id {oid}: side {side}, the order rests on side {order[0]}")
             if order[1] != price:
                 self.fail(f"CANCEL id {oid}: price {price}, the order rests at {order[1]}")
-            if order[2] != qty:
+            if not 0 < qty <= order[2]:  # a full cancel names what rests, a partial one less
                 self.fail(f"CANCEL id {oid}: qty {qty}, the order has {order[2]}")
             self._remove(oid, qty)
         elif typ in (EventType.EXECUTE_BUY, EventType.EXECUTE_SELL):
@@ -170,6 +171,12 @@ def replay_session(config: SessionConfig) -> tuple[ReplayBook, int, dict[str, in
     return replay, checked_events, stats
 
 
+def _big_market_orders():
+    from qrsdp_sim.engine.sizes import OrderSizes, SizeDistribution
+
+    return OrderSizes(market=SizeDistribution(lots=((5, 0.5), (20, 0.5)), odd_lot_share=0.1, large_share=0.0))
+
+
 def _assert_self_consistent(config: SessionConfig) -> None:
     _, events, stats = replay_session(config)
     assert stats["batches"] > 3, "the session should span several kernel batches"
@@ -179,9 +186,19 @@ def _assert_self_consistent(config: SessionConfig) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [SimpleImbalance(), HLR()], ids=["simple", "hlr"])
-def test_full_session_replays_exactly(model):
-    _assert_self_consistent(SessionConfig(seed=20260102, session_seconds=FULL_DAY, model=model))
+@pytest.mark.parametrize(
+    ("model", "realism"),
+    [
+        (SimpleImbalance(), Realism()),
+        (HLR(), Realism()),
+        (SimpleImbalance.seed(), Realism.plain()),
+    ],
+    ids=["simple", "hlr", "plain-seed"],
+)
+def test_full_session_replays_exactly(model, realism):
+    _assert_self_consistent(
+        SessionConfig(seed=20260102, session_seconds=FULL_DAY, model=model, realism=realism)
+    )
 
 
 @pytest.mark.parametrize(
@@ -202,8 +219,16 @@ def test_full_session_replays_exactly(model):
         SessionConfig(
             seed=10, session_seconds=1800, model=ConstantRates((12, 12, 3, 3, 9, 9)), batch_records=4096
         ),
+        # big market orders against thin queues: every market order walks several orders
+        SessionConfig(
+            seed=11,
+            session_seconds=1800,
+            model=SimpleImbalance(base_M=5.0),
+            realism=Realism(sizes=_big_market_orders()),
+            batch_records=4096,
+        ),
     ],
-    ids=["deep-thin", "one-level", "wide-spread", "constant"],
+    ids=["deep-thin", "one-level", "wide-spread", "constant", "walking"],
 )
 def test_edge_configurations_replay_exactly(config):
     _assert_self_consistent(config)
@@ -220,6 +245,7 @@ def test_replay_book_catches_a_corrupted_stream():
         (cancels[0], "order_id", 10**9),  # unknown id
         (executes[-1], "side", Side.BID),  # wrong side
         (executes[-1], "order_id", int(records["order_id"][cancels[0]])),  # an already removed order
+        (cancels[0], "qty", 10**6),  # more than rests
     ]
     for row, field, value in mutations:
         bad = records.copy()
@@ -228,3 +254,20 @@ def test_replay_book_catches_a_corrupted_stream():
         with pytest.raises(ReplayError):
             for rec in bad.tolist():
                 replay.apply(*rec)
+
+
+def test_realistic_session_has_walking_market_orders_and_partial_cancels():
+    """The default (realistic) order flow exercises every path the replay checks: market orders
+    that touch several resting orders, partial fills, partial and full cancels."""
+    config = SessionConfig(seed=12, session_seconds=1800, batch_records=4096)
+    replay, _events, _stats = replay_session(config)
+    driver = SessionDriver(config)
+    records = np.concatenate([r for r, _ in driver.batches()])
+    ex = np.flatnonzero(records["type"] >= EventType.EXECUTE_BUY)
+    same = (np.diff(records["ts_ns"][ex]) == 0) & (np.diff(ex) == 1)
+    assert np.count_nonzero(same) > 50, "market orders that walk the queue"
+    # partial cancels: a CANCEL whose order is still resting afterwards
+    cancels = records[(records["type"] == EventType.CANCEL_BID) | (records["type"] == EventType.CANCEL_ASK)]
+    later = set(records["order_id"][ex].tolist()) | set(replay.orders)
+    assert sum(1 for oid in cancels["order_id"].tolist() if oid in later) > 50
+    assert len(np.unique(records["qty"][records["type"] <= 1])) >= 5

@@ -35,9 +35,9 @@ def _root(
 
 
 def _register() -> None:
-    from qrsdp_sim.cli import calibrate, itch, kafka, log_info, platform, run, stack
+    from qrsdp_sim.cli import calibrate, facts, itch, kafka, log_info, platform, run, stack
 
-    for module in (log_info, run, stack, platform, kafka, calibrate, itch):
+    for module in (log_info, run, facts, stack, platform, kafka, calibrate, itch):
         module.register(app)
 
 

@@ -16,6 +16,23 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from qrsdp_sim.cli.realism_options import (
+    ActivityCommonOpt,
+    ActivityOpt,
+    ExcitationOpt,
+    ExcitationScalesOpt,
+    LargeOpt,
+    MetaorderOpt,
+    MetaorderTailOpt,
+    OddLotOpt,
+    PartialCancelOpt,
+    PlainOpt,
+    RealismArgError,
+    RealismArgs,
+    RealismFileOpt,
+    SeasonalityOpt,
+)
+
 if TYPE_CHECKING:
     from qrsdp_sim.engine.models.base import IntensityModel
     from qrsdp_sim.engine.runner import RunResult, SessionRecord
@@ -46,13 +63,15 @@ HawkesAlphaOpt = Annotated[
     float | None,
     typer.Option(
         "--hawkes-alpha",
-        help="Hawkes: excitation added per event, E <- E exp(-beta dt) + alpha (default 0: the base model "
-        "exactly). Only with --model hawkes.",
+        help="Hawkes: excitation added per event, E <- E exp(-beta dt) + alpha (default 0.03; with --plain 0, "
+        "the base model exactly). Replaces the realism layer's --excitation. Only with --model hawkes.",
     ),
 ]
 HawkesBetaOpt = Annotated[
     float | None,
-    typer.Option("--hawkes-beta", help="Hawkes: decay rate beta of the excitation, 1/s (default 1)."),
+    typer.Option(
+        "--hawkes-beta", help="Hawkes: decay rate beta of the excitation, 1/s (default 2; with --plain 1)."
+    ),
 ]
 HawkesCapOpt = Annotated[
     float | None,
@@ -73,14 +92,21 @@ HlrCurvesOpt = Annotated[
     ),
 ]
 BaseLOpt = Annotated[
-    float, typer.Option("--base-L", help="SimpleImbalance: base add rate L per side (events/s).")
+    float | None,
+    typer.Option("--base-L", help="SimpleImbalance: base add rate L per side (events/s; default 16, seed 20)."),
 ]
 BaseCOpt = Annotated[
-    float,
-    typer.Option("--base-C", help="SimpleImbalance: cancel rate per resting share in the window (1/s)."),
+    float | None,
+    typer.Option(
+        "--base-C",
+        help="SimpleImbalance: cancel rate per queue unit resting in the window (1/s; default 0.1, seed 0.5).",
+    ),
 ]
 BaseMOpt = Annotated[
-    float, typer.Option("--base-M", help="SimpleImbalance: base market-order rate M per side (events/s).")
+    float | None,
+    typer.Option(
+        "--base-M", help="SimpleImbalance: base market-order rate M per side (events/s; default 0.42, seed 15)."
+    ),
 ]
 ImbSensOpt = Annotated[
     float | None,
@@ -90,11 +116,13 @@ ImbSensOpt = Annotated[
     ),
 ]
 CancelSensOpt = Annotated[
-    float, typer.Option("--cancel-sens", help="SimpleImbalance: cancel sensitivity sC.")
+    float | None, typer.Option("--cancel-sens", help="SimpleImbalance: cancel sensitivity sC (default 1).")
 ]
 EpsOpt = Annotated[
-    float,
-    typer.Option("--epsilon-exec", help="SimpleImbalance: baseline execution term epsilon (balanced book)."),
+    float | None,
+    typer.Option(
+        "--epsilon-exec", help="SimpleImbalance: baseline execution term epsilon (balanced book; default 0.5)."
+    ),
 ]
 SpreadSensOpt = Annotated[
     float | None,
@@ -109,7 +137,9 @@ LevelsOpt = Annotated[
 ]
 DepthOpt = Annotated[
     int,
-    typer.Option("--depth", help="Orders of qty 1 placed on each opening level and on each refilled tick."),
+    typer.Option(
+        "--depth", help="Orders (sizes drawn as any limit order's) on each opening level and each refilled tick."
+    ),
 ]
 MarketOpenOpt = Annotated[
     str,
@@ -130,17 +160,18 @@ SpeedOpt = Annotated[
 class ModelArgs:
     model: str
     hlr_curves: Path | None
-    base_L: float
-    base_C: float
-    base_M: float
+    base_L: float | None
+    base_C: float | None
+    base_M: float | None
     imbalance_sens: float | None
     cancel_sens: float | None
-    epsilon_exec: float
+    epsilon_exec: float | None
     spread_sens: float | None
     hawkes_alpha: float | None = None
     hawkes_beta: float | None = None
     hawkes_cap: float | None = None
     hawkes_base: str | None = None
+    plain: bool = False  # the seed's parameters instead of the realistic defaults
 
     def build(self, levels: int) -> IntensityModel:
         """The model object, validated against ``levels``; raises ArgError."""
@@ -175,18 +206,25 @@ class ModelArgs:
         if base_name == "simple":
             if self.hlr_curves is not None:
                 raise ArgError("--hlr-curves needs --model hlr (or --model hawkes --hawkes-base hlr)")
-            model: Any = SimpleImbalance(
-                base_L=self.base_L,
-                base_C=self.base_C,
-                base_M=self.base_M,
-                imbalance_sens=1.0 if self.imbalance_sens is None else self.imbalance_sens,
-                cancel_sens=1.0 if self.cancel_sens is None else self.cancel_sens,
-                epsilon_exec=self.epsilon_exec,
-                spread_sens=0.4 if self.spread_sens is None else self.spread_sens,
-            )
+            from dataclasses import replace
+
+            given = {
+                "base_L": self.base_L,
+                "base_C": self.base_C,
+                "base_M": self.base_M,
+                "imbalance_sens": self.imbalance_sens,
+                "cancel_sens": self.cancel_sens,
+                "epsilon_exec": self.epsilon_exec,
+                "spread_sens": self.spread_sens,
+            }
+            defaults = SimpleImbalance.seed() if self.plain else SimpleImbalance()
+            model: Any = replace(defaults, **{k: v for k, v in given.items() if v is not None})
         else:
             try:
-                curves = HLRCurves.load(self.hlr_curves) if self.hlr_curves else HLRCurves.default(levels)
+                if self.hlr_curves:
+                    curves = HLRCurves.load(self.hlr_curves)
+                else:
+                    curves = HLRCurves.seed(levels) if self.plain else HLRCurves.default(levels)
             except HLRCurvesError as exc:
                 raise ArgError(f"--hlr-curves: {exc}") from None
             if self.spread_sens is not None or self.imbalance_sens is not None:
@@ -203,10 +241,11 @@ class ModelArgs:
                 )
             model = HLR(curves=curves, curves_file=str(self.hlr_curves) if self.hlr_curves else None)
         if self.model == "hawkes":
+            defaults = HawkesParams.seed() if self.plain else HawkesParams()
             params = HawkesParams(
-                alpha=0.0 if self.hawkes_alpha is None else self.hawkes_alpha,
-                beta=1.0 if self.hawkes_beta is None else self.hawkes_beta,
-                max_excitation=5.0 if self.hawkes_cap is None else self.hawkes_cap,
+                alpha=defaults.alpha if self.hawkes_alpha is None else self.hawkes_alpha,
+                beta=defaults.beta if self.hawkes_beta is None else self.hawkes_beta,
+                max_excitation=defaults.max_excitation if self.hawkes_cap is None else self.hawkes_cap,
             )
             for name, value in (("--hawkes-alpha", params.alpha), ("--hawkes-cap", params.max_excitation)):
                 if not value >= 0 or value == float("inf"):
@@ -287,12 +326,12 @@ def run_command(
     ] = None,
     model: ModelOpt = "simple",
     hlr_curves: HlrCurvesOpt = None,
-    base_L: BaseLOpt = 20.0,
-    base_C: BaseCOpt = 0.5,
-    base_M: BaseMOpt = 15.0,
+    base_L: BaseLOpt = None,
+    base_C: BaseCOpt = None,
+    base_M: BaseMOpt = None,
     imbalance_sens: ImbSensOpt = None,
-    cancel_sens: CancelSensOpt = 1.0,
-    epsilon_exec: EpsOpt = 0.5,
+    cancel_sens: CancelSensOpt = None,
+    epsilon_exec: EpsOpt = None,
     spread_sens: SpreadSensOpt = None,
     market_open: MarketOpenOpt = "09:30",
     realtime: RealtimeOpt = False,
@@ -327,8 +366,41 @@ def run_command(
             "-f tanh(last 1 s increment of that date's Brownian factor); 0 = independent securities.",
         ),
     ] = 0.0,
+    plain: PlainOpt = False,
+    realism_file: RealismFileOpt = None,
+    odd_lot_share: OddLotOpt = None,
+    large_order_share: LargeOpt = None,
+    partial_cancel_share: PartialCancelOpt = None,
+    seasonality: SeasonalityOpt = None,
+    activity: ActivityOpt = None,
+    activity_common: ActivityCommonOpt = None,
+    excitation: ExcitationOpt = None,
+    excitation_timescales: ExcitationScalesOpt = None,
+    metaorder_share: MetaorderOpt = None,
+    metaorder_tail: MetaorderTailOpt = None,
 ) -> None:
-    """Simulate DAYS trading days of one or several securities into .qrsdp files with a manifest."""
+    """Simulate DAYS trading days of one or several securities into .qrsdp files with a manifest.
+
+    By default the market is realistic (docs/realism.md): round-lot order sizes with odd lots and
+    large orders, market orders that walk the queue with partial fills, partial cancels, a
+    cancel-dominated message mix, U-shaped intraday activity, volatility clustering, fat tails and
+    long memory of trade signs. `--plain` reproduces the seed's plain models for comparison.
+    `qrsdp facts OUTPUT` scores a run against the stylized facts of real order books.
+    """
+    rargs = RealismArgs(
+        plain,
+        realism_file,
+        odd_lot_share,
+        large_order_share,
+        partial_cancel_share,
+        seasonality,
+        activity,
+        activity_common,
+        excitation,
+        excitation_timescales,
+        metaorder_share,
+        metaorder_tail,
+    )
     margs = ModelArgs(
         model,
         hlr_curves,
@@ -343,6 +415,7 @@ def run_command(
         hawkes_beta,
         hawkes_cap,
         hawkes_base,
+        plain,
     )
     try:
         spec, secs = _build_run(
@@ -362,6 +435,7 @@ def run_command(
             speed,
             workers,
             factor_loading=factor_loading,
+            realism=rargs,
         )
         _check_writable_dir(output, "output directory")
         if perf_doc is not None:
@@ -397,6 +471,7 @@ def _build_run(
     workers,
     *,
     factor_loading=0.0,
+    realism: RealismArgs | None = None,
 ):
     from qrsdp_sim.engine.calendar import parse_date, parse_market_open
     from qrsdp_sim.engine.factor import MarketFactor
@@ -441,6 +516,10 @@ def _build_run(
     if not abs(factor_loading) < float("inf"):
         raise ArgError(f"--factor-loading must be a finite number, got {factor_loading}")
     model = margs.build(levels)
+    try:
+        realism_layers = (realism or RealismArgs()).build()
+    except RealismArgError as exc:
+        raise ArgError(str(exc)) from None
     if factor_loading != 0.0 and not hasattr(model, "exo_loading"):
         raise ArgError(f"--factor-loading is not supported by model {model.name!r}")
     spec = RunSpec(
@@ -453,6 +532,7 @@ def _build_run(
         tick_size=100,
         market_open=market_open,
         model=model,
+        realism=realism_layers,
         chunk_capacity=chunk_size,
         factor=MarketFactor(loading=factor_loading),
     )
@@ -608,12 +688,12 @@ def cli_command(
     ] = 4096,
     model: ModelOpt = "simple",
     hlr_curves: HlrCurvesOpt = None,
-    base_L: BaseLOpt = 20.0,
-    base_C: BaseCOpt = 0.5,
-    base_M: BaseMOpt = 15.0,
+    base_L: BaseLOpt = None,
+    base_C: BaseCOpt = None,
+    base_M: BaseMOpt = None,
     imbalance_sens: ImbSensOpt = None,
-    cancel_sens: CancelSensOpt = 1.0,
-    epsilon_exec: EpsOpt = 0.5,
+    cancel_sens: CancelSensOpt = None,
+    epsilon_exec: EpsOpt = None,
     spread_sens: SpreadSensOpt = None,
     market_open: MarketOpenOpt = "09:30",
     realtime: RealtimeOpt = False,
@@ -622,8 +702,37 @@ def cli_command(
     hawkes_beta: HawkesBetaOpt = None,
     hawkes_cap: HawkesCapOpt = None,
     hawkes_base: HawkesBaseOpt = None,
+    plain: PlainOpt = False,
+    realism_file: RealismFileOpt = None,
+    odd_lot_share: OddLotOpt = None,
+    large_order_share: LargeOpt = None,
+    partial_cancel_share: PartialCancelOpt = None,
+    seasonality: SeasonalityOpt = None,
+    activity: ActivityOpt = None,
+    activity_common: ActivityCommonOpt = None,
+    excitation: ExcitationOpt = None,
+    excitation_timescales: ExcitationScalesOpt = None,
+    metaorder_share: MetaorderOpt = None,
+    metaorder_tail: MetaorderTailOpt = None,
 ) -> None:
-    """Simulate one session with an explicit session seed into a single .qrsdp file."""
+    """Simulate one session with an explicit session seed into a single .qrsdp file.
+
+    The market-wide part of the activity factor then comes from the session seed too (a session of
+    a run shares it with the date's other symbols; `qrsdp run` reproduces that)."""
+    rargs = RealismArgs(
+        plain,
+        realism_file,
+        odd_lot_share,
+        large_order_share,
+        partial_cancel_share,
+        seasonality,
+        activity,
+        activity_common,
+        excitation,
+        excitation_timescales,
+        metaorder_share,
+        metaorder_tail,
+    )
     from qrsdp_sim.engine.calendar import parse_market_open
     from qrsdp_sim.engine.session import SessionConfig, simulate_to_file
 
@@ -641,6 +750,7 @@ def cli_command(
         hawkes_beta,
         hawkes_cap,
         hawkes_base,
+        plain,
     )
     path = out if out is not None else Path(f"session_{seed}.qrsdp")
     try:
@@ -668,6 +778,7 @@ def cli_command(
             initial_depth=depth,
             market_open_ns=open_ns,
             model=margs.build(levels),
+            realism=rargs.build(),
             chunk_capacity=chunk_size,
         )
         try:
@@ -675,11 +786,11 @@ def cli_command(
         except ValueError as exc:
             raise ArgError(str(exc)) from None
         _check_writable_file(path, "output file")
-    except ArgError as exc:
+    except (ArgError, RealismArgError) as exc:
         _fail(str(exc))
     from qrsdp_sim.engine.runner import warm_up
 
-    warm_up(config.model, levels)  # compile / load the kernel first, so the figure below is the simulation's
+    warm_up(config.model, levels, config.realism)  # compile / load the kernel first, so the figure below is the simulation's
     result = simulate_to_file(config, path, realtime_speed=speed if realtime else None)
     typer.echo(
         f"{path}: {result.events:,} events, {_human_bytes(result.file_bytes or 0)} "

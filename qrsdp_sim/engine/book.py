@@ -26,6 +26,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from qrsdp_sim.engine.rng import below, uniform
+from qrsdp_sim.engine.sizes import draw_size
+
 GRID_TICKS = 1 << 16  # ticks per side; prices must stay within +-32k ticks of the session open
 NO_SLOT = -1
 
@@ -42,6 +45,8 @@ LEVELS = 8  # K, the window width
 REFILL = 9  # orders placed on a tick newly entering a window (= initial_depth)
 ERROR = 10  # non-zero once the book left its grid (the kernel stops)
 N_IST = 11
+
+MAX_FILLS = 1000  # resting orders one market order may touch (the rest of it is not executed)
 
 ERR_GRID = 1
 
@@ -192,10 +197,10 @@ def _unlink(grid, pool, ist, s, idx, slot):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _refill(grid, pool, oid, ist, s, price, out, n, ts):
+def _refill(grid, pool, oid, ist, s, price, sizes, rng, out, n, ts):
     depth = ist[REFILL]
     for _ in range(depth):
-        n = push_order(grid, pool, oid, ist, s, price, 1, out, n, ts)
+        n = push_order(grid, pool, oid, ist, s, price, draw_size(sizes, rng), out, n, ts)
     return n
 
 
@@ -213,7 +218,7 @@ def _best_in_grid(ist, s, price):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def shift_after_depletion(grid, pool, oid, ist, s, out, n, ts):
+def shift_after_depletion(grid, pool, oid, ist, s, sizes, rng, out, n, ts):
     """Side ``s``'s best tick just emptied: move the best outward and refill.
 
     The best moves to the next populated tick outward (orders outside the window
@@ -243,7 +248,7 @@ def shift_after_depletion(grid, pool, oid, ist, s, out, n, ts):
     for k in range(K):
         q = p + d * k
         if (not found or (q - old_far) * d > 0) and grid[G_NORD, s, q - base] == 0:
-            n = _refill(grid, pool, oid, ist, s, q, out, n, ts)
+            n = _refill(grid, pool, oid, ist, s, q, sizes, rng, out, n, ts)
     return n
 
 
@@ -265,8 +270,14 @@ def add_improving(grid, pool, oid, ist, s, qty, out, n, ts):
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
-def cancel_nth(grid, pool, oid, ist, s, k, j, out, n, ts):
-    """Cancel the ``j``-th order (0 = oldest) of the tick ``k`` levels outward from the best."""
+def cancel_nth(grid, pool, oid, ist, s, k, j, partial_share, lot, sizes, rng, out, n, ts):
+    """Cancel the ``j``-th order (0 = oldest) of the tick ``k`` levels outward from the best.
+
+    With probability ``partial_share`` (orders of more than one share) only part of it is
+    cancelled: whole round lots of ``lot`` shares when the order is a multiple of at least two
+    lots, else 1 .. qty - 1 shares; the order keeps its place in the queue. A full cancel
+    removes it. The CANCEL record carries the shares cancelled.
+    """
     price = ist[BB + s] + outward(s) * k
     idx = price - ist[BASE]
     cnt = grid[G_NORD, s, idx]
@@ -278,6 +289,17 @@ def cancel_nth(grid, pool, oid, ist, s, k, j, out, n, ts):
         slot = grid[G_TAIL, s, idx]
         for _ in range(cnt - 1 - j):
             slot = pool[P_PREV, slot]
+    qty = pool[P_QTY, slot]
+    if partial_share > 0.0 and qty > 1 and uniform(rng) < partial_share:
+        if lot > 1 and qty % lot == 0 and qty >= 2 * lot:
+            c = lot * (1 + below(rng, qty // lot - 1))
+        else:
+            c = 1 + below(rng, qty - 1)
+        pool[P_QTY, slot] = qty - c
+        grid[G_QSUM, s, idx] -= c
+        return emit(
+            out, n, ts, np.uint8(CANCEL_BID + s), np.uint8(s), np.int32(price), np.uint32(c), np.uint64(oid[slot])
+        )
     n = emit(
         out,
         n,
@@ -285,47 +307,50 @@ def cancel_nth(grid, pool, oid, ist, s, k, j, out, n, ts):
         np.uint8(CANCEL_BID + s),
         np.uint8(s),
         np.int32(price),
-        np.uint32(pool[P_QTY, slot]),
+        np.uint32(qty),
         np.uint64(oid[slot]),
     )
     _unlink(grid, pool, ist, s, idx, slot)
     if k == 0 and grid[G_NORD, s, idx] == 0:
-        n = shift_after_depletion(grid, pool, oid, ist, s, out, n, ts)
+        n = shift_after_depletion(grid, pool, oid, ist, s, sizes, rng, out, n, ts)
     return n
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
-def execute_best(grid, pool, oid, ist, s, out, n, ts):
-    """One share traded against the oldest order at the best of side ``s`` (the resting side).
+def execute_best(grid, pool, oid, ist, s, qty, sizes, rng, out, n, ts):
+    """A market order of ``qty`` shares against the best of side ``s`` (the resting side).
 
     ``s = 1`` is a buy hitting the best ask (EXECUTE_BUY), ``s = 0`` a sell hitting the best bid.
+    It walks the best queue in time priority, one EXECUTE record per resting order touched (the
+    last one partial when the order is larger than what is left of the market order), and never
+    beyond the best price: what the best queue cannot fill is not executed (an immediate-or-cancel
+    order at the best), nor beyond ``MAX_FILLS`` resting orders.
     """
     price = ist[BB + s]
     idx = price - ist[BASE]
-    slot = grid[G_HEAD, s, idx]
-    n = emit(
-        out,
-        n,
-        ts,
-        np.uint8(EXECUTE_SELL - s),
-        np.uint8(s),
-        np.int32(price),
-        np.uint32(1),
-        np.uint64(oid[slot]),
-    )
-    if pool[P_QTY, slot] > 1:
-        pool[P_QTY, slot] -= 1
-        grid[G_QSUM, s, idx] -= 1
-    else:
-        _unlink(grid, pool, ist, s, idx, slot)
-        if grid[G_NORD, s, idx] == 0:
-            n = shift_after_depletion(grid, pool, oid, ist, s, out, n, ts)
+    left = qty
+    fills = 0
+    etype = np.uint8(EXECUTE_SELL - s)
+    while left > 0 and fills < MAX_FILLS:
+        slot = grid[G_HEAD, s, idx]
+        rest = pool[P_QTY, slot]
+        take = rest if rest <= left else left
+        n = emit(out, n, ts, etype, np.uint8(s), np.int32(price), np.uint32(take), np.uint64(oid[slot]))
+        fills += 1
+        left -= take
+        if take < rest:
+            pool[P_QTY, slot] = rest - take
+            grid[G_QSUM, s, idx] -= take
+        else:
+            _unlink(grid, pool, ist, s, idx, slot)
+            if grid[G_NORD, s, idx] == 0:
+                return shift_after_depletion(grid, pool, oid, ist, s, sizes, rng, out, n, ts)
     return n
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def open_book(grid, pool, oid, ist, best_bid, spread, out, n, ts):
-    """Place the opening book: ``REFILL`` orders on each of the K ticks of both windows.
+def open_book(grid, pool, oid, ist, best_bid, spread, sizes, rng, out, n, ts):
+    """Place the opening book: ``REFILL`` orders (sizes from ``sizes``) on each of the K ticks of both windows.
 
     Emitted as ADDs at ``ts``: bids from the best outward, then asks from the best outward.
     """
@@ -339,7 +364,7 @@ def open_book(grid, pool, oid, ist, best_bid, spread, out, n, ts):
             return n
         d = outward(s)
         for k in range(K):
-            n = _refill(grid, pool, oid, ist, s, ist[BB + s] + d * k, out, n, ts)
+            n = _refill(grid, pool, oid, ist, s, ist[BB + s] + d * k, sizes, rng, out, n, ts)
     return n
 
 

@@ -25,6 +25,18 @@ Kinds:
     (O(1) per event). Multiplier 1 + min(E(t), cap): non-increasing between events,
     so its value at t bounds it until the next event.
 
+``DEC_EXCITE``
+    normalised multi-timescale excitation (``realism.Excitation``), excited by *trigger*
+    events only (market orders and events that move the mid price). ``params = [J, n, cap,
+    lambda0, prior_seconds, beta_0 .. beta_J-1, w_0 .. w_J-1]``; ``state = [E_0 .. E_J-1, t_E,
+    N, M, D_0 .. D_J-1, t_D]``. Multiplier 1 + min(sum_j E_j e^(-beta_j (t - t_E)), cap). At a
+    trigger, E_j += n w_j beta_j / lambda_hat, where lambda_hat = (N + lambda0 prior) / (M + prior)
+    estimates the base trigger rate (N triggers so far, M = integral of the multiplier so far):
+    each trigger then raises the expected number of later triggers by n (the branching ratio),
+    whatever the base model's rates, so the excitation is stationary for any n < 1 and its
+    mean multiplier is 1 / (1 - n). ``D_j``, ``t_D``: the decayed values computed at the last
+    candidate time, reused when that candidate is accepted (saves J exponentials per event).
+
 A new decorator adds a kind code and a branch in each of these three functions.
 """
 
@@ -35,6 +47,7 @@ from numba import njit
 
 DEC_NONE = 0
 DEC_HAWKES = 1
+DEC_EXCITE = 2
 
 # DEC_HAWKES slots
 H_ALPHA = 0
@@ -42,6 +55,15 @@ H_BETA = 1
 H_CAP = 2
 H_E = 0  # state: excitation just after the last event
 H_T = 1  # state: time of the last event (seconds since the open)
+
+# DEC_EXCITE slots
+X_J = 0
+X_N = 1
+X_CAP = 2
+X_LAMBDA0 = 3
+X_PRIOR = 4
+X_BETA = 5  # then J betas, then J weights
+MAX_SCALES = 8
 
 
 def no_decorator() -> tuple[int, np.ndarray, np.ndarray]:
@@ -55,6 +77,59 @@ def hawkes_decorator(alpha: float, beta: float, cap: float) -> tuple[int, np.nda
     return DEC_HAWKES, params, np.zeros(2, dtype=np.float64)
 
 
+def excite_decorator(
+    branching: float, betas: list[float], weights: list[float], lambda0: float, prior_seconds: float, cap: float
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """(kind, params, fresh state) for the normalised excitation; E = 0 at the open."""
+    j = len(betas)
+    params = np.array([j, branching, cap, lambda0, prior_seconds, *betas, *weights], dtype=np.float64)
+    state = np.zeros(2 * j + 4, dtype=np.float64)
+    state[2 * j + 3] = -1.0  # no cached candidate yet
+    return DEC_EXCITE, params, state
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def _excite_multiplier(params, state, t):
+    """Multiplier at ``t``; caches the decayed components for ``t`` (reused by the event update)."""
+    j = int(params[X_J])
+    dt = t - state[j]
+    tot = 0.0
+    if dt == 0.0:  # just after an event (the kernel's next bound): nothing has decayed
+        for i in range(j):
+            state[j + 3 + i] = state[i]
+            tot += state[i]
+    else:
+        for i in range(j):
+            d = state[i] * np.exp(-params[X_BETA + i] * dt)
+            state[j + 3 + i] = d
+            tot += d
+    state[2 * j + 3] = t
+    return 1.0 + min(tot, params[X_CAP])
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def _excite_on_event(params, state, t, trigger):
+    j = int(params[X_J])
+    if state[2 * j + 3] != t:
+        _excite_multiplier(params, state, t)
+    # integral of the multiplier since the last update (cap ignored: an estimate's denominator)
+    m = t - state[j]
+    for i in range(j):
+        m += (state[i] - state[j + 3 + i]) / params[X_BETA + i]
+    state[j + 2] += m
+    if trigger:
+        prior = params[X_PRIOR]
+        lam = (state[j + 1] + params[X_LAMBDA0] * prior) / (state[j + 2] + prior)
+        k = params[X_N] / lam
+        for i in range(j):
+            state[i] = state[j + 3 + i] + k * params[X_BETA + j + i] * params[X_BETA + i]
+        state[j + 1] += 1.0
+    else:
+        for i in range(j):
+            state[i] = state[j + 3 + i]
+    state[j] = t
+
+
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def _hawkes_multiplier(params, state, t):
     e = state[H_E] * np.exp(-params[H_BETA] * (t - state[H_T]))
@@ -65,6 +140,8 @@ def _hawkes_multiplier(params, state, t):
 def dec_bound(kind, params, state, t):
     if kind == DEC_HAWKES:
         return _hawkes_multiplier(params, state, t)
+    if kind == DEC_EXCITE:
+        return _excite_multiplier(params, state, t)
     return 1.0
 
 
@@ -72,14 +149,19 @@ def dec_bound(kind, params, state, t):
 def dec_multiplier(kind, params, state, t):
     if kind == DEC_HAWKES:
         return _hawkes_multiplier(params, state, t)
+    if kind == DEC_EXCITE:
+        return _excite_multiplier(params, state, t)
     return 1.0
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
-def dec_on_event(kind, params, state, t, etype):
+def dec_on_event(kind, params, state, t, etype, trigger=True):
+    """Update after an event at ``t``; ``trigger``: the event is a market order or moved the mid."""
     if kind == DEC_HAWKES:
         state[H_E] = state[H_E] * np.exp(-params[H_BETA] * (t - state[H_T])) + params[H_ALPHA]
         state[H_T] = t
+    elif kind == DEC_EXCITE:
+        _excite_on_event(params, state, t, trigger)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -27,6 +27,7 @@ from qrsdp_sim.engine.book import (
     G_NORD,
     G_QSUM,
     LEVELS,
+    MAX_FILLS,
     N_FREE,
     REFILL,
     add_at_level,
@@ -35,12 +36,22 @@ from qrsdp_sim.engine.book import (
     execute_best,
     window_depth,
 )
+from qrsdp_sim.engine.clock import CK_INV_RATE, CK_THETA
 from qrsdp_sim.engine.decorators import DEC_NONE, dec_bound, dec_multiplier, dec_on_event
-from qrsdp_sim.engine.models.base import MODEL_CONSTANT, MODEL_HLR, P_ADD_ALPHA, P_IMPROVE, P_SPREAD_SENS
+from qrsdp_sim.engine.models.base import (
+    MODEL_CONSTANT,
+    MODEL_HLR,
+    P_ADD_ALPHA,
+    P_CANCEL_BEST,
+    P_IMPROVE,
+    P_LIQUIDITY,
+    P_SPREAD_SENS,
+)
 from qrsdp_sim.engine.models.constant import constant_rates
 from qrsdp_sim.engine.models.hlr import hlr_rates
 from qrsdp_sim.engine.models.simple_imbalance import simple_rates
-from qrsdp_sim.engine.rng import below, exponential, uniform
+from qrsdp_sim.engine.rng import below, exponential, uniform, uniform_pos
+from qrsdp_sim.engine.sizes import draw_size
 
 # return status
 DONE = 0  # session end reached
@@ -48,8 +59,24 @@ FULL = 1  # output buffer or order pool too small for a worst-case next event
 ERROR_GRID = 2  # the book left its price grid
 
 # clock state (float64 array)
-F_TIME = 0  # elapsed seconds since the open
-N_FST = 1
+F_TIME = 0  # business time elapsed since the open (= calendar seconds without a business clock)
+F_CAL = 1  # calendar seconds since the open of the last event
+F_CELL = 2  # the business clock's current cell (an index, kept as a float)
+F_EXO = 3  # the exogenous signal's current step (an index, kept as a float)
+F_LAST_TS = 4  # timestamp (ns) of the last record written
+F_META_SIGN = 5  # the active metaorder's side: 0 none yet, 1 buy, -1 sell
+F_META_LEFT = 6  # children the active metaorder still has
+N_FST = 7
+
+# session parameters (float64 array ``spar``)
+S_PARTIAL = 0  # share of cancels that are partial
+S_LOT = 1  # round lot (shares) for partial cancels
+S_UNIT = 2  # shares per queue unit (the models read queue sizes in this unit)
+S_META_SHARE = 3  # probability that a market order is a child of the active metaorder (0: off)
+S_META_TAIL = 4  # Pareto tail exponent of metaorder lengths
+S_META_LIQ = 5  # liquidity response: add rates x (1 +- r) on the side the metaorder consumes / the other
+#                (< 0: the model's own, params[P_LIQUIDITY])
+N_SPAR = 6
 
 TOB_COLS = 6  # best bid, best ask, qty at each, bid and ask window depth
 
@@ -62,8 +89,14 @@ def scratch_size(levels: int) -> int:
 
 
 def max_records_per_event(levels: int, refill_depth: int) -> int:
-    """Worst case: one removal that empties the best and refills a whole window."""
+    """Worst case of any event but a market order: one removal that empties the best and refills a
+    whole window. A market order adds one record per resting order it touches (at most ``MAX_FILLS``)."""
     return 1 + levels * refill_depth
+
+
+def buffer_records(levels: int, refill_depth: int) -> int:
+    """The smallest output buffer that always fits one event (a market order at its worst)."""
+    return max_records_per_event(levels, refill_depth) + MAX_FILLS
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
@@ -107,11 +140,16 @@ def run_kernel(
     kind,
     params,
     tables,
+    spar,
+    sz_limit,
+    sz_market,
     dec_kind,
     dec_params,
     dec_state,
     exo,
-    exo_step,
+    exo_tau,
+    clock,
+    clock_step,
     t_end,
     open_ns,
     out,
@@ -120,10 +158,14 @@ def run_kernel(
 ):
     """Simulate into ``out`` from ``fst[F_TIME]``; return ``(status, records_written)``.
 
-    ``exo`` is an optional piecewise-constant signal (value ``exo[j]`` on
-    ``[j * exo_step, (j + 1) * exo_step)``, last value held), length 0 for none.
-    ``tob`` (rows >= ``out`` rows, or 0 rows to disable) receives the top of book after
-    each event on the row of the event's last record (diagnostics for tests).
+    Time runs in business time (``t``, ``t_end``); with a business clock (``clock`` of shape
+    (2, n + 1): Theta at the cell boundaries and 1 / g per cell of ``clock_step`` seconds) each
+    event's business time is mapped to calendar time for its timestamp; an empty clock (shape
+    (2, 0)) means business time is calendar time. ``exo`` is an optional piecewise-constant
+    signal (value ``exo[j]`` from business time ``exo_tau[j]`` to ``exo_tau[j + 1]``, last value
+    held), length 0 for none. ``sz_limit`` / ``sz_market``: alias tables of limit- and market-order
+    sizes; ``spar``: session parameters (``S_*``). ``tob`` (rows >= ``out`` rows, or 0 rows to
+    disable) receives the top of book after each event on the row of the event's last record.
     ``scratch`` is float64 work space of at least ``scratch_size(K)`` elements.
     """
     # views without reference counting (see _nrt.borrow): the caller keeps the arrays alive
@@ -134,9 +176,14 @@ def run_kernel(
     rng = borrow(rng)
     params = borrow(params)
     tables = borrow(tables)
+    spar = borrow(spar)
+    sz_limit = borrow(sz_limit)
+    sz_market = borrow(sz_market)
     dec_params = borrow(dec_params)
     dec_state = borrow(dec_state)
     exo = borrow(exo)
+    exo_tau = borrow(exo_tau)
+    clock = borrow(clock)
     out = borrow(out)
     tob = borrow(tob)
     scratch = borrow(scratch)
@@ -159,31 +206,61 @@ def run_kernel(
         acc += np.exp(-alpha * k)
         wcum[k] = acc
     improve = params[P_IMPROVE]
+    kappa = params[P_CANCEL_BEST]
+    partial = spar[S_PARTIAL]
+    lot = np.int64(spar[S_LOT])
+    unit = spar[S_UNIT]
+    meta_share = spar[S_META_SHARE]
+    meta_inv_tail = -1.0 / spar[S_META_TAIL] if meta_share > 0.0 else 0.0
+    meta_sign = fst[F_META_SIGN]
+    meta_left = fst[F_META_LEFT]
+    meta_liq = spar[S_META_LIQ] if spar[S_META_LIQ] >= 0.0 else params[P_LIQUIDITY]
+    if meta_share == 0.0:
+        meta_liq = 0.0
     n_exo = exo.shape[0]
     with_tob = tob.shape[0] > 0
+    n_cells = clock.shape[1] - 1
+    with_clock = n_cells > 0
+    cell = np.int64(fst[F_CELL])
+    jx = np.int64(fst[F_EXO])
+    last_ts = np.uint64(fst[F_LAST_TS])
+    tcal = fst[F_CAL]
 
     while True:
-        if n + need > cap or ist[N_FREE] < need:
+        # room for the worst case of the next event (a market order touches every order at the best)
+        fills = max(grid[G_NORD, 0, ist[BB] - ist[BASE]], grid[G_NORD, 1, ist[BB + 1] - ist[BASE]])
+        if n + need + min(fills, MAX_FILLS) > cap or ist[N_FREE] < need:
             status = FULL
             break
         # -- the model's rates for the current book (and exogenous input)
         x = 0.0
         t_limit = t_end
         if n_exo > 0:
-            j = int(t / exo_step)
-            if (j + 1) * exo_step <= t:  # t sits on a step boundary that division rounded down
-                j += 1
-            if j >= n_exo - 1:
-                x = exo[n_exo - 1]
-            else:
-                x = exo[j]
-                t_limit = min(t_end, (j + 1) * exo_step)
+            while jx + 1 < n_exo and exo_tau[jx + 1] <= t:
+                jx += 1
+            x = exo[jx]
+            if jx + 1 < n_exo:
+                t_limit = min(t_end, exo_tau[jx + 1])
         if kind == MODEL_HLR:
-            total = hlr_rates(grid, ist, params, tables, x, mult, rates)
+            total = hlr_rates(grid, ist, params, tables, x, mult, unit, rates)
         elif kind == MODEL_CONSTANT:
             total = constant_rates(params, rates)
         else:
-            total = simple_rates(grid, ist, params, x, mult, rates)
+            total = simple_rates(grid, ist, params, x, mult, unit, rates)
+        if meta_liq > 0.0 and meta_sign != 0.0:  # liquidity providers lean against the metaorder
+            up = 1.0 + meta_liq  # the side it consumes: asks for a buy metaorder
+            dn = 1.0 - meta_liq
+            f_bid = dn if meta_sign > 0 else up
+            f_ask = up if meta_sign > 0 else dn
+            if per_level:
+                for k in range(K):
+                    total += (f_bid - 1.0) * rates[k] + (f_ask - 1.0) * rates[K + k]
+                    rates[k] *= f_bid
+                    rates[K + k] *= f_ask
+            else:
+                total += (f_bid - 1.0) * rates[0] + (f_ask - 1.0) * rates[1]
+                rates[0] *= f_bid
+                rates[1] *= f_ask
         # -- next event time: thinning against the decorator's bound
         # (Ogata): candidates from a Poisson process of rate total x bound, each accepted with
         # probability multiplier / bound; after a rejection the multiplier just computed at the
@@ -210,7 +287,18 @@ def run_kernel(
                 status = DONE
                 break
             continue  # crossed a step of the exogenous signal: rates change there
-        ts = np.uint64(open_ns + np.int64(t * 1e9))
+        # -- calendar time of the event (exact inverse of the piecewise-linear business clock)
+        if with_clock:
+            while cell + 1 < n_cells and clock[CK_THETA, cell + 1] <= t:
+                cell += 1
+            tcal = cell * clock_step + (t - clock[CK_THETA, cell]) * clock[CK_INV_RATE, cell]
+        else:
+            tcal = t
+        ts = np.uint64(open_ns + np.int64(tcal * 1e9))
+        if ts < last_ts:  # round-off at a cell boundary can never move time backwards
+            ts = last_ts
+        last_ts = ts
+        mid_before = ist[BB] + ist[BB + 1]
         # -- which event
         idx = _pick(rates, nr, uniform(rng) * total)
         if per_level:
@@ -226,40 +314,71 @@ def run_kernel(
         # -- attributes and application
         if etype <= 1:
             s = etype
+            qty = draw_size(sz_limit, rng)
             spread = ist[BB + 1] - ist[BB]
             if spread > 1 and uniform(rng) < min(1.0, (spread - 1) * improve):
-                n = add_improving(grid, pool, oid, ist, s, 1, out, n, ts)
+                n = add_improving(grid, pool, oid, ist, s, qty, out, n, ts)
             else:
                 if level < 0:
                     target = uniform(rng) * wcum[K - 1]
                     level = 0
                     while level < K - 1 and wcum[level] <= target:
                         level += 1
-                n = add_at_level(grid, pool, oid, ist, s, level, 1, out, n, ts)
+                n = add_at_level(grid, pool, oid, ist, s, level, qty, out, n, ts)
         elif etype <= 3:
             s = etype - 2
             d = 2 * s - 1
             i0 = ist[BB + s] - ist[BASE]
             if level < 0:
-                tot = 0
-                for k in range(K):
-                    tot += grid[G_QSUM, s, i0 + d * k]
-                target = below(rng, tot)
-                level = 0
-                cum = grid[G_QSUM, s, i0]
-                while cum <= target:
-                    level += 1
-                    cum += grid[G_QSUM, s, i0 + d * level]
+                if kappa == 1.0:  # weight = queue quantity (integer draw: the seed's exact stream)
+                    tot = 0
+                    for k in range(K):
+                        tot += grid[G_QSUM, s, i0 + d * k]
+                    target = below(rng, tot)
+                    level = 0
+                    cum = grid[G_QSUM, s, i0]
+                    while cum <= target:
+                        level += 1
+                        cum += grid[G_QSUM, s, i0 + d * level]
+                else:  # weight = queue quantity, times kappa at the best
+                    ftot = kappa * grid[G_QSUM, s, i0]
+                    for k in range(1, K):
+                        ftot += grid[G_QSUM, s, i0 + d * k]
+                    ftarget = uniform(rng) * ftot
+                    level = 0
+                    fcum = kappa * grid[G_QSUM, s, i0]
+                    while fcum <= ftarget and level < K - 1:
+                        level += 1
+                        fcum += grid[G_QSUM, s, i0 + d * level]
+                    while grid[G_NORD, s, i0 + d * level] == 0:  # round-off landed on an empty tick
+                        level -= 1
             cnt = grid[G_NORD, s, i0 + d * level]
             if cnt > 0:  # always true for validated models (cancel rate 0 on empty ticks)
-                n = cancel_nth(grid, pool, oid, ist, s, level, below(rng, cnt), out, n, ts)
+                n = cancel_nth(
+                    grid, pool, oid, ist, s, level, below(rng, cnt), partial, lot, sz_limit, rng, out, n, ts
+                )
         else:
-            n = execute_best(grid, pool, oid, ist, 5 - etype, out, n, ts)
+            if meta_share > 0.0 and uniform(rng) < meta_share:  # a child of the active metaorder
+                if meta_left <= 0.0:  # start the next one: random side, Pareto length
+                    meta_sign = 1.0 if uniform(rng) < 0.5 else -1.0
+                    meta_left = min(np.floor(uniform_pos(rng) ** meta_inv_tail), 1e9)
+                etype = 4 if meta_sign > 0 else 5
+                meta_left -= 1.0
+            qty = draw_size(sz_market, rng)
+            n = execute_best(grid, pool, oid, ist, 5 - etype, qty, sz_limit, rng, out, n, ts)
         if ist[ERROR] != 0:
             status = ERROR_GRID
             break
         if with_tob:
             _top_of_book(grid, ist, tob, n - 1)
-        dec_on_event(dec_kind, dec_params, dec_state, t, etype)
+        if dec_kind != DEC_NONE:
+            trigger = etype >= 4 or ist[BB] + ist[BB + 1] != mid_before
+            dec_on_event(dec_kind, dec_params, dec_state, t, etype, trigger)
     fst[F_TIME] = t
+    fst[F_CAL] = tcal
+    fst[F_CELL] = cell
+    fst[F_EXO] = jx
+    fst[F_LAST_TS] = last_ts
+    fst[F_META_SIGN] = meta_sign
+    fst[F_META_LEFT] = meta_left
     return status, n

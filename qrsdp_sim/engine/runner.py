@@ -34,10 +34,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from qrsdp_sim.engine.calendar import DEFAULT_MARKET_OPEN, DEFAULT_START, parse_market_open, trading_dates
+from qrsdp_sim.engine.clock import market_seed
 from qrsdp_sim.engine.factor import MarketFactor
 from qrsdp_sim.engine.models.base import IntensityModel
 from qrsdp_sim.engine.models.factory import with_exo_loading
 from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
+from qrsdp_sim.engine.realism import Realism
 from qrsdp_sim.engine.seeds import SEED_STRATEGY, session_seed, validate_symbol
 from qrsdp_sim.engine.session import DEFAULT_BATCH, SessionConfig, SessionResult, simulate_to_file
 from qrsdp_sim.eventlog.format import DEFAULT_CHUNK_CAPACITY
@@ -80,6 +82,7 @@ class RunSpec:
     tick_size: int = 100
     market_open: str = DEFAULT_MARKET_OPEN
     model: IntensityModel = field(default_factory=SimpleImbalance)
+    realism: Realism = field(default_factory=Realism)  # Realism.plain(): the seed's order flow
     chunk_capacity: int = DEFAULT_CHUNK_CAPACITY
     batch_records: int = DEFAULT_BATCH
     factor: MarketFactor = field(default_factory=MarketFactor)  # loading 0: independent securities
@@ -100,6 +103,8 @@ class RunSpec:
             tick_size=self.tick_size,
             market_open_ns=parse_market_open(self.market_open),
             model=model,
+            realism=self.realism,
+            market_seed=market_seed(self.base_seed, date.year * 10_000 + date.month * 100 + date.day),
             batch_records=self.batch_records,
             chunk_capacity=self.chunk_capacity,
         )
@@ -129,6 +134,7 @@ class RunSpec:
             "initial_depth": self.initial_depth,
             "market_open": self.market_open,
             "model": self.model.to_dict(),
+            "realism": self.realism.to_dict(),
             "market_factor": self.factor.to_dict(),
         }
 
@@ -339,7 +345,7 @@ def run(
     spec.validate(min(s.p0_ticks for s in securities))
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    warm_up(spec.model, spec.levels_per_side)
+    warm_up(spec.model, spec.levels_per_side, spec.realism)
     warmup = time.perf_counter() - started
     started = time.perf_counter()
     stop = threading.Event()
@@ -372,12 +378,15 @@ def run(
 _warm_lock = threading.Lock()
 
 
-def warm_up(model: IntensityModel, levels: int = 5) -> None:
+def warm_up(model: IntensityModel, levels: int = 5, realism: Realism | None = None) -> None:
     """Compile (or load from the cache) the kernel in the calling thread before workers start."""
     from qrsdp_sim.engine.session import simulate_session
     from qrsdp_sim.sinks.memory import InMemorySink
 
     with _warm_lock:
         simulate_session(
-            SessionConfig(seed=0, session_seconds=1, levels_per_side=levels, model=model), InMemorySink()
+            SessionConfig(
+                seed=0, session_seconds=1, levels_per_side=levels, model=model, realism=realism or Realism()
+            ),
+            InMemorySink(),
         )

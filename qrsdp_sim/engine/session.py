@@ -18,13 +18,22 @@ import numpy as np
 
 from qrsdp_sim.engine.book import BB, ERROR, N_FREE, NEXT_ID, grow_pool, new_book, open_book
 from qrsdp_sim.engine.calendar import NS_PER_SECOND
-from qrsdp_sim.engine.decorators import no_decorator
+from qrsdp_sim.engine.clock import ClockGrid
 from qrsdp_sim.engine.kernel import (
     DONE,
     ERROR_GRID,
+    F_CAL,
     F_TIME,
     N_FST,
+    N_SPAR,
+    S_LOT,
+    S_META_LIQ,
+    S_META_SHARE,
+    S_META_TAIL,
+    S_PARTIAL,
+    S_UNIT,
     TOB_COLS,
+    buffer_records,
     max_records_per_event,
     run_kernel,
     scratch_size,
@@ -32,6 +41,7 @@ from qrsdp_sim.engine.kernel import (
 from qrsdp_sim.engine.models.base import P_LOADING, IntensityModel
 from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
 from qrsdp_sim.engine.pacing import Pacer
+from qrsdp_sim.engine.realism import Realism
 from qrsdp_sim.engine.rng import seed_state
 from qrsdp_sim.eventlog.format import DEFAULT_CHUNK_CAPACITY, LogHeader
 from qrsdp_sim.eventlog.writer import BinaryFileSink
@@ -64,6 +74,8 @@ class SessionConfig:
     tick_size: int = 100
     market_open_ns: int = 34_200 * NS_PER_SECOND
     model: IntensityModel = field(default_factory=SimpleImbalance)
+    realism: Realism = field(default_factory=Realism)
+    market_seed: int | None = None  # the date's market-wide activity (None: drawn from ``seed``)
     batch_records: int = DEFAULT_BATCH
     chunk_capacity: int = DEFAULT_CHUNK_CAPACITY
 
@@ -93,6 +105,13 @@ class SessionConfig:
         if self.chunk_capacity < 1:
             raise ValueError(f"chunk capacity must be >= 1, got {self.chunk_capacity}")
         self.model.validate(self.levels_per_side)
+        self.realism.validate()
+
+    def clock_grid(self) -> ClockGrid | None:
+        """The session's business clock (None when it is the identity)."""
+        if self.realism.clock.is_identity:
+            return None
+        return self.realism.clock.grid(int(self.seed), float(self.session_seconds), self.market_seed)
 
     def header(self) -> LogHeader:
         return LogHeader(
@@ -166,7 +185,7 @@ class SessionDriver:
         K = config.levels_per_side
         D = config.initial_depth
         self._need = max_records_per_event(K, D)
-        self._batch = max(config.batch_records, 2 * K * D, self._need)
+        self._batch = max(config.batch_records, 2 * K * D, buffer_records(K, D))
         pool = (
             max(4096, 4 * K * D + self._need) if pool_size is None else max(pool_size, 2 * K * D + self._need)
         )
@@ -175,16 +194,41 @@ class SessionDriver:
         self.fst = np.zeros(N_FST, dtype=np.float64)
         self._params = config.model.params_vector()
         self._tables = np.ascontiguousarray(config.model.tables(K), dtype=np.float64)
-        # a model with a time-varying multiplier (HawkesIntensity) supplies a decorator; fresh state per session
+        realism = config.realism
+        # a model with its own time-varying multiplier (HawkesIntensity) supplies its decorator, which
+        # takes the place of the realism layer's excitation; fresh state per session either way
         make_decorator = getattr(config.model, "decorator", None)
-        self._dec = make_decorator() if make_decorator is not None else no_decorator()
+        self._dec = make_decorator() if make_decorator is not None else realism.excitation.decorator()
+        sizes = realism.sizes
+        self._sz_limit = sizes.limit.table()
+        self._sz_market = sizes.market.table()
+        self._spar = np.zeros(N_SPAR, dtype=np.float64)
+        self._spar[S_PARTIAL] = sizes.partial_cancel_share
+        self._spar[S_LOT] = sizes.limit.round_lot
+        self._spar[S_UNIT] = sizes.unit_shares()
+        self._spar[S_META_SHARE] = realism.metaorders.share
+        self._spar[S_META_TAIL] = realism.metaorders.tail
+        liq = realism.metaorders.liquidity_response  # None: the model's own (params[P_LIQUIDITY])
+        self._spar[S_META_LIQ] = -1.0 if liq is None else liq
+        # the business clock: the kernel runs in business time and maps timestamps back
+        self.clock = config.clock_grid()
+        if self.clock is not None:
+            self._clock = self.clock.kernel_array()
+            self._t_end = self.clock.business_end
+            self._clock_step = self.clock.step
+        else:
+            self._clock = np.zeros((2, 0), dtype=np.float64)
+            self._t_end = float(config.session_seconds)
+            self._clock_step = 1.0
         # without a loading the signal cannot matter: drop it, so the output stays byte-identical
         # to a run without one (a signal also restarts the clock at each of its steps)
         use_exo = exo is not None and self._params[P_LOADING] != 0.0
         self._exo = np.ascontiguousarray(exo, dtype=np.float64) if use_exo else np.zeros(0, dtype=np.float64)
         if use_exo and not np.all(np.isfinite(self._exo)):
             raise ValueError("the exogenous signal must be finite")
-        self._exo_step = float(exo_step_seconds)
+        # the signal's steps, in calendar time j * step, as business times
+        steps = np.arange(len(self._exo), dtype=np.float64) * float(exo_step_seconds)
+        self._exo_tau = self.clock.to_business(steps) if self.clock is not None else steps
         self._tob = top_of_book
         self._scratch = np.zeros(scratch_size(K), dtype=np.float64)
         self.records = 0
@@ -192,6 +236,13 @@ class SessionDriver:
 
     @property
     def sim_seconds(self) -> float:
+        """Calendar seconds simulated so far (the last event's time since the open)."""
+        if self.done:
+            return float(self.config.session_seconds)
+        return float(self.fst[F_CAL])
+
+    @property
+    def business_seconds(self) -> float:
         return float(self.fst[F_TIME])
 
     def _tob_array(self, rows: int) -> np.ndarray:
@@ -211,6 +262,8 @@ class SessionDriver:
             book.ist,
             best_bid,
             cfg.initial_spread_ticks,
+            self._sz_limit,
+            self.rng,
             out,
             0,
             np.uint64(open_ns),
@@ -219,7 +272,7 @@ class SessionDriver:
             raise SimulationError("the opening book does not fit the price grid")
         self.records = n
         yield out[:n], self._tob_array(n)
-        t_end = float(cfg.session_seconds)
+        t_end = self._t_end
         dec_kind, dec_params, dec_state = self._dec
         while True:
             book = self.book
@@ -235,11 +288,16 @@ class SessionDriver:
                 cfg.model.kind,
                 self._params,
                 self._tables,
+                self._spar,
+                self._sz_limit,
+                self._sz_market,
                 dec_kind,
                 dec_params,
                 dec_state,
                 self._exo,
-                self._exo_step,
+                self._exo_tau,
+                self._clock,
+                self._clock_step,
                 t_end,
                 open_ns,
                 out,

@@ -7,6 +7,10 @@ A model is described to the compiled kernel by plain data:
   for every model (they drive the attribute rules the kernel applies itself);
 * ``tables`` -- a float64 2-D array for models defined by curves (HLR), else a 1x1 dummy.
 
+Queue sizes are read in the session's *queue unit* (shares per unit, ``S_UNIT`` of the kernel's
+session parameters; 1 with one-share orders), so a model's rates mean the same whatever the
+order sizes.
+
 The rate function reads the book and writes the rates of the events it can
 produce into a scratch vector, returning their sum. Two layouts exist:
 
@@ -38,7 +42,9 @@ P_IMPROVE = 0  # improving-add probability per tick of spread beyond one: p = mi
 P_ADD_ALPHA = 1  # add level weight exp(-alpha * k) when the model does not give the level
 P_LOADING = 2  # weight of the exogenous signal in the imbalance input (0: signal ignored)
 P_SPREAD_SENS = 3  # spread sensitivity sS of the add/execute multipliers exp(+-sS (s - 2))
-N_SHARED = 4
+P_CANCEL_BEST = 4  # cancel weight per unit of queue at the best relative to deeper ticks (aggregate models)
+P_LIQUIDITY = 5  # how the model's limit order flow leans against an active metaorder (realism.Metaorders)
+N_SHARED = 6
 
 DEFAULT_IMPROVE = 0.5
 DEFAULT_ADD_ALPHA = 0.5
@@ -66,12 +72,16 @@ def shared_params(
     improve: float = DEFAULT_IMPROVE,
     add_alpha: float = DEFAULT_ADD_ALPHA,
     loading: float = 0.0,
+    cancel_best: float = 1.0,
+    liquidity: float = 0.0,
 ) -> list[float]:
     out = [0.0] * N_SHARED
     out[P_IMPROVE] = improve
     out[P_ADD_ALPHA] = add_alpha
     out[P_LOADING] = loading
     out[P_SPREAD_SENS] = spread_sens
+    out[P_CANCEL_BEST] = cancel_best
+    out[P_LIQUIDITY] = liquidity
     return out
 
 

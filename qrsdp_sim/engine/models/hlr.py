@@ -109,7 +109,24 @@ class HLRCurves:
 
     @classmethod
     def default(cls, levels: int = 5, n_max: int = DEFAULT_N_MAX) -> HLRCurves:
-        """The built-in curves: add 15/(1+0.12n) at the best, 5/(1+0.2n) deeper,
+        """The built-in realistic curves (queue sizes in queue units, rates per second of business
+        time): a large-tick stock whose best queues turn over fast and deplete often while deeper
+        queues are stable, market orders a few percent of events:
+        add 8/(1+0.15n) at the best, 3/(1+0.1n) deeper; cancel 1.5n/(1+0.05n) at the best,
+        0.12n/(1+0.01n) deeper; market 0.25 for n > 0; spread sensitivity 0.3."""
+        n = np.arange(n_max + 1, dtype=np.float64)
+        add = np.empty((2, levels, n_max + 1))
+        add[:, 0, :] = 8.0 / (1.0 + 0.15 * n)
+        add[:, 1:, :] = 3.0 / (1.0 + 0.1 * n)
+        cancel = np.empty((2, levels, n_max + 1))
+        cancel[:, 0, :] = 1.5 * n / (1.0 + 0.05 * n)
+        cancel[:, 1:, :] = 0.12 * n / (1.0 + 0.01 * n)
+        market = np.where(n > 0, 0.25, 0.0)[None, :].repeat(2, axis=0)
+        return cls(add=add, cancel=cancel, market=market, spread_sensitivity=0.3, imbalance_sensitivity=1.0)
+
+    @classmethod
+    def seed(cls, levels: int = 5, n_max: int = DEFAULT_N_MAX) -> HLRCurves:
+        """The seed's curves (one-share orders): add 15/(1+0.12n) at the best, 5/(1+0.2n) deeper,
         cancel 0.3n/(1+0.02n), market 8 for n > 0, spread sensitivity 0.3."""
         n = np.arange(n_max + 1, dtype=np.float64)
         add = np.empty((2, levels, n_max + 1))
@@ -282,6 +299,7 @@ class HLR:
 
     curves: HLRCurves = field(default_factory=HLRCurves.default)
     improve_per_tick: float = DEFAULT_IMPROVE
+    liquidity_response: float = 0.2  # add rates x (1 -+ this) while a metaorder is active (realism layer)
     curves_file: str | None = None
     exo_loading: float = 0.0  # weight of the exogenous signal in the imbalance (market factor hook)
 
@@ -310,9 +328,16 @@ class HLR:
             )
         check_finite("improve_per_tick", self.improve_per_tick)
         check_finite("exo_loading", self.exo_loading, minimum=None)
+        if not 0.0 <= self.liquidity_response < 1.0:
+            raise ValueError(f"liquidity_response must be in [0, 1), got {self.liquidity_response}")
 
     def params_vector(self) -> np.ndarray:
-        p = shared_params(self.curves.spread_sensitivity, self.improve_per_tick, loading=self.exo_loading)
+        p = shared_params(
+            self.curves.spread_sensitivity,
+            self.improve_per_tick,
+            loading=self.exo_loading,
+            liquidity=self.liquidity_response,
+        )
         p += [0.0] * (N_PARAMS - N_SHARED)
         p[P_IMB_SENS] = self.curves.imbalance_sensitivity
         return np.asarray(p, dtype=np.float64)
@@ -325,6 +350,7 @@ class HLR:
             "name": self.name,
             "params": {
                 "improve_per_tick": self.improve_per_tick,
+                "liquidity_response": self.liquidity_response,
                 "exo_loading": self.exo_loading,
                 "curves_file": self.curves_file,
                 "curves": self.curves.to_json_dict(),
@@ -333,8 +359,12 @@ class HLR:
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
-def hlr_rates(grid, ist, p, tab, x, mult, rates):
-    """Fill ``rates[0 : 4K + 2]`` in the per-level layout and return their sum."""
+def hlr_rates(grid, ist, p, tab, x, mult, unit, rates):
+    """Fill ``rates[0 : 4K + 2]`` in the per-level layout and return their sum.
+
+    Queue sizes index the curves in queue units, rounded up: n = ceil(shares / unit), so a
+    non-empty queue always has n >= 1 (``unit`` is a whole number of shares).
+    """
     K = ist[LEVELS]
     base = ist[BASE]
     bb = ist[BB]
@@ -342,6 +372,8 @@ def hlr_rates(grid, ist, p, tab, x, mult, rates):
     ib = bb - base
     ia = ba - base
     nmax = tab.shape[1] - 1
+    inv = 1.0 / unit
+    um1 = unit - 1.0
     s = ba - bb
     a = mult[s] if s < mult.shape[0] else np.exp(p[P_SPREAD_SENS] * (s - 2))
     e = 1.0 / a
@@ -352,18 +384,31 @@ def hlr_rates(grid, ist, p, tab, x, mult, rates):
         na = grid[G_QSUM, 1, ia + k]
         db += nb
         da += na
-        cb = min(nb, nmax)
-        ca = min(na, nmax)
+        cb = min(np.int64((nb + um1) * inv + 1e-9), nmax)
+        ca = min(np.int64((na + um1) * inv + 1e-9), nmax)
         rates[k] = tab[k, cb] * a
         rates[K + k] = tab[K + k, ca] * a
         rates[2 * K + k] = tab[2 * K + k, cb]
         rates[3 * K + k] = tab[3 * K + k, ca]
     imb = (db - da) / (db + da + 1e-9)
     if x != 0.0:
+        raw = imb
         imb = min(1.0, max(-1.0, imb + p[P_LOADING] * x))
+        shift = imb - raw
+        # the market factor leans on the limit order flow too: a rising market brings bids and
+        # takes offers away (adds x (1 -+ shift), cancels x (1 +- shift) on the bid / ask side)
+        fb = max(1.0 - shift, 0.0)
+        fa = max(1.0 + shift, 0.0)
+        for k in range(K):
+            rates[k] *= fb
+            rates[K + k] *= fa
+            rates[2 * K + k] *= fa
+            rates[3 * K + k] *= fb
     i_s = p[P_IMB_SENS]
-    rates[4 * K] = tab[4 * K, min(grid[G_QSUM, 1, ia], nmax)] * e * (1.0 + i_s * max(-imb, 0.0))
-    rates[4 * K + 1] = tab[4 * K + 1, min(grid[G_QSUM, 0, ib], nmax)] * e * (1.0 + i_s * max(imb, 0.0))
+    na0 = min(np.int64((grid[G_QSUM, 1, ia] + um1) * inv + 1e-9), nmax)
+    nb0 = min(np.int64((grid[G_QSUM, 0, ib] + um1) * inv + 1e-9), nmax)
+    rates[4 * K] = tab[4 * K, na0] * e * (1.0 + i_s * max(-imb, 0.0))
+    rates[4 * K + 1] = tab[4 * K + 1, nb0] * e * (1.0 + i_s * max(imb, 0.0))
     total = 0.0
     for i in range(4 * K + 2):
         total += rates[i]

@@ -4,9 +4,17 @@
     a = exp(sS (s - 2)),  e = exp(-sS (s - 2))             (s = spread in ticks)
     add_bid  = L (1 - sI I) a          add_ask  = L (1 + sI I) a
     exec_sell = M (eps + max(sI I, 0)) e     exec_buy = M (eps + max(-sI I, 0)) e
-    cancel_bid = C sC D_bid            cancel_ask = C sC D_ask     (D = depth over the K-tick window)
+    cancel_bid = C sC D_bid            cancel_ask = C sC D_ask
+    D = (kappa q_0 + q_1 + ... + q_(K-1)) / unit     (depth over the K-tick window, in queue units)
 
-every rate clamped to >= 1e-9. Levels are picked by the kernel's attribute rules.
+every rate clamped to >= 1e-9. Levels are picked by the kernel's attribute rules (a cancel's tick
+with weight kappa q_0 at the best and q_k deeper: kappa > 1 makes orders at the best shorter-lived,
+as they are in real books). Queue sizes are in queue units (``OrderSizes.queue_unit``, shares per
+unit), so the rates mean the same whatever the order sizes.
+
+``SimpleImbalance()`` carries the realistic defaults (a large-tick US equity: cancels dominate,
+executions are a few percent of events, the spread is one tick most of the time);
+``SimpleImbalance.seed()`` the seed's parameters (used with ``Realism.plain()`` by ``--plain``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from qrsdp_sim.engine.book import BASE, BB, G_QSUM, LEVELS
 from qrsdp_sim.engine.models.base import (
     MODEL_SIMPLE,
     N_SHARED,
+    P_CANCEL_BEST,
     P_LOADING,
     P_SPREAD_SENS,
     check_finite,
@@ -44,18 +53,25 @@ RATE_FLOOR = 1e-9
 class SimpleImbalance:
     """Parameters of the SimpleImbalance model (defaults from the spec)."""
 
-    base_L: float = 20.0
-    base_C: float = 0.5
-    base_M: float = 15.0
+    base_L: float = 16.0
+    base_C: float = 0.1
+    base_M: float = 0.42
     imbalance_sens: float = 1.0
     cancel_sens: float = 1.0
     epsilon_exec: float = 0.5
     spread_sens: float = 0.4
     add_decay_alpha: float = 0.5
-    improve_per_tick: float = 0.5
+    improve_per_tick: float = 0.7
+    cancel_best_mult: float = 25.0
+    liquidity_response: float = 0.5  # add rates x (1 -+ this) while a metaorder is active (realism layer)
     exo_loading: float = 0.0  # weight of the exogenous signal in the imbalance (market factor hook)
 
     name = "simple"
+
+    @classmethod
+    def seed(cls) -> SimpleImbalance:
+        """The seed's parameters (one-share order flow, executions a third of events)."""
+        return cls(base_L=20.0, base_C=0.5, base_M=15.0, improve_per_tick=0.5, cancel_best_mult=1.0)
 
     @property
     def kind(self) -> int:
@@ -66,7 +82,14 @@ class SimpleImbalance:
             check_finite(field, value, minimum=None if field == "exo_loading" else 0.0)
 
     def params_vector(self) -> np.ndarray:
-        p = shared_params(self.spread_sens, self.improve_per_tick, self.add_decay_alpha, self.exo_loading)
+        p = shared_params(
+            self.spread_sens,
+            self.improve_per_tick,
+            self.add_decay_alpha,
+            self.exo_loading,
+            self.cancel_best_mult,
+            self.liquidity_response,
+        )
         p += [0.0] * (N_PARAMS - N_SHARED)
         p[P_L] = self.base_L
         p[P_C] = self.base_C
@@ -84,10 +107,11 @@ class SimpleImbalance:
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
-def simple_rates(grid, ist, p, x, mult, rates):
+def simple_rates(grid, ist, p, x, mult, unit, rates):
     """Fill ``rates[0:6]`` (by EventType) and return their sum.
 
-    ``x`` is the exogenous signal value (0 without one); ``mult[s]`` caches exp(sS (s - 2)).
+    ``x`` is the exogenous signal value (0 without one); ``mult[s]`` caches exp(sS (s - 2));
+    ``unit``: shares per queue unit.
     """
     K = ist[LEVELS]
     base = ist[BASE]
@@ -103,17 +127,22 @@ def simple_rates(grid, ist, p, x, mult, rates):
         db += grid[G_QSUM, 0, ib - k]
         da += grid[G_QSUM, 1, ia + k]
     imb = (qb - qa) / (qb + qa + 1e-9)
+    shift = 0.0
     if x != 0.0:
+        raw = imb
         imb = min(1.0, max(-1.0, imb + p[P_LOADING] * x))
+        shift = imb - raw
     s = ba - bb
     a = mult[s] if s < mult.shape[0] else np.exp(p[P_SPREAD_SENS] * (s - 2))
     e = 1.0 / a
     si = p[P_SI] * imb
     r0 = max(p[P_L] * (1.0 - si) * a, RATE_FLOOR)
     r1 = max(p[P_L] * (1.0 + si) * a, RATE_FLOOR)
-    cs = p[P_C] * p[P_SC]
-    r2 = max(cs * db, RATE_FLOOR)
-    r3 = max(cs * da, RATE_FLOOR)
+    cs = p[P_C] * p[P_SC] / unit
+    kb = p[P_CANCEL_BEST] - 1.0
+    # the market factor leans on cancels too: a rising market takes offers away and keeps bids
+    r2 = max(cs * (db + kb * qb) * max(1.0 + 2.0 * shift, 0.0), RATE_FLOOR)
+    r3 = max(cs * (da + kb * qa) * max(1.0 - 2.0 * shift, 0.0), RATE_FLOOR)
     r4 = max(p[P_M] * (p[P_EPS] + max(-si, 0.0)) * e, RATE_FLOOR)
     r5 = max(p[P_M] * (p[P_EPS] + max(si, 0.0)) * e, RATE_FLOOR)
     rates[0] = r0
