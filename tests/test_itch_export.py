@@ -70,7 +70,7 @@ def test_export_of_a_run_day(run_dir, tmp_path) -> None:
         recs = src[symbol]
         mine = [m for m in orders if m["locate"] == locate]
         assert len(mine) == len(recs)
-        types = np.array([{b"A": 0, b"D": 2, b"E": 4}[m["type"]] for m in mine])
+        types = np.array([{b"A": 0, b"D": 2, b"X": 2, b"E": 4}[m["type"]] for m in mine])
         np.testing.assert_array_equal(types, recs["type"] // 2 * 2)
         np.testing.assert_array_equal([m["ts"] for m in mine], recs["ts_ns"])
         np.testing.assert_array_equal([m["ref"] for m in mine], (recs["order_id"] - 1) * 2 + locate)

@@ -91,7 +91,7 @@ def test_in_order_feed_decodes_to_the_source_records_and_book(session) -> None:
     first = session[0]
     side = "B" if first["type"] == 0 else "S"
     price = int(first["price_ticks"]) * 100
-    assert lines[5] == (f"[seq=6] ADD_ORDER ref={(int(first['order_id']) - 1) * 2 + 2} side={side} shares=1 "
+    assert lines[5] == (f"[seq=6] ADD_ORDER ref={(int(first['order_id']) - 1) * 2 + 2} side={side} shares={int(first['qty'])} "
                         f"stock=MSFT price={price // 10000}.{price % 10000:04d}")
     assert any(line.startswith("[seq=") and " ORDER_DELETE ref=" in line for line in lines)
     assert any(" ORDER_EXECUTED ref=" in line and " match=" in line for line in lines)
