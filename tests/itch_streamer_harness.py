@@ -13,15 +13,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import numpy as np
 
 from qrsdp_sim.itch import moldudp64 as mold
-from qrsdp_sim.itch.dead_letter import DeadLetters
 from qrsdp_sim.itch.kafka_source import _Source, group_runs
 from qrsdp_sim.itch.streamer import Streamer, StreamerConfig
 from qrsdp_sim.kafka.bridge import RawMessage
+from qrsdp_sim.kafka.dead_letter import DeadLetters
 from qrsdp_sim.kafka.message import H_DATE, H_EOS, H_RUN_ID, H_SEQ, H_TS_NS
 from qrsdp_sim.kafka.message import EndOfSession as Eos
 
@@ -137,7 +136,7 @@ class CollectingSender:
 
 
 class FakeProducer:
-    def __init__(self, conf: dict[str, Any]) -> None:
+    def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, bytes | None, dict[str, bytes | None]]] = []
         self.flushes = 0
 
@@ -154,21 +153,17 @@ class FakeProducer:
 
 def streamer(cfg: StreamerConfig, kafka: MemKafka, sender: CollectingSender | None = None) -> Streamer:
     """A streamer on ``kafka`` and a collecting sender, with a fake dead-letter producer (``st.producer``)."""
-    producers: list[FakeProducer] = []
-
-    def factory(conf: dict[str, Any]) -> FakeProducer:
-        producers.append(FakeProducer(conf))
-        return producers[-1]
-
-    st = Streamer(cfg, dead_letters=DeadLetters(cfg.brokers, cfg.dead_letter_topic, factory))
+    producer = FakeProducer()
+    st = Streamer(cfg, dead_letters=DeadLetters(cfg.brokers, cfg.dead_letter_topic, producer=producer,
+                                                service="itch-stream"))
     st.kafka = kafka
     st.sender = sender or CollectingSender()
-    st.producers = producers  # type: ignore[attr-defined]
+    st.producer = producer  # type: ignore[attr-defined]
     return st
 
 
 def dead_letters(st: Streamer) -> list[tuple[str, bytes | None, bytes | None, dict[str, bytes | None]]]:
-    return [d for p in st.producers for d in p.produced]  # type: ignore[attr-defined]
+    return list(st.producer.produced)  # type: ignore[attr-defined]
 
 
 def drive(st: Streamer, budget: int = 65_536, restore: bool = True, max_steps: int = 100_000) -> None:

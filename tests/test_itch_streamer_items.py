@@ -142,7 +142,7 @@ def _poisoned(sessions):
     msgs = [event_message(0, 0, "AAPL", r, i) for i, r in enumerate(stream)]
     forged = stream[3_999].copy()  # in time with its neighbours, but with a seq far ahead of theirs
     forged["order_id"] = 999_999
-    msgs.insert(4_000, event_message(0, 0, "AAPL", forged, 10**12))
+    msgs.insert(4_000, event_message(0, 0, "AAPL", forged, 10**9))
     odd = [
         RawMessage(TOPIC, 0, 0, b"AAPL", good[0].tobytes(), [(H_DATE, b"2026-13-45"), (H_SEQ, (5).to_bytes(8, "big"))]),
         RawMessage(TOPIC, 0, 0, b"AAPL", good[0].tobytes(), [(H_DATE, DATE.encode()), (H_SEQ, b"\1\2\3")]),

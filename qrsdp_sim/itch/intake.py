@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from qrsdp_sim.itch.dead_letter import DeadLetters
 from qrsdp_sim.itch.feed import DayFeed, Directory
 from qrsdp_sim.itch.feed_state import KEEP_ENDED, DayState, FeedState, Held, Pending, StockState
 from qrsdp_sim.itch.kafka_source import run_slice
@@ -41,14 +40,14 @@ from qrsdp_sim.itch.validate import (
     check_records,
     describe,
 )
-from qrsdp_sim.kafka.bridge import Run
-from qrsdp_sim.kafka.message import H_DATE, H_RUN_ID, H_SEQ, H_TS_NS
+from qrsdp_sim.kafka.bridge import RawMessage, Run
+from qrsdp_sim.kafka.dead_letter import DeadLetters
+from qrsdp_sim.kafka.message import H_DATE, H_RUN_ID, H_SEQ, H_TS_NS, MAX_SESSION_EVENTS
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 
 log = logging.getLogger(__name__)
 
 MAX_RUNNING_DAYS = 8  # trading days open at once (each costs memory and commit metadata)
-_MAX_SEQ = 1 << 62
 _DATE_CACHE_LIMIT = 4096
 
 
@@ -140,35 +139,36 @@ class Intake:
                 self._dead_item(item, f"the streamer could not process it: {exc!r}")
 
     # -- dead letters -----------------------------------------------------------
-    def _dead(self, reason_name: str, source: tuple[int, int], key: bytes | None, value: bytes | None,
-              headers: list | None, reason: str) -> None:
+    def _dead(self, message: Any, reason_name: str, reason: str) -> None:
         self.counters.reject(reason_name)
-        self.dead.send(source=f"{self.topic}/{source[0]}/{source[1]}", key=key, value=value, headers=headers,
-                       reason=reason)
+        self.dead.send(message, reason_name, reason)
 
     def _dead_item(self, item: Any, reason: str, reason_name: str = "unprocessable") -> None:
         if isinstance(item, Run):
             for i in range(len(item.records)):
                 self._dead_run_record(item, i, reason, reason_name)
         else:
-            self._dead(reason_name, (item.partition(), item.offset()), item.key(), item.value(), item.headers(),
-                       reason)
+            self._dead(item, reason_name, reason)
 
     def _dead_run_record(self, run: Run, i: int, reason: str, reason_name: str) -> None:
+        """One record of a run, as the Kafka message it was (key, value, the producer's four headers)."""
         rec = run.records[i]
         headers = [(H_TS_NS, _be8(rec["ts_ns"])), (H_DATE, run.date), (H_SEQ, _be8(run.first_seq + i)),
                    (H_RUN_ID, run.run_id)]
-        self._dead(reason_name, (run.partition, run.first_offset + i), run.key, rec.tobytes(), headers, reason)
+        self._dead(RawMessage(self.topic, run.partition, run.first_offset + i, run.key, rec.tobytes(), headers),
+                   reason_name, reason)
 
     def dead_record(self, symbol: str, date: str, partition: int, offset: int, seq: int, record: np.void,
                     reason_name: str, reason: str) -> None:
         """Dead-letter one held event refused when it was encoded (its resting order disagrees)."""
         headers = [(H_TS_NS, _be8(record["ts_ns"])), (H_DATE, date.encode()), (H_SEQ, _be8(seq))]
-        self._dead(reason_name, (partition, offset), symbol.encode(), record.tobytes(), headers, reason)
+        self._dead(RawMessage(self.topic, partition, offset, symbol.encode(), record.tobytes(), headers),
+                   reason_name, reason)
 
     # -- headers ----------------------------------------------------------------
     def _date(self, raw: Any) -> str | None:
-        """``raw`` as a YYYY-MM-DD string when it is a real date, else None."""
+        """``raw`` as a YYYY-MM-DD string when it is a real date of 2000-2100 (the Parquet consumer's
+        rule), else None."""
         if not isinstance(raw, bytes):
             return None
         got = self._dates.get(raw)
@@ -178,7 +178,8 @@ class Intake:
             return None
         try:
             text = raw.decode("ascii")
-            dt.date.fromisoformat(text)
+            if not 2000 <= dt.date.fromisoformat(text).year <= 2100:
+                return None
         except (UnicodeDecodeError, ValueError):
             return None
         if len(self._dates) >= _DATE_CACHE_LIMIT:
@@ -246,9 +247,9 @@ class Intake:
                 self.counters.duplicates += n
             return
         records, seq0 = run.records, run.first_seq
-        if seq0 + n > _MAX_SEQ:
+        if seq0 + n > MAX_SESSION_EVENTS:
             if fresh:
-                self._dead_item(run, f"seq header {seq0} is beyond 2^62", "bad_headers")
+                self._dead_item(run, f"seq header {seq0} is beyond a session's {MAX_SESSION_EVENTS} events", "bad_headers")
             return
         reasons = check_records(records, locate=locate, n_locates=self.directory.n, tick_size=self.feed.tick_size)
         verdict, before, gaps = ss.seq.feed(records["ts_ns"], seq0, reasons == 0)

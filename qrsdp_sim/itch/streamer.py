@@ -52,10 +52,9 @@ from confluent_kafka import Consumer
 
 from qrsdp_sim.itch import merge
 from qrsdp_sim.itch import moldudp64 as mold
-from qrsdp_sim.itch.dead_letter import DeadLetters
 from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DayFeed, Directory
-from qrsdp_sim.itch.feed_state import CUT_ALL, FeedState, Step
+from qrsdp_sim.itch.feed_state import CUT_ALL, DayState, FeedState, Step
 from qrsdp_sim.itch.intake import Counters, Intake
 from qrsdp_sim.itch.kafka_source import BridgeKafkaSource, PythonKafkaSource
 from qrsdp_sim.itch.order_state import OrderTable
@@ -65,6 +64,7 @@ from qrsdp_sim.itch.transport import Sender
 from qrsdp_sim.itch.validate import REASON_NAMES, describe
 from qrsdp_sim.kafka.bridge import BridgeConsumer
 from qrsdp_sim.kafka.client import use_bridge
+from qrsdp_sim.kafka.dead_letter import DeadLetters
 from qrsdp_sim.records import RECORD_DTYPE
 
 log = logging.getLogger(__name__)
@@ -119,13 +119,12 @@ class Streamer:
         self.fingerprint = self.directory.fingerprint(config.tick_size)
         self.counters = Counters()
         self.timings = Timings()
-        self.dead = dead_letters or DeadLetters(config.brokers, config.dead_letter_topic)
+        self.dead = dead_letters or DeadLetters(config.brokers, config.dead_letter_topic, service="itch-stream")
         self.intake = Intake(self.feed, config.topic, self.counters, self.dead, config.max_orders)
         self._locate = {s: i + 1 for i, s in enumerate(self.directory.symbols)}
         self._consumer = consumer  # a client to use instead of one made from the config (tests)
         self.kafka: PythonKafkaSource | BridgeKafkaSource | None = None
         self._partitions: list[int] = []
-        self._committed: dict[int, int] = {}  # offsets of the last commit
         self._clean = True  # the last commit describes the state (no step in flight, nothing read since)
         self._stop = threading.Event()
         self._aborted = False
@@ -216,11 +215,19 @@ class Streamer:
 
     def _commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
         self.kafka.commit({p: offsets[p] for p in self._partitions}, metadata)
-        self._committed = dict(offsets)
+
+    def _confirm_dead_letters(self) -> None:
+        """Every dead letter is in its topic before any offset passes it (waits while Kafka cannot take
+        them; the messages are read again after a restart if it never can)."""
+        while self.dead.unconfirmed and not self.dead.confirm(10.0):
+            if self._stop.is_set():
+                raise RuntimeError(f"stopping with dead letters not confirmed by {self.cfg.dead_letter_topic}: "
+                                   "nothing committed past them (they are read again on restart)")
+            log.warning("itch-stream: dead letters not confirmed by %s yet; not committing", self.cfg.dead_letter_topic)
 
     def _commit_clean(self) -> None:
         """Commit the state as it is (nothing in flight); dead letters first."""
-        self.dead.flush()
+        self._confirm_dead_letters()
         self._commit(self.intake.consumed, self._metadata())
         self._clean = True
 
@@ -238,7 +245,6 @@ class Streamer:
         for p in self._partitions:
             if p not in consumed:
                 consumed[p] = self.kafka.low(p)
-        self._committed = dict(consumed)
         state, step = FeedState.decode(metas, self.cfg.max_orders)
         intake = self.intake
         if state is not None:
@@ -317,7 +323,7 @@ class Streamer:
                 self._close_day(out, date)
         return out
 
-    def _send_day(self, out: list, date: str, day, c: int) -> None:
+    def _send_day(self, out: list, date: str, day: DayState, c: int) -> None:
         taken = merge.take(day, self._locate, c)
         for s in day.stocks.values():
             s.sent = s.next_unsent()
@@ -338,7 +344,7 @@ class Streamer:
         recs, locs, _seq, _off = taken.merged(self._locate)
         self._encode(out, sid, date, day, recs, locs, taken)
 
-    def _encode(self, out: list, sid: bytes, date: str, day, recs: np.ndarray, locs: np.ndarray | int,
+    def _encode(self, out: list, sid: bytes, date: str, day: DayState, recs: np.ndarray, locs: np.ndarray | int,
                 taken: merge.Taken) -> None:
         """Encode events in send order; dead-letter those their resting order refuses (their Kafka seqs
         and offsets come from ``taken``, worked out only then)."""
@@ -476,7 +482,7 @@ class Streamer:
         tm.process += t1 - t0
         if not batch and not step.cuts and not step.closes:
             return True, False
-        self.dead.flush()
+        self._confirm_dead_letters()
         self._commit(offsets, {p: before.encode(p, step) for p in self._partitions})  # write-ahead
         self._clean = False
         t2 = time.perf_counter()

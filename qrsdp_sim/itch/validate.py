@@ -4,7 +4,8 @@ Every record that reaches the ITCH encoder (live streamer or ``itch-export``) is
 compiled code, with no Python per record:
 
 * **on its own** (:func:`check_records`, when the streamer reads it from Kafka): event type 0-5,
-  timestamp within the 6-byte ITCH field, quantity >= 1, order id >= 1 with a reference number that
+  timestamp within the day (ns since midnight, so within the 6-byte ITCH field too; the Parquet
+  consumer draws the same line), quantity >= 1, order id >= 1 with a reference number that
   fits 64 bits, an Add Order's price ``price_ticks x tick_size`` within the 4-byte ITCH price
   (0 .. 429,496.7295 $), the side byte agreeing with the type of an add;
 * **in its stock's sequence** (:class:`StockSequence`): a stock's events come with increasing Kafka
@@ -27,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from qrsdp_sim.itch.messages import MAX_PRICE, MAX_TIMESTAMP
+from qrsdp_sim.kafka.message import DAY_NS
 
 OK = 0
 # on its own
@@ -63,7 +65,7 @@ REASON_NAMES: dict[int, str] = {
 """Short names (counter keys in the streamer's summary and in ``itch-export``'s)."""
 
 _EMPTY_REF = np.uint64(0xFFFF_FFFF_FFFF_FFFF)  # the order tables' free-slot marker: no reference may take it
-_MAX_TS = np.uint64(MAX_TIMESTAMP)
+_MAX_TS = np.uint64(min(MAX_TIMESTAMP, DAY_NS - 1))  # ns since midnight: within the day
 _MAX_PRICE = np.int64(MAX_PRICE)
 _SAFE_ID = np.uint64((2**64 - 2 - 65_535) // 65_535)  # ids up to this have a reference with any directory
 
@@ -218,7 +220,8 @@ def describe(code: int, record: np.void, tick_size: int, rest: int | None = None
     if code == BAD_TYPE:
         return f"event type {t} is not one of 0-5 (ADD/CANCEL/EXECUTE)"
     if code == BAD_TIMESTAMP:
-        return f"timestamp {ts} ns does not fit the 6-byte ITCH field (max {MAX_TIMESTAMP})"
+        return (f"timestamp {ts} ns is not within the day (ITCH timestamps are ns since midnight, at most "
+                f"{min(MAX_TIMESTAMP, DAY_NS - 1)})")
     if code == OUT_OF_SEQUENCE:
         return (f"seq or timestamp {ts} ns out of the stock's sequence: the events around it continue each other "
                 "but not it")
