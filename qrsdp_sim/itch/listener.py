@@ -41,13 +41,14 @@ from qrsdp_sim.itch.listen_stats import Stats, TimeOrder, stats_line
 from qrsdp_sim.itch.messages import MAX_PRICE
 from qrsdp_sim.itch.order_state import DEFAULT_MAX_ORDERS
 from qrsdp_sim.itch.sequencer import DEFAULT_MAX_AHEAD, DEFAULT_MAX_PENDING_BYTES, Chunk, Sequencer
-from qrsdp_sim.itch.streamer_config import check_ipv4, check_port
 from qrsdp_sim.itch.transport import (
     DEFAULT_GROUP,
     DEFAULT_INTERFACE,
     DEFAULT_PORT,
     MMSGHDR,
     BatchReceiver,
+    check_ipv4,
+    check_port,
     mmsg_available,
     open_receiver,
 )

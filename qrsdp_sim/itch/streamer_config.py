@@ -6,7 +6,6 @@ import it without importing each other.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,27 +14,20 @@ from qrsdp_sim.itch.feed import DEFAULT_TICK_SIZE, Directory
 from qrsdp_sim.itch.messages import MAX_PRICE
 from qrsdp_sim.itch.order_state import DEFAULT_MAX_ORDERS
 from qrsdp_sim.itch.retransmit import DEFAULT_CAPACITY, Limits
-from qrsdp_sim.itch.transport import DEFAULT_GROUP, DEFAULT_INTERFACE, DEFAULT_PORT, DEFAULT_TTL
+from qrsdp_sim.itch.transport import (
+    DEFAULT_GROUP,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORT,
+    DEFAULT_TTL,
+    check_ipv4,
+    check_port,
+)
 from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC
 
 DEFAULT_GROUP_ID = "itch-streamer"
 DEFAULT_MERGE_WINDOW_S = 2.0
 DEFAULT_MERGE_MAX_HELD = 4_000_000
 MAX_UDP_PAYLOAD = 65_507
-
-
-def check_port(name: str, port: int, *, allow_zero: bool = False) -> None:
-    if not (0 if allow_zero else 1) <= port <= 65_535:
-        raise ValueError(f"{name} must be a UDP port 1..65535, got {port}")
-
-
-def check_ipv4(name: str, address: str, *, multicast: bool = False) -> None:
-    try:
-        ip = ipaddress.IPv4Address(address)
-    except ValueError:
-        raise ValueError(f"{name} must be an IPv4 address, got {address!r}") from None
-    if multicast and not ip.is_multicast:
-        raise ValueError(f"{name} must be an IPv4 multicast address (224.0.0.0/4), got {address}")
 
 
 @dataclass
