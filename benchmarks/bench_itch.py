@@ -4,7 +4,8 @@
         [--client auto|bridge|python]
 
 Prints:
-  1. encode rate: records -> framed ITCH messages (vectorised encoder, batches of 65,536), msgs/s;
+  1. encode rate: records -> framed ITCH messages (compiled encoder with the resting orders, batches of
+     65,536), msgs/s;
   2. listener decode rate: MoldUDP64 packets -> validated, decoded, applied to the order book
      (in-process, no sockets), msgs/s -- one packet per call, and in slabs of 256 as the listener
      receives them with recvmmsg;
