@@ -1,7 +1,7 @@
 """ITCH feed figures for one full simulated session (23,400 s, ~1.6 M events by default).
 
     uv run python benchmarks/bench_itch.py [--seconds 23400] [--brokers 127.0.0.1:9092] [--no-kafka]
-        [--client auto|bridge|python]
+        [--client auto|bridge|python] [--stream-args "--batch 65536 ..."]
 
 Prints:
   1. encode rate: records -> framed ITCH messages (compiled encoder with the resting orders, batches of
