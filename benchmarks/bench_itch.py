@@ -1,10 +1,11 @@
 """ITCH feed figures for one full simulated session (23,400 s, ~1.6 M events by default).
 
     uv run python benchmarks/bench_itch.py [--seconds 23400] [--brokers 127.0.0.1:9092] [--no-kafka]
-        [--client auto|bridge|python]
+        [--client auto|bridge|python] [--stream-args "--batch 65536 ..."]
 
 Prints:
-  1. encode rate: records -> framed ITCH messages (vectorised encoder, batches of 65,536), msgs/s;
+  1. encode rate: records -> framed ITCH messages (compiled encoder with the resting orders, batches of
+     65,536), msgs/s;
   2. listener decode rate: MoldUDP64 packets -> validated, decoded, applied to the order book
      (in-process, no sockets), msgs/s -- one packet per call, and in slabs of 256 as the listener
      receives them with recvmmsg;
@@ -37,6 +38,7 @@ from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DayFeed, Directory
 from qrsdp_sim.itch.listener import Listener, ListenerConfig
+from qrsdp_sim.itch.order_state import OrderTable
 from qrsdp_sim.itch.transport import MMSGHDR
 from qrsdp_sim.sinks.memory import InMemorySink
 
@@ -53,10 +55,11 @@ def best_of(n: int, fn) -> float:
 
 
 def encode_all(feed: DayFeed, records: np.ndarray, batch: int = 65_536) -> Framed:
+    orders = OrderTable()
     parts = [feed.opening(int(records["ts_ns"][0]))]
     seq = parts[0].count + 1
     for lo in range(0, len(records), batch):
-        f = feed.orders("AAPL", records[lo : lo + batch], seq)
+        f = feed.orders(records[lo : lo + batch], 1, seq, orders).framed
         seq += f.count
         parts.append(f)
     parts.append(feed.closing(int(records["ts_ns"].max())))
@@ -74,6 +77,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=23_400)
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--no-kafka", action="store_true", help="only the in-process figures (1 and 2)")
+    ap.add_argument("--stream-args", default="",
+                    help="more `qrsdp itch-stream` options for the end-to-end run, e.g. '--batch 262144'")
     ap.add_argument("--client", choices=["auto", "bridge", "python"], default=None,
                     help="the streamer's Kafka client (QRSDP_KAFKA_CLIENT; default: the environment's, else auto)")
     args = ap.parse_args()
@@ -156,7 +161,7 @@ def main() -> None:
                    "--kafka-brokers", args.brokers, "--kafka-topic", topic, "--consumer-group", f"bench-{topic}",
                    "--symbols", "AAPL", "--port", str(port), "--retransmit-port", str(rport),
                    "--exit-after-sessions", "1", "--linger", "5", "--max-runtime", "300",
-                   "--summary-json", str(summary_path)]  # fmt: skip
+                   "--summary-json", str(summary_path), *args.stream_args.split()]  # fmt: skip
             env = dict(os.environ)
             if args.client:
                 env["QRSDP_KAFKA_CLIENT"] = args.client

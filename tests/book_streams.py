@@ -9,6 +9,7 @@ price (full or partial fills) -- so a correct replay must reproduce its top of b
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,9 +28,18 @@ def random_session(
     partial: bool = True,
     max_qty: int = 5,
     first_id: int = 1,
+    size: Callable[[np.random.Generator], int] | None = None,
+    walk: bool = False,
 ) -> np.ndarray:
-    """A valid session of exactly ``n_events`` records opening around ``p0``."""
+    """A valid session of exactly ``n_events`` records opening around ``p0``.
+
+    ``size(rng)`` draws order sizes (default: 1..``max_qty``); ``walk``: an execution is a market order
+    that walks the best queue -- one EXECUTE per resting order touched, at one timestamp, oldest first,
+    the last one possibly partial."""
     rng = np.random.default_rng(seed)
+    if size is None:
+        def size(r: np.random.Generator) -> int:
+            return int(r.integers(1, max_qty + 1))
     out = np.zeros(n_events, dtype=RECORD_DTYPE)
     orders: dict[int, list[int]] = {}  # id -> [side, price, qty]
     levels: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})  # price -> FIFO of ids
@@ -71,11 +81,7 @@ def random_session(
         for side in (0, 1):
             for _ in range(2):
                 if k < n_events:
-                    add(
-                        side,
-                        p0 - 1 - depth if side == 0 else p0 + 1 + depth,
-                        int(rng.integers(1, max_qty + 1)),
-                    )
+                    add(side, p0 - 1 - depth if side == 0 else p0 + 1 + depth, size(rng))
     while k < n_events:
         ts += int(rng.integers(0, 40_000_000))
         u = rng.random()
@@ -88,12 +94,23 @@ def random_session(
             else:
                 low = (bb + 1) if bb is not None else (ba if ba is not None else p0 + 1)
                 price = low + int(rng.geometric(0.5)) - 1
-            add(side, price, int(rng.integers(1, max_qty + 1)))
+            add(side, price, size(rng))
         elif u < 0.8:
             oid = int(rng.choice(list(orders)))
             rest = orders[oid][2]
             qty = int(rng.integers(1, rest + 1)) if partial else rest
             remove(oid, qty, 2 + orders[oid][0])
+        elif walk:
+            if not levels[side]:
+                side = 1 - side
+            queue = list(levels[side][best(side)])
+            want = int(rng.integers(1, sum(orders[o][2] for o in queue) + 1))
+            for oid in queue:  # EXECUTE_BUY (4) takes from the asks, EXECUTE_SELL (5) from the bids
+                if want == 0 or k >= n_events:
+                    break
+                q = min(want, orders[oid][2])
+                remove(oid, q, 4 if side == 1 else 5)
+                want -= q
         else:
             if not levels[side]:
                 side = 1 - side

@@ -158,6 +158,12 @@ def test_stack_itch_start_and_stop(kafka_stack):
         st = stack.run_script("status", config=cfg, check=False, timeout_s=60).stdout
         assert f"itch running pid={pid}" in st
         assert sensors._local_streamer_alive(cfg.bootstrap_servers)
+        # stop it once it is running (it logs its position), not while Python is still importing
+        log_path = cfg.data_dir / "itch" / "itch-stream.log"
+        deadline = time.monotonic() + 60
+        while "resuming at offsets" not in log_path.read_text() and time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        assert "resuming at offsets" in log_path.read_text()
     finally:
         out = stack.stop_itch(cfg)
     assert "itch: stopped" in out or "itch: not running" in out

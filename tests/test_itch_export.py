@@ -8,12 +8,15 @@ import struct
 
 import numpy as np
 import pytest
+from itch_streams import sweep_session
 from typer.testing import CliRunner
 
 from qrsdp_sim.cli import app
 from qrsdp_sim.engine.runner import RunSpec, Security, run
+from qrsdp_sim.eventlog.format import LogHeader
 from qrsdp_sim.eventlog.reader import read_records
-from qrsdp_sim.itch.export import read_itch_file
+from qrsdp_sim.eventlog.writer import BinaryFileSink
+from qrsdp_sim.itch.export import export_day, find_sessions, read_itch_file
 
 
 def decode(msg: bytes) -> dict:
@@ -37,6 +40,8 @@ def decode(msg: bytes) -> dict:
         out.update(ref=ref, side=side, shares=shares, stock=stock.decode().strip(), price=price)
     elif t == b"D":
         out["ref"] = struct.unpack_from(">Q", msg, 11)[0]
+    elif t == b"X":
+        out["ref"], out["shares"] = struct.unpack_from(">QI", msg, 11)
     elif t == b"E":
         out["ref"], out["shares"], out["match"] = struct.unpack_from(">QIQ", msg, 11)
     return out
@@ -79,7 +84,7 @@ def test_export_of_a_run_day(run_dir, tmp_path) -> None:
         recs = src[symbol]
         mine = [m for m in orders if m["locate"] == locate]
         assert len(mine) == len(recs)
-        types = np.array([{b"A": 0, b"D": 2, b"E": 4}[m["type"]] for m in mine])
+        types = np.array([{b"A": 0, b"D": 2, b"X": 2, b"E": 4}[m["type"]] for m in mine])
         np.testing.assert_array_equal(types, recs["type"] // 2 * 2)
         np.testing.assert_array_equal([m["ts"] for m in mine], recs["ts_ns"])
         np.testing.assert_array_equal([m["ref"] for m in mine], (recs["order_id"] - 1) * 2 + locate)
@@ -133,3 +138,60 @@ def test_export_single_session_and_errors(run_dir, tmp_path) -> None:
     assert res.exit_code == 1 and "not in the directory" in res.output
     assert not (tmp_path / "x.itch").exists()
     assert dt.date(2026, 1, 5).weekday() == 0
+
+
+def _write(path, records) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with BinaryFileSink(path, LogHeader(chunk_capacity=4096), fsync=False) as sink:
+        sink.append(records)
+
+
+def test_export_maps_full_and_partial_cancels_and_executions(tmp_path) -> None:
+    """Order sizes, partial cancels, partial fills and queue walks: D for a cancel of all that rests,
+    X (cancelled shares) for part of it, E (executed shares) per resting order touched."""
+    src = {"AAA": sweep_session(6_000, 11), "BBB": sweep_session(6_000, 12, p0=30_000)}
+    for sym, recs in src.items():
+        _write(tmp_path / "run" / sym / "2026-01-02.qrsdp", recs)
+    summary = export_day(find_sessions([tmp_path / "run"]), tmp_path / "day.itch")
+    assert summary["rejected"] == {} and summary["events"] == 12_000
+    msgs = [decode(x) for x in read_itch_file(tmp_path / "day.itch")]
+    orders = msgs[5:-3]
+    assert {m["type"] for m in orders} == {b"A", b"D", b"X", b"E"}
+    for symbol, locate in (("AAA", 1), ("BBB", 2)):
+        recs = src[symbol]
+        mine = [m for m in orders if m["locate"] == locate]
+        rest: dict[int, int] = {}
+        for m, r in zip(mine, recs, strict=True):  # an independent model of what rests
+            ref, t, qty = (int(r["order_id"]) - 1) * 2 + locate, int(r["type"]), int(r["qty"])
+            assert m["ref"] == ref and m["ts"] == int(r["ts_ns"])
+            if t <= 1:
+                assert m["type"] == b"A" and m["shares"] == qty
+                rest[ref] = qty
+                continue
+            left = rest.pop(ref) - qty
+            if t <= 3:
+                assert (m["type"], m.get("shares")) == ((b"D", None) if left == 0 else (b"X", qty))
+            else:
+                assert (m["type"], m["shares"]) == (b"E", qty)
+            if left:
+                rest[ref] = left
+
+
+def test_export_leaves_out_and_counts_records_the_feed_refuses(tmp_path) -> None:
+    recs = sweep_session(2_000, 13)
+    bad = recs.copy()
+    cancels = np.flatnonzero((bad["type"] >= 2) & (bad["type"] <= 3))
+    bad[cancels[10]]["type"] = 9  # a refused cancel leaves more resting: nothing after it is refused
+    bad[-1]["ts_ns"] = 1 << 48  # (a file's timestamps never decrease: the last one)
+    adds = np.flatnonzero(bad["type"] <= 1)
+    bad[adds[50]]["price_ticks"] = 50_000_000  # no 4-byte ITCH price: its add is refused ...
+    _write(tmp_path / "run" / "AAA" / "2026-01-02.qrsdp", bad)
+    result = CliRunner().invoke(app, ["itch-export", str(tmp_path / "run"), "-o", str(tmp_path / "day.itch")])
+    assert result.exit_code == 0, result.output
+    oid = int(bad[adds[50]]["order_id"])
+    later = int(((bad["order_id"] == oid) & (bad["type"] >= 2)).sum())  # ... and so are its cancels/executions
+    summary = export_day(find_sessions([tmp_path / "run"]), tmp_path / "day2.itch")
+    assert summary["rejected"] == {"bad_type": 1, "bad_timestamp": 1, "price_out_of_range": 1,
+                                   **({"unknown_order": later} if later else {})}
+    assert summary["events"] == 2_000 - 3 - later
+    assert "refused" in result.output and "price_out_of_range" in result.output

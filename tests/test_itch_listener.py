@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
+from itch_streams import sweep_session
 from test_itch_messages import add_order, order_delete, order_executed, system_event
 
 from qrsdp_sim.book.replay import OrderBook
@@ -16,7 +18,9 @@ from qrsdp_sim.engine import SessionConfig, simulate_session
 from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.encoder import Framed
 from qrsdp_sim.itch.feed import DayFeed, Directory
+from qrsdp_sim.itch.listen_stats import stats_line
 from qrsdp_sim.itch.listener import Listener, ListenerConfig
+from qrsdp_sim.itch.order_state import OrderTable
 from qrsdp_sim.itch.retransmit import RetransmitBuffer, RetransmitServer
 from qrsdp_sim.itch.transport import MMSGHDR, Sender, mmsg_available
 from qrsdp_sim.sinks.memory import InMemorySink
@@ -32,10 +36,12 @@ def session() -> np.ndarray:
 
 
 def day(records: np.ndarray, symbol: str = "AAPL", symbols: tuple[str, ...] = ("AAPL",)) -> Framed:
-    feed = DayFeed(Directory.of(list(symbols)), tick_size=100)
+    directory = Directory.of(list(symbols))
+    feed = DayFeed(directory, tick_size=100)
     opening = feed.opening(int(records["ts_ns"][0]))
-    orders = feed.orders(symbol, records, opening.count + 1)
-    return Framed.concat([opening, orders, feed.closing(int(records["ts_ns"].max()))])
+    enc = feed.orders(records, directory.locate(symbol), opening.count + 1, OrderTable())
+    assert not len(enc.rejected)
+    return Framed.concat([opening, enc.framed, feed.closing(int(records["ts_ns"].max()))])
 
 
 def listener(**kw) -> Listener:
@@ -85,10 +91,8 @@ def test_in_order_feed_decodes_to_the_source_records_and_book(session) -> None:
     first = session[0]
     side = "B" if first["type"] == 0 else "S"
     price = int(first["price_ticks"]) * 100
-    assert lines[5] == (
-        f"[seq=6] ADD_ORDER ref={(int(first['order_id']) - 1) * 2 + 2} side={side} shares=1 "
-        f"stock=MSFT price={price // 10000}.{price % 10000:04d}"
-    )
+    assert lines[5] == (f"[seq=6] ADD_ORDER ref={(int(first['order_id']) - 1) * 2 + 2} side={side} shares={int(first['qty'])} "
+                        f"stock=MSFT price={price // 10000}.{price % 10000:04d}")
     assert any(line.startswith("[seq=") and " ORDER_DELETE ref=" in line for line in lines)
     assert any(" ORDER_EXECUTED ref=" in line and " match=" in line for line in lines)
     bbo = [line for line in lines if " BBO stock=MSFT " in line]
@@ -257,36 +261,17 @@ def test_other_order_book_types(tmp_path) -> None:
             struct.pack_into(fmt, buf, off, value)
         return bytes(buf)
 
-    add_f = msg(
-        b"F",
-        40,
-        [
-            (">Q", 11, 100),
-            (">c", 19, b"B"),
-            (">I", 20, 500),
-            ("8s", 24, b"XYZ     "),
-            (">I", 32, 1_000_000),
-            ("4s", 36, b"MPID"),
-        ],
-    )
+    add_f = msg(b"F", 40, [(">Q", 11, 100), (">c", 19, b"B"), (">I", 20, 500), ("8s", 24, b"XYZ     "),
+                           (">I", 32, 1_000_000), ("4s", 36, b"MPID")])
     cancel_x = msg(b"X", 23, [(">Q", 11, 100), (">I", 19, 200)])  # 300 left
     replace_u = msg(b"U", 35, [(">Q", 11, 100), (">Q", 19, 101), (">I", 27, 700), (">I", 31, 1_000_100)])
-    exec_c = msg(
-        b"C", 36, [(">Q", 11, 101), (">I", 19, 100), (">Q", 23, 9), (">c", 31, b"Y"), (">I", 32, 1_000_100)]
-    )
+    exec_c = msg(b"C", 36, [(">Q", 11, 101), (">I", 19, 100), (">Q", 23, 9), (">c", 31, b"Y"),
+                            (">I", 32, 1_000_100)])
     ask = add_order(1, ts, 102, b"S", 50, b"XYZ", 1_000_300)
-    msgs = [
-        system_event(b"O", ts),
-        add_f,
-        cancel_x,
-        replace_u,
-        exec_c,
-        ask,
-        order_executed(1, ts, 102, 50, 10),
-        order_delete(1, ts, 101),
-    ]
+    msgs = [system_event(b"O", ts), add_f, cancel_x, replace_u, exec_c, ask, order_executed(1, ts, 102, 50, 10),
+            order_delete(1, ts, 101)]
     body = b"".join(struct.pack(">H", len(x)) + x for x in msgs)
-    lis = listener()
+    lis = listener(session=SID)  # pinned: its first packet is followed at once
     lis.handle_packet(mold.header(SID, 1, len(msgs)) + body)
     lis.flush()
     st = lis.stats
@@ -304,53 +289,223 @@ def test_other_order_book_types(tmp_path) -> None:
     assert lis.books[1].orders == 0
 
 
-def test_fuzzed_packets_never_crash_the_listener(session) -> None:
+def _hostile(kind: int, rng: np.random.Generator, packets: list[bytes], lis: Listener, real_end: int) -> bytes:
+    """One hostile datagram of ``kind``, given the feed so far (never a plausible packet of the real range:
+    a forged packet indistinguishable from the real one cannot be told apart by any listener)."""
+    delivered = [p for p in packets if mold.parse_header(p)[1] + mold.parse_header(p)[2] <= lis.expected]
+    base = bytearray(delivered[int(rng.integers(len(delivered)))])
+    far = int(rng.integers(lis.expected + lis.cfg.max_ahead + 1, 1 << 64, dtype=np.uint64))
+    if kind == 0:  # random bytes of random length
+        return rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
+    if kind == 1:  # a delivered packet truncated anywhere
+        return bytes(base[: int(rng.integers(0, len(base)))])
+    if kind == 2:  # bit flips in a delivered packet (lengths and message types included)
+        for _ in range(int(rng.integers(1, 6))):
+            pos = int(rng.integers(20, len(base)))
+            base[pos] ^= 1 << int(rng.integers(8))
+        return bytes(base)
+    if kind == 3:  # wrong message count
+        struct.pack_into(">H", base, 18, int(rng.integers(0, 0x10000)))
+        return bytes(base)
+    if kind == 4:  # a well-formed data packet with a huge sequence number
+        struct.pack_into(">Q", base, 10, far)
+        return bytes(base)
+    if kind == 5:
+        return mold.heartbeat(SID, far)
+    if kind == 6:
+        return mold.end_of_session(SID, far)
+    if kind == 7:  # adversarial session ids
+        sid = rng.integers(0, 256, 10, dtype=np.uint8).tobytes()
+        return sid + bytes(base[10:]) if rng.random() < 0.5 else mold.heartbeat(sid, int(rng.integers(1, 1 << 63)))
+    if kind == 8:  # an end of session below what was delivered
+        return mold.end_of_session(SID, int(rng.integers(1, lis.expected)))
+    if kind == 9:  # a heartbeat announcing messages past the real end (within the window)
+        return mold.heartbeat(SID, real_end + 1_000)
+    # a lone well-formed data packet past the real end, within the window
+    struct.pack_into(">Q", base, 10, real_end + 100_000 + int(rng.integers(0, 1_000)))
+    return bytes(base)
+
+
+def test_hostile_packets_never_stop_the_same_listener(session) -> None:
+    """Huge sequence numbers in heartbeats, end-of-session and data packets, adversarial session ids,
+    malformed packets, false claims -- with time passing beyond the gap timeout between them -- and the
+    same listener then receives the real feed to the end, every message exactly once."""
     framed = day(session[:3_000])
     packets = mold.packets(framed, SID, 1)
+    real_end = framed.count + 1
     rng = np.random.default_rng(2024)
-    lis = listener(print_messages=True, book=True)
-    lis.handle_packet(packets[0])  # follow the session
-    fuzzed = 0
-    for k in range(6_000):
-        base = bytearray(packets[int(rng.integers(len(packets)))])
-        kind = k % 6
-        if kind == 0:  # random bytes of random length
-            data = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
-        elif kind == 1:  # truncated anywhere
-            data = bytes(base[: int(rng.integers(0, len(base)))])
-        elif kind == 2:  # bit flips in the body (lengths and message types included)
-            for _ in range(int(rng.integers(1, 6))):
-                pos = int(rng.integers(20, len(base)))
-                base[pos] ^= 1 << int(rng.integers(8))
-            data = bytes(base)
-        elif kind == 3:  # wrong message count
-            struct.pack_into(">H", base, 18, int(rng.integers(0, 0x10000)))
-            data = bytes(base)
-        elif kind == 4:  # random sequence numbers, huge and tiny
-            struct.pack_into(">Q", base, 10, int(rng.integers(0, 1 << 63)))
-            data = bytes(base)
-        else:  # garbage after a valid header, with a plausible count
-            data = (
-                bytes(base[:20]) + rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
-            )
-        lis.handle_packet(data)
-        fuzzed += 1
+    lis = listener(print_messages=True, book=True, gap_timeout=1.0, max_pending_bytes=1 << 16)
+    clock = time.monotonic()
+    half = len(packets) // 2
+    for p in packets[:half]:
+        lis.handle_packet(p)
+    hostile = 0
+    for k in range(4_400):
+        lis.handle_packet(_hostile(k % 11, rng, packets, lis, real_end))
+        hostile += 1
+        if k % 400 == 399:
+            clock += 5.0  # long past the gap timeout: nothing hostile may be given up to or skipped to
+            lis.service(clock)
+    assert lis.expected == mold.parse_header(packets[half])[1]  # no message skipped, none invented
+    for p in packets[half:]:
+        lis.handle_packet(p)
+        lis.service(clock)
+    lis.handle_packet(mold.end_of_session(SID, real_end))
     lis.flush()
     st = lis.stats
-    assert st.packets == fuzzed + 1
-    assert st.malformed_packets > 1_000
-    assert st.bad_messages > 0 or st.book_errors > 0
-    # and it still works: a fresh listener given the same garbage then the real feed ends complete
-    lis2 = listener()
-    lis2.handle_packet(mold.heartbeat(SID, 1))
-    for junk in (b"", b"\x00" * 19, b"Q" * 20, mold.header(SID, 1, 3) + b"\x00\x05abc"):
-        lis2.handle_packet(junk)
-    for p in packets:
-        lis2.handle_packet(p)
-    lis2.handle_packet(mold.end_of_session(SID, framed.count + 1))
-    lis2.flush()
-    assert lis2.complete and lis2.stats.malformed_packets == 3
-    assert b"".join(lis2.raw_kept) == framed.data.tobytes()
+    assert lis.complete and st.unrecovered == 0 and st.messages == framed.count
+    assert b"".join(lis.raw_kept) == framed.data.tobytes()
+    assert_matches_source(lis, session[:3_000], locate=1, n_locates=1)
+    assert st.packets == len(packets) + hostile + 1
+    assert st.implausible_seq >= 3 * 400  # kinds 4, 5, 6
+    assert st.malformed_packets > 500 and st.eos_conflicts >= 400 and st.other_session > 0
+    assert st.unconfirmed_claims > 0  # the false heartbeat claims and lone packets were dropped, not skipped to
+    assert lis.seq._pending_bytes <= 1 << 16
+    assert st.book_errors == 0
+
+
+def test_a_stray_packet_of_another_session_does_not_capture_an_unpinned_listener(session) -> None:
+    framed = day(session[:500])
+    lis = listener()
+    lis.handle_packet(mold.heartbeat(b"EVIL000000", 5))
+    lis.handle_packet(mold.header(b"EVIL000001", 1, 1) + struct.pack(">H", 12) + system_event(b"O", 1))
+    for p in mold.packets(framed, SID, 1):
+        lis.handle_packet(p)
+    lis.handle_packet(mold.end_of_session(SID, framed.count + 1))
+    lis.flush()
+    assert lis.session == SID and lis.complete and b"".join(lis.raw_kept) == framed.data.tobytes()
+
+
+def test_gaps_are_given_up_only_to_data_the_session_backs(session) -> None:
+    framed = day(session[:2_000])
+    packets = mold.packets(framed, SID, 1)
+    lis = listener(gap_timeout=1.0)
+    for p in packets[:10]:
+        lis.handle_packet(p)
+    at = lis.expected
+    # a lone forged packet 50 ahead, and the feed stalls beyond the gap timeout: dropped, not skipped to
+    lone = bytearray(packets[3])
+    struct.pack_into(">Q", lone, 10, at + 50)
+    lis.handle_packet(bytes(lone))
+    t = time.monotonic()
+    lis.service(t)  # the hole is seen
+    lis.service(t + 5)
+    assert lis.expected == at and lis.stats.unconfirmed_claims == 1 and lis.stats.unrecovered == 0
+    # a real gap: packets 10 and 11 lost, the feed continues: backed by the packets after it, the gap is
+    # re-requested, then given up once the session has made no progress for the gap timeout
+    lost = sum(mold.parse_header(p)[2] for p in packets[10:12])
+    for p in packets[12:]:
+        lis.handle_packet(p)
+    lis.service(t + 10)  # seen now
+    assert lis.expected == at
+    lis.service(t + 20)
+    lis.handle_packet(mold.end_of_session(SID, framed.count + 1))
+    lis.flush()
+    assert lis.complete and lis.stats.unrecovered == lost and lis.stats.messages == framed.count - lost
+
+
+def test_the_reorder_store_is_bounded(session) -> None:
+    framed = day(session[:6_000])
+    packets = mold.packets(framed, SID, 1)
+    bound = 20 * 1400
+    lis = listener(max_pending_bytes=bound)
+    lis.handle_packet(mold.heartbeat(SID, 1))
+    peak = 0
+    for p in packets[1:]:  # the first packet is late: everything else waits
+        lis.handle_packet(p)
+        peak = max(peak, lis.seq._pending_bytes)
+    assert peak <= bound and lis.stats.pending_dropped > 0
+    for p in packets:  # the late packet, and the dropped ones again
+        lis.handle_packet(p)
+    lis.handle_packet(mold.end_of_session(SID, framed.count + 1))
+    lis.flush()
+    assert lis.complete and b"".join(lis.raw_kept) == framed.data.tobytes()
+
+
+def test_a_listener_far_behind_the_session_reanchors(session) -> None:
+    framed = day(session[:6_000])
+    packets = mold.packets(framed, SID, 1)
+    lis = listener(max_ahead=500, gap_timeout=1.0)
+    lis.handle_packet(mold.heartbeat(SID, 1))
+    lis.handle_packet(mold.heartbeat(SID, 1))
+    joined = next(i for i, p in enumerate(packets) if mold.parse_header(p)[1] > 2_000)
+    for i, p in enumerate(packets[joined:]):
+        lis.handle_packet(p)
+        if i == 40:
+            lis.service(time.monotonic() + 5)  # nothing plausible for longer than the gap timeout
+    lis.handle_packet(mold.end_of_session(SID, framed.count + 1))
+    lis.flush()
+    st = lis.stats
+    assert st.reanchors == 1 and lis.complete
+    assert st.messages + st.unrecovered == framed.count and st.unrecovered > 2_000
+    assert b"".join(lis.raw_kept) == framed.data.tobytes()[-len(b"".join(lis.raw_kept)) :]
+
+
+def _packet(msgs: list[bytes], seq: int = 1) -> bytes:
+    return mold.header(SID, seq, len(msgs)) + b"".join(struct.pack(">H", len(x)) + x for x in msgs)
+
+
+def test_book_errors_report_overfills_bad_sides_and_crossed_books() -> None:
+    ts = 34_200_000_000_000
+    msgs = [
+        add_order(1, ts, 1, b"B", 100, b"XYZ", 1_000_000),  # bid 100 @ 100.00
+        order_executed(1, ts, 1, 150, 2),  # more than rests: an error, not applied (100 still rest)
+        add_order(1, ts, 2, b"Z", 100, b"XYZ", 1_000_100),  # side byte Z: an error, not applied
+        add_order(1, ts, 3, b"S", 100, b"XYZ", 999_900),  # an ask below the bid: the book is crossed
+        order_delete(1, ts, 3),
+        order_executed(1, ts, 1, 0, 6),  # zero shares
+        order_executed(1, ts, 1, 40, 7),  # fine: 60 left
+    ]
+    lis = listener(session=SID)
+    lis.handle_packet(_packet(msgs))
+    lis.flush()
+    st = lis.stats
+    assert st.book_error_kinds == {"overfill": 1, "bad_side": 1, "crossed": 1, "zero_shares": 1}
+    assert st.book_errors == 4
+    assert lis.books[1].orders == 1 and lis.books[1].best_bid_qty == 60
+    recs, _loc, _seq = lis.records()
+    assert [(int(r["type"]), int(r["qty"]), int(r["order_id"])) for r in recs] == [
+        (0, 100, 1), (1, 100, 3), (3, 100, 3), (5, 40, 1)]
+
+
+def test_timestamp_order_violations_are_counted() -> None:
+    ts = 34_200_000_000_000
+    msgs = [add_order(1, ts + 10, 1, b"B", 1, b"XYZ", 1_000_000), add_order(1, ts, 2, b"B", 1, b"XYZ", 1_000_000),
+            add_order(1, ts + 20, 3, b"B", 1, b"XYZ", 1_000_000)]
+    lis = listener(session=SID, stats=True)
+    lis.handle_packet(_packet(msgs[:2]))
+    lis.flush()
+    lis.handle_packet(_packet([add_order(1, ts - 5, 4, b"B", 1, b"XYZ", 1_000_000), msgs[2]], seq=3))
+    lis.flush()
+    assert lis.stats.ts_order_violations == 2  # ts after ts + 10; ts - 5 after ts, across two batches
+    assert "ts_order_violations=2" in stats_line(lis.stats, 0.0)
+
+
+def test_partial_fills_cancels_and_queue_walks_rebuild_the_replayed_book() -> None:
+    """Streams with order sizes, partial cancels (X), partial fills and market orders walking the queue
+    (several E at one timestamp): the listener's records are the source records, and its books are the
+    replay's books, for two stocks merged in one feed."""
+    a, b = sweep_session(8_000, 1), sweep_session(8_000, 2, p0=20_000)
+    assert (np.diff(a["ts_ns"][a["type"] >= 4]) == 0).any()  # queue walks happen
+    directory = Directory.of(["AAA", "BBB"])
+    feed = DayFeed(directory, 100)
+    recs = np.concatenate([a, b])
+    locs = np.concatenate([np.full(len(a), 1, np.uint16), np.full(len(b), 2, np.uint16)])
+    order = np.lexsort((np.arange(len(recs)), locs, recs["ts_ns"]))
+    opening = feed.opening(int(recs["ts_ns"].min()))
+    enc = feed.orders(recs[order], locs[order], opening.count + 1, OrderTable())
+    assert not len(enc.rejected)
+    kinds = {enc.framed.message(i)[:1] for i in range(enc.framed.count)}
+    assert kinds == {b"A", b"D", b"X", b"E"}
+    framed = Framed.concat([opening, enc.framed, feed.closing(int(recs["ts_ns"].max()))])
+    lis = listener(book=True)
+    for p in mold.packets(framed, SID, 1):
+        lis.handle_packet(p)
+    lis.handle_packet(mold.end_of_session(SID, framed.count + 1))
+    lis.flush()
+    assert lis.complete and lis.stats.book_errors == 0 and lis.stats.ts_order_violations == 0
+    assert_matches_source(lis, a, locate=1, n_locates=2)
+    assert_matches_source(lis, b, locate=2, n_locates=2)
 
 
 def test_other_sessions_are_ignored_and_ended_sessions_not_followed(session) -> None:

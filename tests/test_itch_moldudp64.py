@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from qrsdp_sim.itch import moldudp64 as mold
-from qrsdp_sim.itch.encoder import Framed, encode_records
-from qrsdp_sim.itch.retransmit import RetransmitBuffer, RetransmitServer
+from qrsdp_sim.itch.encoder import Framed, encode_orders, stock_table
+from qrsdp_sim.itch.order_state import OrderTable
+from qrsdp_sim.itch.retransmit import Limits, RetransmitBuffer, RetransmitServer
 from qrsdp_sim.itch.transport import PcapWriter, Sender, open_receiver, read_pcap
 from qrsdp_sim.records import RECORD_DTYPE
 
@@ -26,7 +27,7 @@ def adds(n: int, first_id: int = 1) -> Framed:
     rec["price_ticks"] = 10_000
     rec["qty"] = 1
     rec["order_id"] = np.arange(first_id, first_id + n)
-    return encode_records(rec, locate=1, n_locates=1, stock="AAPL", tick_size=100, first_seq=1)
+    return encode_orders(rec, 1, stocks=stock_table(["AAPL"]), tick_size=100, first_seq=1, orders=OrderTable()).framed
 
 
 def parse(packet: bytes) -> tuple[bytes, int, int, list[bytes]]:
@@ -127,10 +128,82 @@ def test_retransmit_server_answers_requests_over_udp() -> None:
         client.settimeout(0.3)
         with pytest.raises(TimeoutError):
             client.recv(2048)
-        assert server.malformed == 1 and server.unanswered == 1 and server.messages_sent == 100
+        c = server.counters
+        assert c.malformed == 1 and c.out_of_range == 1 and c.messages_sent == 100 and c.answered == 1
     finally:
         client.close()
         server.close()
+
+
+def _victim() -> tuple[socket.socket, int]:
+    """A socket that receives whatever the server sends to any 127.x.y.z address at its port."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 0))
+    s.setblocking(False)
+    return s, s.getsockname()[1]
+
+
+def _drain(sock: socket.socket) -> tuple[int, int]:
+    """(datagrams, bytes) waiting on ``sock``."""
+    n = size = 0
+    while True:
+        try:
+            size += len(sock.recv(65536))
+            n += 1
+        except BlockingIOError:
+            return n, size
+
+
+def test_rerequest_server_is_not_an_amplifier() -> None:
+    """Forged requests (the source address of UDP is whatever the sender writes) buy at most the
+    per-requester and total byte budgets, answers are never larger than what was asked, and requests for
+    what the server does not hold are refused and counted."""
+    buf = RetransmitBuffer(capacity=30_000)
+    for k in range(10):
+        buf.add(SID, 1 + 3_000 * k, adds(3_000, 1 + 3_000 * k))
+    limits = Limits(per_requester_requests_s=50, per_requester_bytes_s=200_000, total_bytes_s=1_000_000,
+                    max_requesters=64)
+    server = RetransmitServer(buf, "127.0.0.1", 0, limits=limits)  # not started: handle() is called here
+    victim, port = _victim()
+    now = 1_000.0
+    try:
+        # answers never exceed the request: 3 messages asked, 3 sent, in one packet
+        assert server.handle(mold.request(SID, 10, 3), ("127.0.0.1", port), now) == 3
+        n, size = _drain(victim)
+        assert (n, size) == (1, 20 + 3 * 38)
+        # what it does not hold: refused, counted, nothing sent
+        assert server.handle(mold.request(b"QR19990101", 1, 5), ("127.0.0.1", port), now) == 0
+        assert server.handle(mold.request(SID, 30_001, 5), ("127.0.0.1", port), now) == 0
+        buf.add(SID, 30_001, adds(3_000, 30_001))  # evicts the oldest block: 1..3000 are gone
+        assert server.handle(mold.request(SID, 5, 5), ("127.0.0.1", port), now) == 0
+        assert server.handle(b"\0" * 19, ("127.0.0.1", port), now) == 0
+        assert server.handle(mold.request(SID, 5_000, 0), ("127.0.0.1", port), now) == 0
+        c = server.counters
+        assert (c.unknown_session, c.out_of_range, c.malformed) == (1, 2, 2) and _drain(victim) == (0, 0)
+        # one forged requester asking for the most it can: the byte budget caps what reaches the victim
+        b0 = c.bytes_sent
+        sent = sum(server.handle(mold.request(SID, 5_000, 4096), ("127.0.0.1", port), now) for _ in range(40))
+        n, size = _drain(victim)
+        assert size <= c.bytes_sent - b0 <= limits.per_requester_bytes_s
+        assert sent > 0 and c.rate_limited > 0 and c.cut_by_limit > 0
+        # and its request budget: 50 per second whatever it sends
+        before = c.rate_limited
+        for _ in range(200):
+            server.handle(mold.request(SID, 5_000, 1), ("127.0.0.1", port), now + 10)
+        assert c.rate_limited - before == 200 - 50
+        _drain(victim)
+        # a thousand forged addresses aimed at the victim's port: the server-wide budget caps the total
+        b0 = c.bytes_sent
+        for i in range(1_000):
+            server.handle(mold.request(SID, 5_000, 4096), (f"127.0.{i // 250}.{i % 250 + 1}", port), now + 20)
+        n, size = _drain(victim)
+        assert 0 < c.bytes_sent - b0 <= limits.total_bytes_s
+        assert len(server._requesters) <= limits.max_requesters  # bounded state whatever the source addresses
+        # budgets refill with time: a second later the same requester is answered again
+        assert server.handle(mold.request(SID, 5_000, 10), ("127.0.0.1", port), now + 21.5) == 10
+    finally:
+        victim.close()
+        server.sock.close()
 
 
 def test_sender_unicast_loss_and_pcap(tmp_path) -> None:

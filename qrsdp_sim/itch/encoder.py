@@ -1,18 +1,22 @@
-"""Vectorised ITCH 5.0 encoding of record batches.
+"""ITCH 5.0 encoding of record batches against the resting orders.
 
-``encode_records`` turns a batch of one security's records into framed ITCH messages in
-three numpy passes (one structured array per message type: Add Order, Order Delete, Order
-Executed) and one compiled interleave that lays the messages out in record order, each
-preceded by its 2-byte big-endian length. No Python code runs per message.
+:func:`encode_orders` turns records (one stock's, or several stocks' merged by time) into framed
+ITCH messages in one compiled pass that also keeps the day's :class:`OrderTable` (every resting
+order's side, price and remaining shares), because the message a cancel becomes depends on what
+rests. No Python code runs per message.
 
-Mapping (one message per record)::
+Mapping (one message per accepted record; records semantics of docs/itch-feed.md)::
 
-    ADD_BID / ADD_ASK        -> A  side 'B' / 'S', shares = qty, price = price_ticks x tick_size
-    CANCEL_BID / CANCEL_ASK  -> D  (the engine always cancels a whole resting order)
-    EXECUTE_BUY / _SELL      -> E  executed shares = qty, match number = the message's sequence number
+    ADD_BID / ADD_ASK        -> A (36)  side 'B' / 'S', shares = qty, price = price_ticks x tick_size
+    CANCEL_*, qty == rest    -> D (19)  Order Delete: the order is gone
+    CANCEL_*, qty <  rest    -> X (23)  Order Cancel: cancelled shares = qty, the order keeps its place
+    EXECUTE_BUY / _SELL      -> E (31)  executed shares = qty (the order is gone when none are left),
+                                        match number = the message's own sequence number
 
-The output is a :class:`Framed` stream: one contiguous ``uint8`` buffer plus the offset of every
-message, which the MoldUDP64 packetiser slices without copying.
+A record that cannot be encoded (:mod:`qrsdp_sim.itch.validate`) produces no message; its reason is
+returned per record. The output is a :class:`Framed` stream: one contiguous ``uint8`` buffer plus the
+offset of every message (its 2-byte big-endian length included), which the MoldUDP64 packetiser
+slices without copying.
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ import numpy as np
 from numba import njit
 
 from qrsdp_sim.itch import messages as m
-from qrsdp_sim.itch.refnums import order_refs
+from qrsdp_sim.itch.order_state import OrderTable, table_delete, table_find, table_insert
+from qrsdp_sim.itch.validate import (
+    DUPLICATE_ORDER,
+    OVERFILL,
+    PRICE_MISMATCH,
+    SIDE_MISMATCH,
+    TOO_MANY_ORDERS,
+    UNKNOWN_ORDER,
+    record_ref,
+    stateless_reason,
+)
 from qrsdp_sim.records import RECORD_DTYPE
 
 
@@ -89,136 +103,189 @@ def frame_array(messages: np.ndarray, ts: np.ndarray | int) -> Framed:
     return Framed(out.reshape(-1), offsets, np.broadcast_to(np.asarray(ts, np.uint64), (n,)).copy())
 
 
+@njit(inline="always", nogil=True)
+def _put(out, pos, value, nbytes):  # pragma: no cover - compiled
+    """``value`` as ``nbytes`` big-endian bytes at ``out[pos:]``."""
+    v = np.uint64(value)
+    for b in range(nbytes):
+        out[pos + nbytes - 1 - b] = np.uint8(v & np.uint64(0xFF))
+        v = v >> np.uint64(8)
+
+
+@njit(inline="always", nogil=True)
+def _head(out, pos, length, mtype, locate, ts):  # pragma: no cover - compiled
+    """2-byte length, type, stock locate, tracking number 0, 6-byte timestamp; returns the next position."""
+    _put(out, pos, length, 2)
+    out[pos + 2] = mtype
+    _put(out, pos + 3, locate, 2)
+    out[pos + 5] = 0
+    out[pos + 6] = 0
+    _put(out, pos + 7, ts, 6)
+    return pos + 13
+
+
 @njit(cache=True, nogil=True)
-def _interleave(kind, a_rows, d_rows, e_rows, out, offsets):  # pragma: no cover - compiled
-    """Copy each message's framed bytes to its place in record order (kind 0 A, 1 D, 2 E)."""
-    ia = 0
-    idel = 0
-    ie = 0
-    pos = 0
-    for i in range(len(kind)):
-        offsets[i] = pos
-        k = kind[i]
-        if k == 0:
-            for b in range(38):
-                out[pos + b] = a_rows[ia, b]
-            ia += 1
+def _encode(
+    records, locates, n_locates, stocks, tick, first_seq,
+    keys, t_side, t_price, t_rem, t_loc, shift, mask, live, max_orders,
+    write, out, offsets, out_ts, reasons, rest_at, start, k, pos,
+):  # pragma: no cover - compiled  # fmt: skip
+    """Encode (``write``) or only apply records ``start`` ... in order, ``k`` messages (``pos`` bytes)
+    written so far; returns (next record, messages, bytes). Stops early, before an add, when the order
+    table is half full (the caller grows it and calls again), so the table stays as small as what
+    rests -- a few cache lines, not one slot per record of the batch.
+
+    ``reasons[i]``: 0 when record ``i`` became a message, else why not (``rest_at[i]``: the shares
+    left when the reason is an overfill)."""
+    half = (mask + 1) // 2
+    for i in range(start, len(records)):
+        r = records[i]
+        if r.type <= 1 and half <= live[0] < max_orders:
+            return i, k, pos
+        loc = locates[i]
+        t = r.type
+        code = stateless_reason(t, r.ts_ns, r.price_ticks, r.qty, r.order_id, r.side, loc, n_locates, tick)
+        kind = 0  # 1 A, 2 D, 3 X, 4 E
+        if code == 0:
+            ref = record_ref(r.order_id, loc, n_locates)
+            s = table_find(keys, ref, shift, mask)
+            if t <= 1:
+                if s >= 0:
+                    code = DUPLICATE_ORDER
+                elif live[0] >= max_orders:
+                    code = TOO_MANY_ORDERS
+                else:
+                    s = table_insert(keys, ref, shift, mask)
+                    t_side[s] = t
+                    t_price[s] = r.price_ticks
+                    t_rem[s] = r.qty
+                    t_loc[s] = loc
+                    live[0] += 1
+                    kind = 1
+            elif s < 0:
+                code = UNKNOWN_ORDER
+            else:
+                want = t - 2 if t <= 3 else (1 if t == 4 else 0)  # an execution names the resting side
+                rest = t_rem[s]
+                if t_side[s] != want or r.side != want:
+                    code = SIDE_MISMATCH
+                elif t_price[s] != r.price_ticks:
+                    code = PRICE_MISMATCH
+                elif r.qty > rest:
+                    code = OVERFILL
+                    rest_at[i] = rest
+                else:
+                    kind = (2 if r.qty == rest else 3) if t <= 3 else 4
+                    if r.qty == rest:
+                        table_delete(keys, t_side, t_price, t_rem, t_loc, s, shift, mask)
+                        live[0] -= 1
+                    else:
+                        t_rem[s] = rest - r.qty
+        reasons[i] = code
+        if kind == 0 or not write:
+            continue
+        offsets[k] = pos
+        out_ts[k] = r.ts_ns
+        if kind == 1:
+            p = _head(out, pos, 36, 65, loc, r.ts_ns)
+            _put(out, p, ref, 8)
+            out[p + 8] = 66 if t == 0 else 83  # 'B' / 'S'
+            _put(out, p + 9, r.qty, 4)
+            for b in range(8):
+                out[p + 13 + b] = stocks[loc, b]
+            _put(out, p + 21, np.int64(r.price_ticks) * tick, 4)
             pos += 38
-        elif k == 1:
-            for b in range(21):
-                out[pos + b] = d_rows[idel, b]
-            idel += 1
+        elif kind == 2:
+            p = _head(out, pos, 19, 68, loc, r.ts_ns)
+            _put(out, p, ref, 8)
             pos += 21
+        elif kind == 3:
+            p = _head(out, pos, 23, 88, loc, r.ts_ns)
+            _put(out, p, ref, 8)
+            _put(out, p + 8, r.qty, 4)
+            pos += 25
         else:
-            for b in range(33):
-                out[pos + b] = e_rows[ie, b]
-            ie += 1
+            p = _head(out, pos, 31, 69, loc, r.ts_ns)
+            _put(out, p, ref, 8)
+            _put(out, p + 8, r.qty, 4)
+            _put(out, p + 12, first_seq + k, 8)
             pos += 33
-    offsets[len(kind)] = pos
+        k += 1
+    return len(records), k, pos
 
 
-_KIND = np.array([0, 0, 1, 1, 2, 2], dtype=np.uint8)  # by record type: A A D D E E
+@dataclass
+class Encoded:
+    """Messages of a batch of records, and why any record made none.
+
+    ``reasons``: uint8 per record (0: became a message; else a code of :mod:`qrsdp_sim.itch.validate`);
+    ``rest``: for an overfill, the shares the order had left (0 otherwise)."""
+
+    framed: Framed
+    reasons: np.ndarray
+    rest: np.ndarray
+
+    @property
+    def rejected(self) -> np.ndarray:
+        """Indices of the records that made no message."""
+        return np.flatnonzero(self.reasons)
 
 
-def encode_records(
+def stock_table(symbols: tuple[str, ...] | list[str]) -> np.ndarray:
+    """(N + 1, 8) uint8: row ``locate`` holds the 8-byte stock field of that locate (row 0 unused)."""
+    out = np.full((len(symbols) + 1, 8), ord(" "), np.uint8)
+    for i, s in enumerate(symbols, start=1):
+        out[i] = np.frombuffer(m.stock_field(s), np.uint8)
+    return out
+
+
+def encode_orders(
     records: np.ndarray,
+    locates: np.ndarray | int,
     *,
-    locate: int | np.ndarray,
-    n_locates: int,
-    stock: str | bytes | np.ndarray,
+    stocks: np.ndarray,
     tick_size: int,
     first_seq: int,
-) -> Framed:
-    """Encode records as ITCH messages with sequence numbers first_seq, first_seq + 1 ...
+    orders: OrderTable,
+    write: bool = True,
+) -> Encoded:
+    """Encode records in their order as ITCH messages numbered ``first_seq``, ``first_seq + 1`` ...
 
-    One security (``locate`` an int, ``stock`` its symbol) or several merged (``locate`` a uint16
-    array and ``stock`` an ``S8`` array, one entry per record). ``first_seq`` numbers the batch's
-    first message in the feed; Order Executed messages carry their own sequence number as match
-    number (unique and increasing across the feed).
+    ``locates``: the stock locate of each record (uint16 array) or of all of them (int); ``stocks``:
+    :func:`stock_table` of the directory (N = its rows - 1). ``orders`` is updated as the records are
+    applied. ``write=False`` only applies them (rebuilding the resting orders after a restart).
     """
     if records.dtype != RECORD_DTYPE:
         raise TypeError(f"expected records of RECORD_DTYPE, got {records.dtype}")
     n = len(records)
+    n_locates = len(stocks) - 1
+    if isinstance(locates, np.ndarray):
+        if len(locates) != n:
+            raise ValueError("one locate per record")
+        locs = locates.astype(np.uint16, copy=False)
+    else:
+        locs = np.full(n, locates, np.uint16)
+    if n and (int(locs.min()) < 1 or int(locs.max()) > n_locates):
+        raise ValueError(f"locates must lie in 1..{n_locates}")
+    if tick_size < 1:
+        raise ValueError("tick size must be >= 1")
+    reasons = np.zeros(n, np.uint8)
+    rest = np.zeros(n, np.uint32)
     if n == 0:
-        return Framed.empty()
-    types = np.ascontiguousarray(records["type"])
-    if int(types.max()) > 5:
-        raise ValueError(f"unknown event type {int(types.max())}")
-    per_record = isinstance(locate, np.ndarray)
-    if per_record:
-        if len(locate) != n or not isinstance(stock, np.ndarray) or len(stock) != n:
-            raise ValueError("per-record locate and stock arrays must match the records")
-        if int(locate.min()) < 1 or int(locate.max()) > n_locates or n_locates > 0xFFFF:
-            raise ValueError(f"locates must lie in 1..{n_locates}")
-        stock8 = stock.astype("S8")
-    else:
-        stock8 = stock if isinstance(stock, bytes) else m.stock_field(stock)
-    kind = _KIND[types]
-    ts = np.ascontiguousarray(records["ts_ns"])
-    if int(ts.max()) > m.MAX_TIMESTAMP:
-        raise ValueError("timestamp does not fit the 6-byte ITCH field")
-    ts_hi = (ts >> np.uint64(32)).astype(np.uint16)
-    ts_lo = (ts & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
-    ids = np.ascontiguousarray(records["order_id"])
-    if per_record:
-        if int(ids.min()) == 0:
-            raise ValueError("order id 0 is reserved (engine ids start at 1)")
-        refs = (ids - np.uint64(1)) * np.uint64(n_locates) + locate.astype(np.uint64)
-        loc_of = locate.take
-        stock_of = stock8.take
-    else:
-        refs = order_refs(ids, locate, n_locates)
-
-        def loc_of(_idx: np.ndarray) -> int:
-            return locate
-
-        def stock_of(_idx: np.ndarray) -> bytes:
-            return stock8
-    qty = np.ascontiguousarray(records["qty"])
-    ia = np.flatnonzero(kind == 0)
-    idel = np.flatnonzero(kind == 1)
-    ie = np.flatnonzero(kind == 2)
-
-    a = np.empty(len(ia), m.FRAMED_ADD)
-    if len(ia):
-        prices = np.ascontiguousarray(records["price_ticks"]).take(ia).astype(np.int64) * int(tick_size)
-        if int(prices.min()) < 0 or int(prices.max()) > m.MAX_PRICE:
-            raise ValueError("price outside the u32 ITCH price range (4 implied decimals)")
-        a["length"] = 36
-        a["type"] = b"A"
-        a["locate"] = loc_of(ia)
-        a["tracking"] = 0
-        a["ts_hi"] = ts_hi.take(ia)
-        a["ts_lo"] = ts_lo.take(ia)
-        a["ref"] = refs.take(ia)
-        a["side"] = types.take(ia) * np.uint8(m.SELL - m.BUY) + np.uint8(m.BUY)  # ADD_BID 0 -> B, ADD_ASK 1 -> S
-        a["shares"] = qty.take(ia)
-        a["stock"] = stock_of(ia)
-        a["price"] = prices
-    d = np.empty(len(idel), m.FRAMED_DELETE)
-    if len(idel):
-        d["length"] = 19
-        d["type"] = b"D"
-        d["locate"] = loc_of(idel)
-        d["tracking"] = 0
-        d["ts_hi"] = ts_hi.take(idel)
-        d["ts_lo"] = ts_lo.take(idel)
-        d["ref"] = refs.take(idel)
-    e = np.empty(len(ie), m.FRAMED_EXECUTED)
-    if len(ie):
-        e["length"] = 31
-        e["type"] = b"E"
-        e["locate"] = loc_of(ie)
-        e["tracking"] = 0
-        e["ts_hi"] = ts_hi.take(ie)
-        e["ts_lo"] = ts_lo.take(ie)
-        e["ref"] = refs.take(ie)
-        e["shares"] = qty.take(ie)
-        e["match"] = ie.astype(np.uint64) + np.uint64(first_seq)
-
-    total = len(ia) * 38 + len(idel) * 21 + len(ie) * 33
-    out = np.empty(total, np.uint8)
-    offsets = np.empty(n + 1, np.int64)
-    _interleave(kind, a.view(np.uint8).reshape(-1, 38), d.view(np.uint8).reshape(-1, 21),
-                e.view(np.uint8).reshape(-1, 33), out, offsets)
-    return Framed(out, offsets, ts.astype(np.uint64, copy=True))
+        return Encoded(Framed.empty(), reasons, rest)
+    out = np.empty(n * 38 if write else 0, np.uint8)
+    offsets = np.empty(n + 1 if write else 1, np.int64)
+    out_ts = np.empty(n if write else 0, np.uint64)
+    i = k = pos = 0
+    while True:
+        i, k, pos = _encode(records, locs, np.int64(n_locates), stocks, np.int64(tick_size), np.uint64(first_seq),
+                            *orders.columns[:5], orders.shift, orders.mask, orders.live, np.int64(orders.max_orders),
+                            write, out, offsets, out_ts, reasons, rest, i, k, pos)
+        if i == n:
+            break
+        orders.reserve(max(orders.orders, 64))  # doubles the table
+    if not write:
+        return Encoded(Framed.empty(), reasons, rest)
+    k = int(k)
+    offsets[k] = pos
+    return Encoded(Framed(out[: offsets[k]], offsets[: k + 1], out_ts[:k]), reasons, rest)

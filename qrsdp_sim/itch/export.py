@@ -6,7 +6,11 @@ one trading day: start of messages, start of system hours, one Stock Directory p
 of market hours, the order messages of every session merged by timestamp (ties: by stock locate,
 then session order), end of market hours, end of system hours, end of messages. Order references
 follow the feed's rule; match numbers are the messages' positions in the file (1-based), i.e. the
-sequence numbers the live feed would give them in this order.
+sequence numbers the live feed would give them in this order. Cancels become ``D`` or ``X`` and
+executions ``E`` exactly as on the live feed (the resting orders are tracked the same way).
+
+Records the feed would refuse (:mod:`qrsdp_sim.itch.validate`) are left out and counted by reason in
+the summary (``rejected``, with the first few described in ``first_rejected``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,21 @@ from typing import Any
 import numpy as np
 
 from qrsdp_sim.eventlog.reader import EventLogReader
-from qrsdp_sim.itch import messages as m
-from qrsdp_sim.itch.encoder import encode_records
 from qrsdp_sim.itch.feed import DayFeed, Directory
+from qrsdp_sim.itch.order_state import OrderTable
+from qrsdp_sim.itch.validate import (
+    OUT_OF_SEQUENCE,
+    REASON_NAMES,
+    TAKEN,
+    UNFIT,
+    StockSequence,
+    check_records,
+    describe,
+)
 from qrsdp_sim.kafka.republish import SessionFile, identify
 
 CHUNK = 65_536
+FIRST_REJECTED = 5  # rejected records described in the summary
 
 
 def find_sessions(paths: list[str | os.PathLike[str]], date: str | None = None) -> list[SessionFile]:
@@ -69,34 +82,53 @@ def export_day(
     if missing:
         raise ValueError(f"symbols {missing} are not in the directory {list(directory.symbols)}")
     feed = DayFeed(directory, tick_size)
+    rejected: dict[str, int] = {}
+    first_rejected: list[str] = []
+
+    def refuse(code: int, record: np.void, symbol: str, rest: int | None = None) -> None:
+        name = REASON_NAMES[code]
+        rejected[name] = rejected.get(name, 0) + 1
+        if len(first_rejected) < FIRST_REJECTED:
+            first_rejected.append(f"{symbol}: {describe(code, record, tick_size, rest)}")
+
     parts, locs = [], []
     for s, r in readers:
         recs = r.read_all()
+        locate = directory.locate(s.symbol)
+        reasons = check_records(recs, locate=locate, n_locates=directory.n, tick_size=tick_size)
+        sequence = StockSequence()  # the file's order is the stock's sequence, as on the live feed
+        verdict, _before, _gaps = sequence.feed(recs["ts_ns"], 0, reasons == 0)
+        if sequence.close(len(recs))[0] == 1:
+            verdict[sequence.conf_seq] = TAKEN
+        for i in np.flatnonzero(verdict != TAKEN):
+            refuse(int(reasons[i]) if verdict[i] == UNFIT else OUT_OF_SEQUENCE, recs[i], s.symbol)
+        recs = recs[verdict == TAKEN]
         parts.append(recs)
-        locs.append(np.full(len(recs), directory.locate(s.symbol), np.uint16))
+        locs.append(np.full(len(recs), locate, np.uint16))
     records = np.concatenate(parts) if parts else np.empty(0)
     locate = np.concatenate(locs) if locs else np.empty(0, np.uint16)
     if len(records):
         order = np.lexsort((np.arange(len(records)), locate, records["ts_ns"]))  # stable: ts, locate, position
         records, locate = records[order], locate[order]
-    stocks = np.array([m.stock_field(s) for s in directory.symbols], dtype="S8")
     first_ts = int(records["ts_ns"][0]) if len(records) else 0
     last_ts = int(records["ts_ns"][-1]) if len(records) else 0
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     count = 0
+    orders = OrderTable()
     with open(tmp, "wb") as f:
         opening = feed.opening(first_ts)
         f.write(opening.data.tobytes())
         count += opening.count
         for lo in range(0, len(records), CHUNK):
             hi = min(len(records), lo + CHUNK)
-            loc = locate[lo:hi]
-            framed = encode_records(records[lo:hi], locate=loc, n_locates=directory.n, stock=stocks[loc - 1],
-                                    tick_size=tick_size, first_seq=count + 1)
-            f.write(framed.data.tobytes())
-            count += framed.count
+            enc = feed.orders(records[lo:hi], locate[lo:hi], count + 1, orders)
+            for i in enc.rejected:
+                refuse(int(enc.reasons[i]), records[lo + i], directory.symbols[int(locate[lo + i]) - 1],
+                       int(enc.rest[i]))
+            f.write(enc.framed.data.tobytes())
+            count += enc.framed.count
         closing = feed.closing(last_ts)
         f.write(closing.data.tobytes())
         count += closing.count
@@ -107,7 +139,9 @@ def export_day(
         "symbols": list(directory.symbols),
         "tick_size": tick_size,
         "messages": count,
-        "events": len(records),
+        "events": count - opening.count - closing.count,  # records that became order messages
+        "rejected": rejected,
+        "first_rejected": first_rejected,
         "bytes": out.stat().st_size,
     }
 

@@ -5,7 +5,7 @@ Both the live streamer and ``qrsdp itch-export`` build a day the same way:
 1. ``S O`` start of messages, ``S S`` start of system hours,
 2. one Stock Directory ``R`` per security of the day's directory (locates 1..N, alphabetical),
 3. ``S Q`` start of market hours,
-4. the order messages (A/D/E) of every security,
+4. the order messages (A/D/X/E) of every security, merged by time,
 5. ``S M`` end of market hours, ``S E`` end of system hours, ``S C`` end of messages.
 
 Timestamps of the system events (ns since midnight): O at min(03:00, first event), S and the
@@ -17,12 +17,14 @@ timestamps never decrease around them.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from qrsdp_sim.itch import messages as m
-from qrsdp_sim.itch.encoder import Framed, encode_records, frame_array
+from qrsdp_sim.itch.encoder import Encoded, Framed, encode_orders, frame_array, stock_table
+from qrsdp_sim.itch.order_state import OrderTable
 
 _H = 3_600_000_000_000
 START_OF_MESSAGES_NS = 3 * _H
@@ -31,6 +33,13 @@ END_OF_SYSTEM_NS = 20 * _H
 END_OF_MESSAGES_NS = 20 * _H + 5 * 60_000_000_000
 
 DEFAULT_TICK_SIZE = 100  # engine default: 1 tick = 100 x 1e-4 $ = one cent
+_SYMBOL = re.compile(r"[A-Za-z0-9._-]{1,8}")  # no separators of the streamer's commit metadata
+
+
+def check_symbol(symbol: str) -> str:
+    if not _SYMBOL.fullmatch(symbol):
+        raise ValueError(f"stock symbol {symbol!r} must be 1-8 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
+    return symbol
 
 
 def parse_symbols(text: str) -> list[str]:
@@ -40,7 +49,7 @@ def parse_symbols(text: str) -> list[str]:
         sym = item.split(":", 1)[0].strip()
         if not sym:
             continue
-        m.stock_field(sym)
+        check_symbol(sym)
         if sym in out:
             raise ValueError(f"symbol {sym} listed twice")
         out.append(sym)
@@ -63,7 +72,7 @@ class Directory:
         if len(syms) > 0xFFFF:
             raise ValueError("at most 65,535 securities (u16 stock locate)")
         for s in syms:
-            m.stock_field(s)
+            check_symbol(s)
         return cls(syms)
 
     @property
@@ -103,11 +112,11 @@ class DayFeed:
     """Builds the framed ITCH messages of one trading day for a fixed directory and tick size."""
 
     def __init__(self, directory: Directory, tick_size: int = DEFAULT_TICK_SIZE) -> None:
-        if tick_size < 1:
-            raise ValueError("tick size must be >= 1 (units of 1e-4 $)")
+        if not 1 <= tick_size <= m.MAX_PRICE:
+            raise ValueError(f"tick size must be 1..{m.MAX_PRICE} (units of 1e-4 $), got {tick_size}")
         self.directory = directory
         self.tick_size = int(tick_size)
-        self._stock = {s: m.stock_field(s) for s in directory.symbols}
+        self.stocks = stock_table(directory.symbols)
 
     @property
     def opening_count(self) -> int:
@@ -127,11 +136,9 @@ class DayFeed:
         codes = [m.END_OF_MARKET_HOURS, m.END_OF_SYSTEM_HOURS, m.END_OF_MESSAGES]
         return frame_array(m.system_events(codes, list(times)), np.array(times, np.uint64))
 
-    def orders(self, symbol: str, records: np.ndarray, first_seq: int) -> Framed:
-        locate = self.directory.locate(symbol)
-        if locate is None:
-            raise KeyError(f"{symbol} is not in the stock directory")
-        return encode_records(
-            records, locate=locate, n_locates=self.directory.n, stock=self._stock[symbol],
-            tick_size=self.tick_size, first_seq=first_seq,
-        )  # fmt: skip
+    def orders(self, records: np.ndarray, locates: np.ndarray | int, first_seq: int, orders: OrderTable,
+               *, write: bool = True) -> Encoded:
+        """Order messages of ``records`` (locate per record, or one for all) numbered from ``first_seq``;
+        ``orders`` holds the day's resting orders and is updated."""
+        return encode_orders(records, locates, stocks=self.stocks, tick_size=self.tick_size, first_seq=first_seq,
+                             orders=orders, write=write)

@@ -5,10 +5,14 @@
 numpy :class:`~qrsdp_sim.kafka.bridge.Run`) offer the streamer the same operations: the topic's
 ``partitions()``, the group's ``committed()`` offsets with their metadata (the feed state), a
 partition's ``low()`` watermark, ``assign()`` to positions, ``commit()`` of offsets with metadata,
-``fetch()`` of the next batch, ``read_batch()``: the exact re-read of an in-flight batch (same
-messages, same order) after a restart, and ``close()``; the bridge also has ``prefetch()`` (read
-ahead while the encoder loads). ``items`` tells which processing path the fetched batches take
-(``Streamer._process`` or ``Streamer._process_items``).
+``fetch()`` of the next batch, ``read_range()``: every message between two positions of each
+partition (what a restarted streamer re-reads), and ``close()``; the bridge also has ``prefetch()``
+(read ahead while the encoder loads).
+
+Both hand the streamer the same items: a :class:`~qrsdp_sim.kafka.bridge.Run` for consecutive events
+of one stock and date (confluent-kafka's messages are grouped into runs here, the bridge makes them
+itself), and single messages (``RawMessage`` or confluent-kafka's ``Message``, same accessors) for
+everything else: end-of-session markers and anything malformed.
 """
 
 from __future__ import annotations
@@ -17,19 +21,20 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from qrsdp_sim.kafka.bridge import BridgeConsumer, BridgeError, BridgeRequestError, Event, RawMessage, Run
-
-if TYPE_CHECKING:
-    from qrsdp_sim.itch.streamer import StreamerConfig
+from qrsdp_sim.itch.streamer_config import StreamerConfig
+from qrsdp_sim.kafka.bridge import BridgeConsumer, BridgeError, BridgeRequestError, Event, Run
+from qrsdp_sim.kafka.message import H_DATE, H_RUN_ID, H_SEQ
+from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 
 log = logging.getLogger(__name__)
 
-Segments = list[tuple[int, int]]  # (partition, messages) in send order
+Item = Run | Any  # a run, or a single message with confluent-kafka's accessors
 
 
 def run_slice(run: Run, lo: int, hi: int | None = None) -> Run:
@@ -39,15 +44,112 @@ def run_slice(run: Run, lo: int, hi: int | None = None) -> Run:
                run.records[lo:hi])
 
 
-def _item_count(item: Run | RawMessage) -> int:
+def _item_count(item: Item) -> int:
     return len(item.records) if isinstance(item, Run) else 1
 
 
-class PythonKafkaSource:
-    """confluent-kafka: one Python ``Message`` per Kafka message (``Streamer._process``)."""
+def _item_position(item: Item) -> tuple[int, int]:
+    """(partition, first offset)."""
+    return (item.partition, item.first_offset) if isinstance(item, Run) else (item.partition(), item.offset())
+
+
+def _run_headers(msg: Any) -> tuple[bytes, int, bytes] | None:
+    """(date, seq, run_id) of an event message whose headers a run needs, else None."""
+    value = msg.value()
+    if value is None or len(value) != RECORD_SIZE or msg.key() is None or msg.error() is not None:
+        return None
+    h = dict(msg.headers() or ())
+    date, seq, run_id = h.get(H_DATE), h.get(H_SEQ), h.get(H_RUN_ID)
+    if not isinstance(date, bytes) or not isinstance(seq, bytes) or len(seq) != 8:
+        return None
+    return date, int.from_bytes(seq, "big"), run_id if isinstance(run_id, bytes) else b""
+
+
+def group_runs(msgs: list) -> list[Item]:
+    """confluent-kafka messages -> runs (as the bridge makes them: same partition, key, date and run id,
+    consecutive offsets and seqs) and single messages for the rest."""
+    out: list[Item] = []
+    n = len(msgs)
+    i = 0
+    while i < n:
+        msg = msgs[i]
+        first = _run_headers(msg)
+        if first is None:
+            out.append(msg)
+            i += 1
+            continue
+        date, seq0, run_id = first
+        p, off, key = msg.partition(), msg.offset(), msg.key()
+        j = i + 1
+        while j < n:
+            m2 = msgs[j]
+            h = _run_headers(m2)
+            if (h is None or h[0] != date or h[1] != seq0 + (j - i) or h[2] != run_id or m2.key() != key
+                    or m2.partition() != p or m2.offset() != off + (j - i)):
+                break
+            j += 1
+        records = np.frombuffer(b"".join([m.value() for m in msgs[i:j]]), dtype=RECORD_DTYPE)
+        out.append(Run(p, off, seq0, key, date, run_id, records))
+        i = j
+    return out
+
+
+def cut_to_range(item: Item, start: dict[int, int], end: dict[int, int]) -> Item | None:
+    """The part of ``item`` inside [start, end) of its partition, or None."""
+    p, first = _item_position(item)
+    if p not in end:
+        return None
+    k = _item_count(item)
+    lo, hi = max(first, start.get(p, 0)), min(first + k, end[p])
+    if lo >= hi:
+        return None
+    if lo == first and hi == first + k:
+        return item
+    return run_slice(item, lo - first, hi - first)  # a single message is never cut (k == 1)
+
+
+class _Source:
+    """What both clients share: the re-read of a range, on top of their ``assign`` and ``fetch``."""
+
+    cfg: StreamerConfig
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        raise NotImplementedError
+
+    def fetch(self, budget: int, timeout: float) -> list[Item]:
+        raise NotImplementedError
+
+    def read_range(self, start: dict[int, int], end: dict[int, int], timeout: float = 120.0) -> Iterator[list[Item]]:
+        """Every message in [start[p], end[p]) of each partition, in batches (each partition in order).
+        Leaves the client positioned somewhere past the range: the caller assigns afterwards."""
+        end = {p: e for p, e in end.items() if e > start.get(p, 0)}
+        if not end:
+            return
+        pos = {p: start.get(p, 0) for p in end}
+        self.assign(dict(pos))
+        deadline = time.monotonic() + timeout
+        while any(pos[p] < end[p] for p in end):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not re-read Kafka up to offsets {end} within {timeout:.0f} s (at {pos})")
+            batch = []
+            for item in self.fetch(self.cfg.batch, 0.5):
+                p, first = _item_position(item)
+                if p in end and first >= end[p]:
+                    pos[p] = end[p]  # past the range (what lay before it is gone from Kafka)
+                    continue
+                got = cut_to_range(item, pos, end)
+                if got is not None:
+                    p, first = _item_position(got)
+                    pos[p] = first + _item_count(got)
+                    batch.append(got)
+            if batch:
+                yield batch
+
+
+class PythonKafkaSource(_Source):
+    """confluent-kafka: one Python ``Message`` per Kafka message, grouped into runs here."""
 
     name = "python"
-    items = False
 
     _TRANSIENT = frozenset({
         KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
@@ -113,48 +215,24 @@ class PythonKafkaSource:
         tps = [TopicPartition(self.cfg.topic, p, o, metadata[p]) for p, o in offsets.items()]
         self._call("commit", lambda: self.consumer.commit(offsets=tps, asynchronous=False))
 
-    def fetch(self, budget: int, timeout: float) -> list:
-        return self.consumer.consume(budget, timeout)
-
-    def read_batch(self, start: dict[int, int], segments: Segments) -> list:
-        """The messages of an in-flight batch (from ``start``), in its send order."""
-        need: dict[int, int] = {}
-        for p, n in segments:
-            need[p] = need.get(p, 0) + n
-        got: dict[int, list] = {p: [] for p in need}
-        deadline = time.monotonic() + 60
-        while any(len(got[p]) < need[p] for p in need):
-            if time.monotonic() > deadline:
-                raise RuntimeError("could not re-read the in-flight batch from Kafka within 60 s")
-            for msg in self.consumer.consume(self.cfg.batch, 0.5):
-                if msg.error() is not None:
-                    continue
-                p = msg.partition()
-                if p in got and len(got[p]) < need[p] and msg.offset() >= start[p] + len(got[p]):
-                    got[p].append(msg)
-        ordered = []
-        taken = dict.fromkeys(need, 0)
-        for p, n in segments:
-            ordered.extend(got[p][taken[p] : taken[p] + n])
-            taken[p] += n
-        return ordered
+    def fetch(self, budget: int, timeout: float) -> list[Item]:
+        return group_runs(self.consumer.consume(budget, timeout))
 
     def close(self) -> None:
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
 
 
-class BridgeKafkaSource:
+class BridgeKafkaSource(_Source):
     """``qrsdp-kafka-bridge`` in assign mode: a stock's consecutive events come as one numpy
-    :class:`~qrsdp_sim.kafka.bridge.Run`, other messages as :class:`RawMessage` (``Streamer._process_items``)."""
+    :class:`~qrsdp_sim.kafka.bridge.Run`, other messages as :class:`RawMessage`."""
 
     name = "bridge"
-    items = True
 
     def __init__(self, cfg: StreamerConfig, consumer: BridgeConsumer | None = None) -> None:
         self.cfg = cfg
         self.consumer = consumer or BridgeConsumer(cfg.brokers, cfg.topic, cfg.group_id, mode="assign")
-        self._carry: collections.deque[Run | RawMessage] = collections.deque()  # fetched, not yet batched
+        self._carry: collections.deque[Item] = collections.deque()  # fetched, not yet batched
         self._low: dict[int, int] = {}
 
     def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
@@ -196,7 +274,7 @@ class BridgeKafkaSource:
     def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
         self._call("commit", lambda: self.consumer.commit(offsets, metadata))
 
-    def _next(self, timeout: float) -> Run | RawMessage | None:
+    def _next(self, timeout: float) -> Item | None:
         if self._carry:
             return self._carry.popleft()
         deadline = time.monotonic() + timeout
@@ -206,10 +284,10 @@ class BridgeKafkaSource:
                 return item
             # assign mode: the only unasked events are errors, logged by BridgeConsumer
 
-    def fetch(self, budget: int, timeout: float) -> list[Run | RawMessage]:
+    def fetch(self, budget: int, timeout: float) -> list[Item]:
         """Up to ``budget`` messages (a run longer than what is left is split, its tail kept for the
         next batch): waits up to ``timeout`` s for the first, then takes what has arrived."""
-        out: list[Run | RawMessage] = []
+        out: list[Item] = []
         n = 0
         while n < budget:
             item = self._next(0.0 if out else timeout)
@@ -236,53 +314,6 @@ class BridgeKafkaSource:
             if not isinstance(item, Event):
                 self._carry.append(item)
                 held += _item_count(item)
-
-    def read_batch(self, start: dict[int, int], segments: Segments) -> list[Run | RawMessage]:
-        """The messages of an in-flight batch (from ``start``) in its send order, runs sliced to the
-        segments' message counts."""
-        need: dict[int, int] = {}
-        for p, n in segments:
-            need[p] = need.get(p, 0) + n
-        got: dict[int, collections.deque[Run | RawMessage]] = {p: collections.deque() for p in need}
-        have = dict.fromkeys(need, 0)
-        pos = {p: start[p] for p in need}  # next offset wanted
-        deadline = time.monotonic() + 60
-        while any(have[p] < need[p] for p in need):
-            if time.monotonic() > deadline:
-                raise RuntimeError("could not re-read the in-flight batch from Kafka within 60 s")
-            item = self._next(0.5)
-            if item is None:
-                continue
-            if isinstance(item, Run):
-                p, first = item.partition, item.first_offset
-            else:
-                p, first = item.partition(), item.offset()
-            if p not in need or have[p] >= need[p]:
-                continue
-            k = _item_count(item)
-            if first + k <= pos[p]:
-                continue  # before the batch (a stale fetch)
-            if first < pos[p]:
-                item = run_slice(item, pos[p] - first)  # a raw message never gets here (k == 1)
-                first, k = pos[p], k - (pos[p] - first)
-            if k > need[p] - have[p]:
-                item = run_slice(item, 0, need[p] - have[p])
-                k = need[p] - have[p]
-            got[p].append(item)
-            have[p] += k
-            pos[p] = first + k
-        ordered: list[Run | RawMessage] = []
-        for p, n in segments:
-            queue = got[p]
-            while n > 0:
-                item = queue.popleft()
-                k = _item_count(item)
-                if k > n:
-                    queue.appendleft(run_slice(item, n))
-                    item, k = run_slice(item, 0, n), n
-                ordered.append(item)
-                n -= k
-        return ordered
 
     def close(self) -> None:
         with contextlib.suppress(BridgeError):

@@ -5,12 +5,13 @@ Every message starts with the same 11 bytes: message type (1 byte, ASCII), stock
 All integers are big-endian; alpha fields are ASCII, left-justified and space-padded; prices
 are u32 with 4 implied decimal places.
 
-The feed uses five types (the engine needs no others): System Event ``S``, Stock Directory
-``R``, Add Order ``A``, Order Delete ``D``, Order Executed ``E``. The listener also decodes the
-other order-book types (``F``, ``X``, ``C``, ``U``) so it can read any ITCH 5.0 stream.
+The feed uses six types (the engine needs no others): System Event ``S``, Stock Directory ``R``,
+Add Order ``A``, Order Delete ``D`` (a full cancel), Order Cancel ``X`` (a partial cancel) and Order
+Executed ``E``. The listener also decodes the other order-book types (``F``, ``C``, ``U``) so it can
+read any ITCH 5.0 stream.
 
-``FRAMED_*`` dtypes prefix a message with its 2-byte big-endian length, which is both the
-MoldUDP64 message block and the layout of NASDAQ's historical ITCH files.
+A message framed with its 2-byte big-endian length is both the MoldUDP64 message block and the
+layout of NASDAQ's historical ITCH files.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ ADD_ORDER_DTYPE = np.dtype(
     [*_HEADER, ("ref", ">u8"), ("side", "u1"), ("shares", ">u4"), ("stock", "S8"), ("price", ">u4")]
 )
 ORDER_DELETE_DTYPE = np.dtype([*_HEADER, ("ref", ">u8")])
+ORDER_CANCEL_DTYPE = np.dtype([*_HEADER, ("ref", ">u8"), ("shares", ">u4")])  # X: shares cancelled
 ORDER_EXECUTED_DTYPE = np.dtype([*_HEADER, ("ref", ">u8"), ("shares", ">u4"), ("match", ">u8")])
 
 SIZES: dict[bytes, int] = {
@@ -85,18 +87,9 @@ assert STOCK_DIRECTORY_DTYPE.itemsize == SIZES[b"R"]
 assert ADD_ORDER_DTYPE.itemsize == SIZES[b"A"]
 assert ORDER_DELETE_DTYPE.itemsize == SIZES[b"D"]
 assert ORDER_EXECUTED_DTYPE.itemsize == SIZES[b"E"]
+assert ORDER_CANCEL_DTYPE.itemsize == SIZES[b"X"]
 
 
-def framed(dtype: np.dtype) -> np.dtype:
-    """``dtype`` preceded by its 2-byte big-endian length (a MoldUDP64 block / ITCH file record)."""
-    return np.dtype([("length", ">u2"), *((name, dtype.fields[name][0]) for name in dtype.names)])
-
-
-FRAMED_ADD = framed(ADD_ORDER_DTYPE)
-FRAMED_DELETE = framed(ORDER_DELETE_DTYPE)
-FRAMED_EXECUTED = framed(ORDER_EXECUTED_DTYPE)
-FRAMED_SYSTEM = framed(SYSTEM_EVENT_DTYPE)
-FRAMED_DIRECTORY = framed(STOCK_DIRECTORY_DTYPE)
 
 # -- System Event codes -----------------------------------------------------------------
 START_OF_MESSAGES = b"O"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import ipaddress
 import os
 import random
 import socket
@@ -87,9 +88,26 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
             raise ValueError(f"expected HOST:PORT, got {text!r}")
         return text, default_port
     try:
-        return host or "127.0.0.1", int(port)
+        number = int(port)
     except ValueError:
         raise ValueError(f"invalid port in {text!r}") from None
+    if not 0 <= number <= 65_535:
+        raise ValueError(f"port {number} in {text!r} is not 0..65535")
+    return host or "127.0.0.1", number
+
+
+def check_port(name: str, port: int, *, allow_zero: bool = False) -> None:
+    if not (0 if allow_zero else 1) <= port <= 65_535:
+        raise ValueError(f"{name} must be a UDP port 1..65535, got {port}")
+
+
+def check_ipv4(name: str, address: str, *, multicast: bool = False) -> None:
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ValueError(f"{name} must be an IPv4 address, got {address!r}") from None
+    if multicast and not ip.is_multicast:
+        raise ValueError(f"{name} must be an IPv4 multicast address (224.0.0.0/4), got {address}")
 
 
 def _set_buffer(sock: socket.socket, option: int, size: int) -> None:

@@ -36,8 +36,10 @@ def _cut(data: bytes | None, limit: int) -> tuple[bytes | None, bool]:
     return bytes(data[:limit]), True
 
 
-def dead_letter_copy(message: Any, kind: str, reason: str) -> tuple[bytes | None, bytes | None, list]:
-    """(key, value, headers) of the dead-letter copy of ``message`` (bounded in size)."""
+def dead_letter_copy(message: Any, kind: str, reason: str,
+                     service: str | None = None) -> tuple[bytes | None, bytes | None, list]:
+    """(key, value, headers) of the dead-letter copy of ``message`` (bounded in size); ``service`` adds a
+    ``dlq_service`` header naming the service that set it aside."""
     value, cut_value = _cut(message.value(), MAX_VALUE_BYTES)
     key, cut_key = _cut(message.key(), MAX_KEY_BYTES)
     original = list(message.headers() or ())
@@ -54,14 +56,18 @@ def dead_letter_copy(message: Any, kind: str, reason: str) -> tuple[bytes | None
     ]
     if truncated:
         headers.append(("dlq_truncated", f"value {len(message.value() or b'')} bytes".encode()))
+    if service is not None:
+        headers.append(("dlq_service", service.encode("ascii", "replace")))
     return key, value, headers
 
 
 class DeadLetters:
     """Produces rejected messages to ``topic`` and counts them by kind."""
 
-    def __init__(self, brokers: str, topic: str, *, producer: Producer | None = None) -> None:
+    def __init__(self, brokers: str, topic: str, *, producer: Producer | None = None,
+                 service: str | None = None) -> None:
         self.topic = topic
+        self.service = service
         self.counts: collections.Counter[str] = collections.Counter()
         self.total = 0
         self.retries = 0  # confirm() rounds that had to produce failed deliveries again
@@ -86,7 +92,7 @@ class DeadLetters:
 
     def send(self, message: Any, kind: str, reason: str) -> None:
         """Set ``message`` aside with ``reason``; counted at once, confirmed by :meth:`confirm`."""
-        self._produce(*dead_letter_copy(message, kind, reason))
+        self._produce(*dead_letter_copy(message, kind, reason, self.service))
         self._unconfirmed += 1
         self.counts[kind] += 1
         self.total += 1
