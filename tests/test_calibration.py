@@ -261,6 +261,23 @@ def test_realistic_accounting_and_excitation_replay_match_the_kernel():
     np.testing.assert_allclose(stats.market_exposure.sum(axis=1), replay.weighted_seconds, rtol=1e-9)
 
 
+def test_hawkes_replay_over_the_business_clock_matches_the_kernel():
+    """The seed's form (every model event excites, market orders once however many fills) in
+    business time, over realistic HLR: the replayed excitation is the kernel's after the last event."""
+    model = HawkesIntensity(base=HLR(), hawkes=HawkesParams(alpha=0.01, beta=2.0, max_excitation=5.0))
+    cfg = SessionConfig(seed=9, session_seconds=1500, model=model, realism=REALISTIC_NO_META)
+    records, n_events, kernel_state = _engine_session(cfg)
+    stats = QueueStatistics.empty(5, N_MAX)
+    ctx = SessionContext.from_config(cfg)
+    assert ctx.excitation == "Hawkes" and ctx.clock is not None
+    replay = accumulate_session(stats, records, ctx, session_seconds=1500)
+    assert replay.events == n_events
+    np.testing.assert_allclose(replay.decorator_state[1], kernel_state[1], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(replay.decorator_state[0], kernel_state[0], rtol=1e-5)
+    assert replay.weighted_seconds > 1.2 * replay.business_seconds
+    np.testing.assert_allclose(stats.cancel_exposure.sum(axis=2), replay.weighted_seconds, rtol=1e-9)
+
+
 # --- each part of the estimator on a hand-made log -------------------------------------------
 
 
