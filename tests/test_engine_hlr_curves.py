@@ -11,7 +11,19 @@ from qrsdp_sim.engine import HLR, HLRCurves, HLRCurvesError, SessionConfig
 
 
 def test_default_curves_follow_the_spec():
+    """The realistic built-in curves (queue units): short-lived queues at the best, stable ones deeper."""
     c = HLRCurves.default(levels=5, n_max=100)
+    n = np.arange(101)
+    np.testing.assert_allclose(c.add[:, 0], np.broadcast_to(8 / (1 + 0.15 * n), (2, 101)))
+    np.testing.assert_allclose(c.add[:, 1:], np.broadcast_to(3 / (1 + 0.1 * n), (2, 4, 101)))
+    np.testing.assert_allclose(c.cancel[:, 0], np.broadcast_to(1.5 * n / (1 + 0.05 * n), (2, 101)))
+    np.testing.assert_allclose(c.cancel[:, 1:], np.broadcast_to(0.12 * n / (1 + 0.01 * n), (2, 4, 101)))
+    assert np.all(c.market[:, 0] == 0) and np.all(c.market[:, 1:] == 0.25)
+    assert c.spread_sensitivity == 0.3 and c.imbalance_sensitivity == 1.0
+
+
+def test_seed_curves_follow_the_seed_spec():
+    c = HLRCurves.seed(levels=5, n_max=100)
     n = np.arange(101)
     np.testing.assert_allclose(c.add[:, 0], np.broadcast_to(15 / (1 + 0.12 * n), (2, 101)))
     np.testing.assert_allclose(c.add[:, 1:], np.broadcast_to(5 / (1 + 0.2 * n), (2, 4, 101)))

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from qrsdp_sim.engine import ConstantRates, SessionConfig
+from qrsdp_sim.engine.realism import Realism
 from qrsdp_sim.engine.session import SessionDriver
 from qrsdp_sim.records import EventType
 
@@ -23,7 +24,8 @@ OPEN_NS = 34_200 * 10**9
 
 @pytest.fixture(scope="module")
 def constant_session():
-    config = SessionConfig(seed=1234, session_seconds=3600, model=ConstantRates(RATES))
+    # plain: one-share orders in calendar time, so the kernel's own rules are what is measured
+    config = SessionConfig(seed=1234, session_seconds=3600, model=ConstantRates(RATES), realism=Realism.plain())
     driver = SessionDriver(config, top_of_book=True)
     parts = list(driver.batches())
     records = np.concatenate([r for r, _ in parts])

@@ -23,27 +23,36 @@ from qrsdp_sim.engine import (
 )
 from qrsdp_sim.engine.decorators import DEC_HAWKES, hawkes_decorator, replay_decorator
 from qrsdp_sim.engine.models.hawkes import compensator_increments, integrated_multiplier
+from qrsdp_sim.engine.realism import Excitation, Metaorders, Realism
 from qrsdp_sim.engine.session import SessionDriver
 from qrsdp_sim.sinks import InMemorySink
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
 
-def _records(model, seconds=1500, seed=3):
+# the Hawkes decorator takes the place of the realism layer's excitation: compare with that layer off
+NO_EXCITATION = Realism(excitation=Excitation.off())
+
+
+def _records(model, seconds=1500, seed=3, realism=NO_EXCITATION):
     sink = InMemorySink()
-    simulate_session(SessionConfig(seed=seed, session_seconds=seconds, model=model), sink)
+    simulate_session(SessionConfig(seed=seed, session_seconds=seconds, model=model, realism=realism), sink)
     return sink.records
 
 
 # -- alpha = 0 ------------------------------------------------------------------------
+@pytest.mark.parametrize("realism", [NO_EXCITATION, Realism.plain()], ids=["realistic", "plain"])
 @pytest.mark.parametrize("base", [SimpleImbalance(), HLR()], ids=["simple", "hlr"])
-def test_alpha_zero_is_byte_identical_to_the_base_model(base):
-    plain = _records(base)
+def test_alpha_zero_is_byte_identical_to_the_base_model(base, realism):
+    plain = _records(base, realism=realism)
     for beta, cap in ((1.0, 5.0), (2.0, 0.5)):
-        hawkes = _records(HawkesIntensity(base, HawkesParams(alpha=0.0, beta=beta, max_excitation=cap)))
+        hawkes = _records(
+            HawkesIntensity(base, HawkesParams(alpha=0.0, beta=beta, max_excitation=cap)), realism=realism
+        )
         assert hawkes.tobytes() == plain.tobytes()
     # and the excitation does change the session when switched on
-    assert not np.array_equal(_records(HawkesIntensity(base, HawkesParams(alpha=0.01, beta=2.0))), plain)
+    changed = _records(HawkesIntensity(base, HawkesParams(alpha=0.01, beta=2.0)), realism=realism)
+    assert not np.array_equal(changed, plain)
 
 
 # -- the decorator itself ---------------------------------------------------------------
@@ -132,8 +141,9 @@ def _simple_total(model: SimpleImbalance, tob: np.ndarray) -> np.ndarray:
 
 
 def _events_and_base_totals(model: HawkesIntensity, seconds: int, seed: int):
-    """Event times and, for each, the base total rate in force on the interval before it."""
-    cfg = SessionConfig(seed=seed, session_seconds=seconds, model=model)
+    """Event times and, for each, the base total rate in force on the interval before it
+    (the seed's plain order flow, in calendar time: the formula above is the seed model's)."""
+    cfg = SessionConfig(seed=seed, session_seconds=seconds, model=model, realism=Realism.plain())
     driver = SessionDriver(cfg, top_of_book=True)
     recs, tobs = [], []
     for r, tob in driver.batches():
@@ -160,9 +170,9 @@ def _events_and_base_totals(model: HawkesIntensity, seconds: int, seed: int):
     [
         # branching ratio base total x alpha / beta: 0.85, about 0.35, saturated at the cap, fast decay
         (ConstantRates(), HawkesParams(alpha=0.05, beta=2.0), 1500, False),
-        (SimpleImbalance(), HawkesParams(alpha=0.01, beta=2.0), 1500, False),
-        (SimpleImbalance(), HawkesParams(alpha=0.5, beta=2.0), 300, False),
-        (SimpleImbalance(), HawkesParams(alpha=0.4, beta=40.0, max_excitation=3.0), 600, True),
+        (SimpleImbalance.seed(), HawkesParams(alpha=0.01, beta=2.0), 1500, False),
+        (SimpleImbalance.seed(), HawkesParams(alpha=0.5, beta=2.0), 300, False),
+        (SimpleImbalance.seed(), HawkesParams(alpha=0.4, beta=40.0, max_excitation=3.0), 600, True),
     ],
     ids=["constant-0.85", "simple-0.35", "simple-a0.5-b2", "simple-fast"],
 )
@@ -237,3 +247,75 @@ def test_cli_hawkes_argument_errors(tmp_path, args, message):
     res = runner.invoke(app, ["run", "--output", str(tmp_path / "o"), "--seconds", "5", *args])
     assert res.exit_code == 2
     assert message in res.stderr, res.stderr
+
+
+# -- the realism layer's excitation, in business time ----------------------------------------
+def _realistic_events(realism: Realism, seconds: int, seed: int):
+    """Model events of a ConstantRates session with realism layers: business times and triggers
+    (market orders and events that move the mid), reconstructed from the records and the clock."""
+    rates = (10.0, 10.0, 6.0, 6.0, 5.0, 5.0)
+    cfg = SessionConfig(seed=seed, session_seconds=seconds, model=ConstantRates(rates), realism=realism)
+    driver = SessionDriver(cfg, top_of_book=True)
+    parts = list(driver.batches())
+    rec = np.concatenate([r for r, _ in parts])
+    tob = np.concatenate([t for _, t in parts])
+    marks = np.flatnonzero(tob[:, 0] >= 0)
+    first = np.concatenate([[marks[0]], marks[:-1] + 1])  # first record of each model event
+    t_cal = (rec["ts_ns"][first].astype(np.int64) - cfg.market_open_ns) / 1e9
+    clock = cfg.clock_grid()
+    tau = clock.to_business(t_cal) if clock is not None else t_cal
+    mid = tob[marks, 0] + tob[marks, 1]
+    p0, s0 = cfg.p0_ticks, cfg.initial_spread_ticks
+    mid_before = np.concatenate([[2 * (p0 - s0 // 2) + s0], mid[:-1]])
+    triggers = (rec["type"][first] >= 4) | (mid != mid_before)
+    t_end = clock.business_end if clock is not None else float(seconds)
+    return tau, triggers, sum(rates), t_end, t_cal
+
+
+@pytest.mark.parametrize(
+    "realism",
+    [
+        Realism(metaorders=Metaorders.off()),
+        Realism(
+            metaorders=Metaorders.off(),
+            excitation=Excitation(branching=0.9, timescales=(0.02, 5.0), weights=(1, 1), cap=1000.0),
+        ),
+    ],
+    ids=["default", "n0.9"],
+)
+def test_excitation_and_business_clock_are_sampled_exactly(realism):
+    """Time-rescaling in business time: with the clock rebuilt from the seed and the multiplier
+    replayed through the events, base total x integral of the multiplier between events ~ Exp(1).
+    Dropping either the clock or the excitation from the compensator is rejected."""
+    from qrsdp_sim.engine.decorators import replay_integrals
+
+    tau, triggers, total, _, t_cal = _realistic_events(realism, 1800, seed=29)
+    assert len(tau) > 50_000 and 0.05 < triggers.mean() < 0.8
+    kind, params, state = realism.excitation.decorator()
+    w = np.empty(len(tau))
+    top = replay_integrals(kind, params, state, tau, triggers, w)
+    assert top < realism.excitation.cap  # the cap never bound: the closed form is exact
+    z = total * w
+    ks = stats.kstest(z, "expon")
+    assert ks.pvalue > 1e-3, ks
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1]) < 4 / math.sqrt(len(z))
+    # power: without the excitation, or in calendar time, the rescaled times are not Exp(1)
+    assert stats.kstest(total * np.diff(np.concatenate([[0.0], tau])), "expon").pvalue < 1e-6
+    kind, params, state = realism.excitation.decorator()
+    w_cal = np.empty(len(t_cal))
+    replay_integrals(kind, params, state, t_cal, triggers, w_cal)
+    assert stats.kstest(total * w_cal, "expon").pvalue < 1e-6
+
+
+def test_excitation_mean_multiplier_is_one_over_one_minus_n():
+    """The normalised excitation is stationary with mean multiplier 1 / (1 - n), whatever the rates."""
+    from qrsdp_sim.engine.decorators import replay_integrals
+
+    for n in (0.3, 0.7):
+        realism = Realism(metaorders=Metaorders.off(), excitation=Excitation(branching=n))
+        tau, triggers, _, t_end, _ = _realistic_events(realism, 3600, seed=31)
+        kind, params, state = realism.excitation.decorator()
+        w = np.empty(len(tau))
+        replay_integrals(kind, params, state, tau, triggers, w)
+        mean_multiplier = w.sum() / tau[-1]
+        assert mean_multiplier == pytest.approx(1 / (1 - n), rel=0.1), (n, mean_multiplier)

@@ -249,3 +249,35 @@ def replay_decorator(kind, params, state, event_times, probe_times, out_event, o
     while j < n_probe:
         out_probe[j] = dec_multiplier(kind, params, state, probe_times[j])
         j += 1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def replay_integrals(kind, params, state, event_times, triggers, out):
+    """Drive a decorator through model events (sorted times, trigger flags) as the kernel does, and
+    write ``out[i]`` = integral of the multiplier over (t_(i-1), t_i] (t_(-1) = 0), in closed form.
+
+    The cap is not applied to the integral (exact while the excitation stays below it; check with
+    the returned maximum); returns the largest multiplier seen just after an event. For tests
+    (time-rescaling) and calibration (multiplier-weighted exposure).
+    """
+    t_prev = 0.0
+    top = 1.0
+    for i in range(event_times.shape[0]):
+        t = event_times[i]
+        dt = t - t_prev
+        if kind == DEC_EXCITE:
+            j = int(params[X_J])
+            acc = dt
+            for k in range(j):
+                e = state[k] * np.exp(-params[X_BETA + k] * (t_prev - state[j]))
+                acc += e * (1.0 - np.exp(-params[X_BETA + k] * dt)) / params[X_BETA + k]
+            out[i] = acc
+        elif kind == DEC_HAWKES:
+            e = state[H_E] * np.exp(-params[H_BETA] * (t_prev - state[H_T]))
+            out[i] = dt + e * (1.0 - np.exp(-params[H_BETA] * dt)) / params[H_BETA]
+        else:
+            out[i] = dt
+        dec_on_event(kind, params, state, t, 0, triggers[i])
+        top = max(top, dec_multiplier(kind, params, state, t))
+        t_prev = t
+    return top
