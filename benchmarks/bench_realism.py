@@ -200,17 +200,20 @@ def fig_calibration(days: int, seconds: int) -> list[str]:
         err = f"{r.max_rel_error:.2%} | {r.mean_rel_error:.2%}" if r.points else "- | -"
         lines.append(f"| {r.curve} | {r.points} | {r.events:,} | {err} |")
     worst = max((r for r in rows if r.points), key=lambda r: r.max_rel_error)
-    rel = np.concatenate(
-        [
-            np.abs(stats.raw_rates(k)[sel] / getattr(ref, k)[sel] - 1)
-            for k in ("add", "cancel", "market")
-            for sel in [(stats.counts(k) >= 2000) & (getattr(ref, k) > 0)]
-        ]
-    )
+    total, outside = 0, []
+    for k in ("add", "cancel", "market"):
+        ev, ref_k = stats.counts(k), getattr(ref, k)
+        for idx in zip(*np.nonzero((ev >= 2000) & (ref_k > 0)), strict=True):
+            total += 1
+            rel = stats.raw_rates(k)[idx] / ref_k[idx] - 1
+            if abs(rel) >= 0.05:  # how many Poisson standard deviations out
+                outside.append(f"{k} {idx} n = {idx[-1]}: {rel:+.2%} with {ev[idx]:,} events, "
+                               f"{abs(rel) * np.sqrt(ev[idx]):.1f} sd")  # fmt: skip
     lines += [
         "",
-        f"{int((rel < 0.05).sum())} of {len(rel)} entries within 5 %; "
-        f"largest error: {worst.max_rel_error:.2%} ({worst.curve}).",
+        f"{total - len(outside)} of {total} entries within 5 %; largest error: {worst.max_rel_error:.2%} "
+        f"({worst.curve}).",
+        *(f"Outside 5 %: {o}." for o in outside),
     ]
     return lines
 

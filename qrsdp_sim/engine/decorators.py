@@ -166,44 +166,45 @@ def dec_on_event(kind, params, state, t, etype, trigger=True):
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
-def _capped_decay_integral(d, betas, j, cap, dt):
-    """Exact integral over [0, dt] of min(S(s), cap), S(s) = sum_i d[i] e^(-betas[i] s) (d >= 0).
+def _capped_decay_integral(e, betas, j, off, cap, dt):
+    """Exact integral over [0, dt] of min(S(s), cap), S(s) = sum_i d_i e^(-betas[i] s) with
+    d_i = e[i] e^(-betas[i] off) >= 0 (the components ``off`` after their last update).
 
     S decreases, so min(S, cap) is cap until S reaches the cap at s* and S after it: the
-    integral is cap s* + sum_i d[i] e^(-beta_i s*) (1 - e^(-beta_i (dt - s*))) / beta_i. s* solves
+    integral is cap s* + sum_i d_i e^(-beta_i s*) (1 - e^(-beta_i (dt - s*))) / beta_i. s* solves
     S(s*) = cap by Newton's method from s = 0; S is convex, so the iterates rise monotonically to s*.
     """
     s0 = 0.0
-    for i in range(j):
-        s0 += d[i]
-    if s0 > cap:
-        s_end = 0.0
-        for i in range(j):
-            s_end += d[i] * np.exp(-betas[i] * dt)
-        if s_end >= cap:
-            return cap * dt
-        x = 0.0
-        for _ in range(200):
-            f = -cap
-            df = 0.0
-            for i in range(j):
-                v = d[i] * np.exp(-betas[i] * x)
-                f += v
-                df += betas[i] * v
-            if f <= 0.0 or df <= 0.0:
-                break
-            step = f / df
-            x += step
-            if step <= 1e-15 * (1.0 + x):
-                break
-        x = min(x, dt)
-        tot = cap * x
-        for i in range(j):
-            tot += d[i] * np.exp(-betas[i] * x) * -np.expm1(-betas[i] * (dt - x)) / betas[i]
-        return tot
     tot = 0.0
     for i in range(j):
-        tot += d[i] * -np.expm1(-betas[i] * dt) / betas[i]
+        d = e[i] * np.exp(-betas[i] * off)
+        s0 += d
+        tot += d * -np.expm1(-betas[i] * dt) / betas[i]
+    if s0 <= cap:  # below the cap throughout (the usual case)
+        return tot
+    s_end = 0.0
+    for i in range(j):
+        s_end += e[i] * np.exp(-betas[i] * (off + dt))
+    if s_end >= cap:
+        return cap * dt
+    x = 0.0
+    for _ in range(200):
+        f = -cap
+        df = 0.0
+        for i in range(j):
+            v = e[i] * np.exp(-betas[i] * (off + x))
+            f += v
+            df += betas[i] * v
+        if f <= 0.0 or df <= 0.0:
+            break
+        step = f / df
+        x += step
+        if step <= 1e-15 * (1.0 + x):
+            break
+    x = min(x, dt)
+    tot = cap * x
+    for i in range(j):
+        tot += e[i] * np.exp(-betas[i] * (off + x)) * -np.expm1(-betas[i] * (dt - x)) / betas[i]
     return tot
 
 
@@ -214,21 +215,20 @@ def dec_integral(kind, params, state, t0, t1):
 
     Not used by the kernel (its thinning needs no integral); calibration weights exposure with it
     (``qrsdp_sim.calibration``), replaying the state with ``dec_on_event`` between intervals.
+    ``replay_integrals`` is the uncapped form of the same integral.
     """
     dt = t1 - t0
     if dt <= 0.0:
         return 0.0
     if kind == DEC_HAWKES:
-        d = np.empty(1)
-        d[0] = state[H_E] * np.exp(-params[H_BETA] * (t0 - state[H_T]))
-        betas = params[H_BETA : H_BETA + 1]
-        return dt + _capped_decay_integral(d, betas, 1, params[H_CAP], dt)
+        return dt + _capped_decay_integral(
+            state[H_E : H_E + 1], params[H_BETA : H_BETA + 1], 1, t0 - state[H_T], params[H_CAP], dt
+        )
     if kind == DEC_EXCITE:
         j = int(params[X_J])
-        d = np.empty(j)
-        for i in range(j):
-            d[i] = state[i] * np.exp(-params[X_BETA + i] * (t0 - state[j]))
-        return dt + _capped_decay_integral(d, params[X_BETA : X_BETA + j], j, params[X_CAP], dt)
+        return dt + _capped_decay_integral(
+            state[:j], params[X_BETA : X_BETA + j], j, t0 - state[j], params[X_CAP], dt
+        )
     return dt
 
 
