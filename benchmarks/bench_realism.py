@@ -207,7 +207,8 @@ def fig_calibration(days: int, seconds: int) -> list[str]:
             total += 1
             rel = stats.raw_rates(k)[idx] / ref_k[idx] - 1
             if abs(rel) >= 0.05:  # how many Poisson standard deviations out
-                outside.append(f"{k} {idx} n = {idx[-1]}: {rel:+.2%} with {ev[idx]:,} events, "
+                name = f"{k} {('bid', 'ask')[idx[0]]}" + (f" L{idx[1]}" if len(idx) == 3 else "")
+                outside.append(f"{name} n = {idx[-1]}: {rel:+.2%} with {ev[idx]:,} events, "
                                f"{abs(rel) * np.sqrt(ev[idx]):.1f} sd")  # fmt: skip
     lines += [
         "",
