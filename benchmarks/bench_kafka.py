@@ -9,7 +9,10 @@ Prints, on the same broker:
   3. the Parquet consumer (``qrsdp parquet-consumer``'s ParquetConsumer) landing those events into
      MinIO, records/s until the last offset is committed (every object written, the _SUCCESS marker
      and the sessions row too); through qrsdp-kafka-bridge by default, also through confluent-kafka
-     with ``--parquet-clients bridge,python`` (with --only bridge: on the topic of figure 4);
+     with ``--parquet-clients bridge,python`` (with --only bridge: on the topic of figure 4), and with
+     --only bridge also 3b: the ``qrsdp parquet-consumer`` process from its spawn;
+     each with the CPU seconds of every part (this process, the bridge, the broker, MinIO) and of
+     the others' work on the machine -- on a shared machine the wall-clock figures depend on them;
   4. dual-write through qrsdp-kafka-bridge (KafkaPublisher, the default client), events/s end to end;
   5. the bridge's topic consumed through BridgeConsumer (runs decoded to numpy), records/s.
 """
@@ -18,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
+import resource
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -34,6 +41,67 @@ from qrsdp_sim.kafka.publisher import KafkaPublisher
 from qrsdp_sim.lake.store import Lake, S3Options
 
 ROOT = Path(__file__).resolve().parents[1]
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used so far, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
+    cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = cpu[3] + cpu[4]
+    return (sum(cpu) - idle) / _TICK, sum(cpu) / _TICK
+
+
+class CpuMeter:
+    """Where the CPU went during one measurement: this process (every thread), its reaped children (the
+    bridge), the broker and MinIO of the stack (from infra/.run/*.pid), and the whole machine -- on a
+    shared machine wall-clock figures depend on the others, CPU seconds per record much less."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.pids: dict[str, int] = {}
+        kafka_port = args.brokers.split(",")[0].rpartition(":")[2]
+        minio_port = str(urlparse(args.s3_endpoint).port or "")
+        for name, port in (("kafka", kafka_port), ("minio", minio_port)):
+            pid_file = Path(args.run_dir) / f"{name}-{port}.pid"
+            if pid_file.is_file():
+                self.pids[name] = int(pid_file.read_text().split()[0])
+
+    def _sample(self) -> dict[str, float]:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy, total = _machine_busy()
+        out = {"python": me.ru_utime + me.ru_stime, "children": kids.ru_utime + kids.ru_stime,
+               "machine_busy": busy, "machine_total": total}
+        for name, pid in self.pids.items():
+            cpu = _proc_cpu(pid)
+            if cpu is not None:
+                out[name] = cpu
+        return out
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._sample()
+        self.used = {k: end[k] - self.start[k] for k in end if k in self.start}
+
+    def line(self, records: int) -> str:
+        u = self.used
+        ours = [(k, u[k]) for k in ("python", "children", "kafka", "minio") if k in u]
+        mine = sum(v for _, v in ours)
+        machine = u["machine_busy"]
+        parts = ", ".join(f"{k} {v:.2f} s" for k, v in ours)
+        return (f"   CPU: {parts} = {mine:.2f} s ({mine / records * 1e6:.2f} us/record); the machine was busy "
+                f"{machine:.2f} of {u['machine_total']:.2f} CPU-s ({machine - mine:.2f} s of it others' work)")
 
 
 def main() -> None:
@@ -41,6 +109,8 @@ def main() -> None:
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--s3-endpoint", default="http://127.0.0.1:9000")
     ap.add_argument("--seconds", type=int, default=23_400, help="session length to dual-write")
+    ap.add_argument("--run-dir", default=str(ROOT / "infra" / ".run"),
+                    help="where infra/stack.sh keeps the broker's and MinIO's pid files (for their CPU time)")
     ap.add_argument("--perf-records", type=int, default=5_000_000, help="records for ProducerPerformance")
     ap.add_argument("--only", choices=("all", "confluent", "bridge"), default="all",
                     help="figures 1-3 (confluent-kafka), 4-5 (qrsdp-kafka-bridge) or all")
@@ -103,26 +173,66 @@ def bench_parquet(args: argparse.Namespace, topic: str, events: int) -> None:
     for client in args.parquet_clients:
         prefix = f"{topic}-{client}"
         lake = Lake.from_uri(f"s3://exchange-data/bench/{prefix}", S3Options(args.s3_endpoint, "qrsdp", "qrsdp-secret"))
-        consumer = ParquetConsumer(args.brokers, lake, topic=topic, group_id=f"bench-{prefix}", client=client)
-        t0 = time.monotonic()
-        stats = consumer.run(idle_exit_seconds=3.0)
+        with CpuMeter(args) as cpu:
+            t_new = time.monotonic()
+            consumer = ParquetConsumer(args.brokers, lake, topic=topic, group_id=f"bench-{prefix}", client=client)
+            t0 = time.monotonic()
+            stats = consumer.run(idle_exit_seconds=3.0)
         end, first = consumer.last_commit_at, consumer.first_item_at
         if end is None or first is None or stats.records_landed != events or stats.markers_written != 1:
             print(f"3. Parquet consumer ({client}) -> MinIO: incomplete: {stats.to_dict()}")
             continue
         print(f"3. Parquet consumer ({client}) -> MinIO: {stats.records_landed:,} records landed and committed in "
               f"{end - t0:.2f} s = {stats.records_landed / (end - t0) / 1e6:.2f} M records/s from its start "
-              f"({stats.records_landed / (end - first) / 1e6:.2f} M records/s from its first message, "
-              f"{first - t0:.2f} s to start and join; {stats.objects_written} objects, "
-              f"{stats.markers_written} completion marker, {stats.commits} commits)")
+              f"({stats.records_landed / (end - t_new) / 1e6:.2f} M/s counting its construction, "
+              f"{t0 - t_new:.2f} s: the Kafka client's start; "
+              f"{stats.records_landed / (end - first) / 1e6:.2f} M records/s from its first message, "
+              f"{first - t0:.2f} s to join the group and fetch; {stats.objects_written} objects, "
+              f"{stats.markers_written} completion marker, {stats.commits} commits, "
+              f"{stats.dead_lettered} dead-lettered, {getattr(stats, 'fenced_writes', 0)} fenced)")
+        print(cpu.line(stats.records_landed) + " (includes the 3 s idle exit: the broker and MinIO idle)")
+
+
+def bench_parquet_process(args: argparse.Namespace, topic: str, events: int) -> None:
+    """Figure 3b: ``qrsdp parquet-consumer`` as the service runs, from the process's spawn (Python start,
+    imports, bridge start, group join) until its group's commits reach the end of every partition
+    (observed from outside, polled every 10 ms)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    group = f"bench-proc-{topic}"
+    lake_uri = f"s3://exchange-data/bench/{topic}-process"
+    probe = Consumer({"bootstrap.servers": args.brokers, "group.id": group, "enable.auto.commit": False,
+                      "log_level": 3})
+    parts = [TopicPartition(topic, p) for p in probe.list_topics(topic, timeout=30).topics[topic].partitions]
+    end = sum(probe.get_watermark_offsets(tp, timeout=30)[1] for tp in parts)
+    qrsdp = Path(sys.executable).with_name("qrsdp")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(qrsdp), "parquet-consumer", "--kafka-brokers", args.brokers, "--kafka-topic", topic,
+                             "--consumer-group", group, "--lake-uri", lake_uri, "--s3-endpoint", args.s3_endpoint,
+                             "--idle-exit", "3"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    done = None
+    while proc.poll() is None:
+        committed = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=30))
+        if committed >= end:
+            done = time.monotonic()
+            break
+        time.sleep(0.01)
+    out, _ = proc.communicate(timeout=120)
+    probe.close()
+    if done is None:
+        print(f"3b. qrsdp parquet-consumer process: did not commit everything: {out[-500:]}")
+        return
+    print(f"3b. qrsdp parquet-consumer process: {events:,} records committed {done - t0:.2f} s after its spawn = "
+          f"{events / (done - t0) / 1e6:.2f} M records/s from process start (Python start and imports, the bridge, "
+          f"the group join included)")
 
 
 def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) -> None:
     topic = f"bench.bridge.{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     day = dt.date(2026, 1, 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        # the product path: what `qrsdp run --kafka-brokers` and the session_log asset do
+    # the product path: what `qrsdp run --kafka-brokers` and the session_log asset do
+    with tempfile.TemporaryDirectory() as tmp, CpuMeter(args) as cpu:
         t0 = time.perf_counter()
         publisher = KafkaPublisher(args.brokers, topic, bridge=True)
         sink = publisher.open_session("AAPL", day, "bench")
@@ -134,6 +244,7 @@ def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) ->
     print(f"4. dual-write via qrsdp-kafka-bridge (KafkaPublisher, the default), 1 session of {args.seconds} s: {result.events:,} events in "
           f"{wall:.2f} s = {result.events / wall / 1e6:.2f} M events/s end to end (simulation + file done at "
           f"{sim_wall:.2f} s; delivered {totals['delivered']:,}, failed {totals['failed']:,})")
+    print(cpu.line(result.events))
 
     expected = result.events + 1
     t0 = time.perf_counter()
@@ -158,6 +269,8 @@ def bench_bridge(args: argparse.Namespace, admin: AdminClient, spec: RunSpec) ->
           f"({records / (end - (first or t0)) / 1e6:.2f} M records/s from the first run; {runs:,} runs)")
     if args.only == "bridge":
         bench_parquet(args, topic, result.events)
+        if "bridge" in args.parquet_clients:
+            bench_parquet_process(args, topic, result.events + 1)
     admin.delete_topics([topic])
 
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Make sure the toolchains the real services need are on this machine, installing what is
-# missing from the package registries (nothing else is reachable here):
+# Make sure the toolchains and servers the real services need are on this machine, installing what
+# is missing from the package registries (nothing else is reachable here):
 #
-#   java >= 17, mvn   -> Debian packages openjdk-17-jre-headless, maven   (apt-get, as root)
-#   go >= 1.24        -> the machine's go if new enough; else Debian's golang-go plus the Go
-#                        toolchain module golang.org/toolchain@<GO_TOOLCHAIN> fetched by the go
-#                        command from the Go module proxy (Debian 12 ships Go 1.19, MinIO needs 1.24)
+#   jvm       java >= 17, mvn -> Debian packages openjdk-17-jre-headless, maven   (apt-get, as root)
+#   go        go >= 1.24      -> the machine's go if new enough; else Debian's golang-go plus the Go
+#                                toolchain module golang.org/toolchain@<GO_TOOLCHAIN> fetched by the go
+#                                command from the Go module proxy (Debian 12 ships Go 1.19, MinIO needs 1.24)
+#   postgres  pg_ctl, postgres -> Debian package postgresql (PostgreSQL 15 on Debian 12)
+#   redis     redis-server, redis-cli -> Debian package redis-server
 #
+# usage: ensure-tools.sh [COMPONENT...]    (default: jvm go)
 # Prints `export ...` lines for the caller to eval (PATH to a fetched Go). Idempotent.
 #   eval "$(infra/ensure-tools.sh)"
 set -euo pipefail
@@ -31,32 +34,69 @@ apt_install() {
     || die "apt-get install $* failed"
 }
 
+# The newest PostgreSQL server installed by Debian's packages (or on the PATH), as its bin folder.
+pg_bindir() {
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [[ -n "$d" && -x "$d/pg_ctl" && -x "$d/postgres" ]]; then
+    printf '%s' "$d"
+  elif command -v pg_ctl >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1; then
+    dirname "$(command -v pg_ctl)"
+  fi
+}
+
+ensure_postgres() {
+  [[ -n "$(pg_bindir)" ]] || apt_install postgresql
+  [[ -n "$(pg_bindir)" ]] || die "postgresql installed, but no pg_ctl/postgres found under /usr/lib/postgresql"
+}
+
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
+  apt_install redis-server
+}
+
 java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
-if ! command -v java >/dev/null 2>&1 || [[ "$(java_major)" -lt 17 ]]; then
-  apt_install openjdk-17-jre-headless
-fi
-command -v mvn >/dev/null 2>&1 || apt_install maven
+ensure_jvm() {
+  if ! command -v java >/dev/null 2>&1 || [[ "$(java_major)" -lt 17 ]]; then
+    apt_install openjdk-17-jre-headless
+  fi
+  command -v mvn >/dev/null 2>&1 || apt_install maven
+}
 
 go_minor() { "$1" env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p'; }
-go_bin="$(command -v go || true)"
-[[ -z "$go_bin" && -x /usr/local/go/bin/go ]] && go_bin=/usr/local/go/bin/go
-if [[ -z "$go_bin" ]]; then
-  apt_install golang-go
-  go_bin="$(command -v go)"
-fi
-minor="$(go_minor "$go_bin")"
-if [[ -z "$minor" || "$minor" -lt ${QRSDP_MIN_GO_MINOR:-$MIN_GO_MINOR} ]]; then
-  fetched="$tools_dir/go/bin/go"
-  if [[ ! -x "$fetched" ]]; then
-    say "go 1.$minor is older than 1.$MIN_GO_MINOR: fetching golang.org/toolchain@$GO_TOOLCHAIN from the module proxy"
-    work="$(mktemp -d)"
-    dir="$(cd "$work" && GOFLAGS=-mod=mod GOPATH="$tools_dir/gopath" "$go_bin" mod download -json \
-      "golang.org/toolchain@$GO_TOOLCHAIN" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
-    rm -rf "$work"
-    [[ -n "$dir" && -f "$dir/bin/go" ]] || die "could not fetch golang.org/toolchain@$GO_TOOLCHAIN"
-    # Module zips carry no file modes: restore write and the executables' x bits.
-    rm -rf "$tools_dir/go" && cp -r "$dir" "$tools_dir/go" && chmod -R u+w "$tools_dir/go"
-    chmod +x "$tools_dir/go/bin/"* "$tools_dir/go/pkg/tool/"*/*
+ensure_go() {
+  go_bin="$(command -v go || true)"
+  [[ -z "$go_bin" && -x /usr/local/go/bin/go ]] && go_bin=/usr/local/go/bin/go
+  if [[ -z "$go_bin" ]]; then
+    apt_install golang-go
+    go_bin="$(command -v go)"
   fi
-  echo "export PATH=\"$tools_dir/go/bin:\$PATH\" GOTOOLCHAIN=local"
-fi
+  minor="$(go_minor "$go_bin")"
+  if [[ -z "$minor" || "$minor" -lt ${QRSDP_MIN_GO_MINOR:-$MIN_GO_MINOR} ]]; then
+    fetched="$tools_dir/go/bin/go"
+    if [[ ! -x "$fetched" ]]; then
+      say "go 1.$minor is older than 1.$MIN_GO_MINOR: fetching golang.org/toolchain@$GO_TOOLCHAIN from the module proxy"
+      work="$(mktemp -d)"
+      dir="$(cd "$work" && GOFLAGS=-mod=mod GOPATH="$tools_dir/gopath" "$go_bin" mod download -json \
+        "golang.org/toolchain@$GO_TOOLCHAIN" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+      rm -rf "$work"
+      [[ -n "$dir" && -f "$dir/bin/go" ]] || die "could not fetch golang.org/toolchain@$GO_TOOLCHAIN"
+      # Module zips carry no file modes: restore write and the executables' x bits.
+      rm -rf "$tools_dir/go" && cp -r "$dir" "$tools_dir/go" && chmod -R u+w "$tools_dir/go"
+      chmod +x "$tools_dir/go/bin/"* "$tools_dir/go/pkg/tool/"*/*
+    fi
+    echo "export PATH=\"$tools_dir/go/bin:\$PATH\" GOTOOLCHAIN=local"
+  fi
+}
+
+components=("$@")
+[[ ${#components[@]} -gt 0 ]] || components=(jvm go)
+for c in "${components[@]}"; do
+  case "$c" in
+    jvm) ensure_jvm ;;
+    go) ensure_go ;;
+    postgres) ensure_postgres ;;
+    redis) ensure_redis ;;
+    *) die "unknown component: $c (expected jvm, go, postgres or redis)" ;;
+  esac
+done

@@ -8,6 +8,9 @@ Run with the project's Python (it needs confluent_kafka and boto3):
     probe.py minio-wait   --endpoint URL --timeout S [--pid PID]
     probe.py minio-health --endpoint URL
     probe.py minio-bucket --endpoint URL --timeout S NAME ...
+    probe.py http-wait    --endpoint URL --timeout S [--pid PID]   (GET URL answers 200)
+    probe.py pg-databases --endpoint POSTGRES_URL --timeout S NAME ...   (create the missing ones)
+    probe.py http-health  --endpoint URL
 
 Exit code 0 on success, 1 on failure (the reason goes to stderr). Credentials for MinIO come from
 MINIO_ROOT_USER / MINIO_ROOT_PASSWORD.
@@ -110,9 +113,10 @@ def kafka_topics(bootstrap: str, timeout: float, specs: list[str]) -> int:
     return rc
 
 
-def _minio_live(endpoint: str, timeout: float) -> str | None:
+def _http_ok(url: str, timeout: float) -> str | None:
+    """None when GET url answers 200, else the error text."""
     try:
-        with urllib.request.urlopen(f"{endpoint}/minio/health/live", timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
@@ -120,19 +124,27 @@ def _minio_live(endpoint: str, timeout: float) -> str | None:
         return str(exc)
 
 
-def minio_wait(endpoint: str, timeout: float, pid: int | None) -> int:
+def _minio_live(endpoint: str, timeout: float) -> str | None:
+    return _http_ok(f"{endpoint}/minio/health/live", timeout)
+
+
+def http_wait(name: str, url: str, timeout: float, pid: int | None) -> int:
     deadline = time.monotonic() + timeout
     err = "not tried"
     while time.monotonic() < deadline:
         if not _alive(pid):
-            print(f"minio process {pid} exited before becoming healthy", file=sys.stderr)
+            print(f"{name} process {pid} exited before becoming healthy", file=sys.stderr)
             return 1
-        err = _minio_live(endpoint, timeout=2.0) or ""
+        err = _http_ok(url, timeout=2.0) or ""
         if not err:
             return 0
         time.sleep(0.3)
-    print(f"minio at {endpoint} not healthy after {timeout:.0f}s: {err}", file=sys.stderr)
+    print(f"{name} at {url} not healthy after {timeout:.0f}s: {err}", file=sys.stderr)
     return 1
+
+
+def minio_wait(endpoint: str, timeout: float, pid: int | None) -> int:
+    return http_wait("minio", f"{endpoint}/minio/health/live", timeout, pid)
 
 
 def _s3(endpoint: str, timeout: float):
@@ -173,6 +185,34 @@ def minio_buckets(endpoint: str, timeout: float, names: list[str]) -> int:
     return rc
 
 
+def pg_databases(url: str, timeout: float, names: list[str]) -> int:
+    """Create the databases that do not exist yet (waits for the server up to ``timeout``)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = psycopg2.connect(url, connect_timeout=3)
+            break
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() > deadline:
+                print(f"postgres not reachable after {timeout:.0f}s: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction (nor in `with conn`)
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute("select 1 from pg_database where datname = %s", (name,))
+            if cur.fetchone():
+                print(f"database {name}: exists")
+            else:
+                cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+                print(f"database {name}: created")
+    conn.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -184,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             "minio-wait",
             "minio-health",
             "minio-bucket",
+            "http-wait",
+            "http-health",
+            "pg-databases",
         ],
     )
     p.add_argument("--bootstrap", default="127.0.0.1:9092")
@@ -205,6 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         return minio_wait(a.endpoint, a.timeout, a.pid)
     if a.action == "minio-health":
         err = _minio_live(a.endpoint, timeout=min(a.timeout, 3.0))
+        if err:
+            print(err, file=sys.stderr)
+        return 1 if err else 0
+    if a.action == "pg-databases":
+        return pg_databases(a.endpoint, a.timeout, a.items)
+    if a.action == "http-wait":
+        return http_wait("service", a.endpoint, a.timeout, a.pid)
+    if a.action == "http-health":
+        err = _http_ok(a.endpoint, timeout=min(a.timeout, 3.0))
         if err:
             print(err, file=sys.stderr)
         return 1 if err else 0

@@ -1,14 +1,16 @@
-"""Python front end to ``infra/stack.sh``: the local Kafka (KRaft) and MinIO services.
+"""Python front end to ``infra/stack.sh``: the local Kafka (KRaft) and MinIO services, and the
+distributed profile's PostgreSQL, Redis and Dagster processes (code server, webserver, daemon, workers).
 
 The script does the work (install, start, health checks, topics, bucket, stop); this module runs it
 with a chosen configuration and turns failures into :class:`StackError` carrying the script's output
 and the tail of the service log. Tests use it through ``tests/services.py``; people use it through
-``qrsdp stack up|down|status``.
+``qrsdp stack up [--distributed]|down|status``.
 
     cfg = StackConfig.from_env()          # the same defaults as the script
     up(cfg)                               # idempotent
     stop_service("kafka", cfg)            # fault tests: one service down ...
     start_service("kafka", cfg)           # ... and back
+    stop_worker(1, cfg, kill=True)        # a Celery worker's process group gets SIGKILL
     down(cfg)
 """
 
@@ -16,14 +18,17 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Service = Literal["kafka", "minio"]
-SERVICES: tuple[Service, ...] = ("kafka", "minio")
+Service = Literal["kafka", "minio", "postgres", "redis"]
+SERVICES: tuple[Service, ...] = ("kafka", "minio")  # the default stack
+DISTRIBUTED_SERVICES: tuple[Service, ...] = ("postgres", "redis")  # added by the distributed profile
+ALL_SERVICES: tuple[Service, ...] = SERVICES + DISTRIBUTED_SERVICES
 
 EVENTS_TOPIC = "exchange.events"
 DLQ_TOPIC = "exchange.events.dlq"
@@ -60,6 +65,18 @@ class StackConfig:
     secret_key: str = DEFAULT_PASSWORD
     timeout_s: float = 90.0
     itch: bool = False  # up/down/status include the ITCH streamer (QRSDP_STACK_ITCH=1); opt-in
+    # distributed profile (QRSDP_STACK_DISTRIBUTED=1): PostgreSQL, Redis, Dagster processes
+    distributed: bool = False
+    pg_port: int = 15432
+    pg_dir: Path | None = None  # None: <data dir>/postgres (as root: must be reachable by user postgres)
+    pg_user: str = DEFAULT_USER
+    pg_password: str = DEFAULT_PASSWORD
+    redis_port: int = 16379
+    dagster_port: int = 3000
+    code_server_port: int = 4000
+    workers: int = 2
+    dagster_code: str | None = None  # code location arguments; None: -m qrsdp_dagster.definitions
+    worker_host: str = field(default_factory=socket.gethostname)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +93,17 @@ class StackConfig:
             secret_key=env.get("MINIO_ROOT_PASSWORD", DEFAULT_PASSWORD),
             timeout_s=float(env.get("QRSDP_STACK_TIMEOUT", 90)),
             itch=env.get("QRSDP_STACK_ITCH", "0").strip().lower() in ("1", "true", "yes"),
+            distributed=env.get("QRSDP_STACK_DISTRIBUTED", "0").strip().lower() in ("1", "true", "yes"),
+            pg_port=int(env.get("QRSDP_PG_PORT", 15432)),
+            pg_dir=Path(env["QRSDP_PG_DIR"]) if env.get("QRSDP_PG_DIR") else None,
+            pg_user=env.get("QRSDP_PG_USER", DEFAULT_USER),
+            pg_password=env.get("QRSDP_PG_PASSWORD", DEFAULT_PASSWORD),
+            redis_port=int(env.get("QRSDP_REDIS_PORT", 16379)),
+            dagster_port=int(env.get("QRSDP_DAGSTER_PORT", 3000)),
+            code_server_port=int(env.get("QRSDP_CODE_SERVER_PORT", 4000)),
+            workers=int(env.get("QRSDP_WORKERS", 2)),
+            dagster_code=env.get("QRSDP_DAGSTER_CODE") or None,
+            worker_host=env.get("QRSDP_WORKER_HOST") or socket.gethostname(),
         )
 
     @property
@@ -90,10 +118,63 @@ class StackConfig:
     def s3_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.minio_port}"
 
-    def log_file(self, service: Service) -> Path:
-        if service == "kafka":
-            return self.data_dir / "kafka" / "logs" / "kafka.out"
-        return self.data_dir / "minio" / "logs" / "minio.log"
+    @property
+    def postgres_dir(self) -> Path:
+        return self.pg_dir if self.pg_dir is not None else self.data_dir / "postgres"
+
+    def pg_url(self, db: str = "qrsdp_dagster") -> str:
+        return f"postgresql://{self.pg_user}:{self.pg_password}@127.0.0.1:{self.pg_port}/{db}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}"
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME of the webserver and daemon (each worker has its own, with the same dagster.yaml)."""
+        return self.data_dir / "dagster" / "home"
+
+    @property
+    def webserver_url(self) -> str:
+        return f"http://127.0.0.1:{self.dagster_port}"
+
+    def worker_dir(self, i: int) -> Path:
+        return self.data_dir / "workers" / f"w{i}"
+
+    def worker_name(self, i: int) -> str:
+        return f"qrsdp-w{i}@{self.worker_host}"
+
+    def log_file(self, service: str) -> Path:
+        logs = {
+            "kafka": self.data_dir / "kafka" / "logs" / "kafka.out",
+            "minio": self.data_dir / "minio" / "logs" / "minio.log",
+            "postgres": self.postgres_dir / "logs" / "postgres.log",
+            "redis": self.data_dir / "redis" / "logs" / "redis.log",
+            "code-server": self.data_dir / "dagster" / "logs" / "code-server.log",
+            "webserver": self.data_dir / "dagster" / "logs" / "webserver.log",
+            "daemon": self.data_dir / "dagster" / "logs" / "daemon.log",
+        }
+        if service in logs:
+            return logs[service]
+        m = re.fullmatch(r"worker-(\d+)", service)
+        if m:
+            return self.worker_dir(int(m[1])) / "worker.log"
+        raise ValueError(f"no log for {service!r}")
+
+    def distributed_env(self) -> dict[str, str]:
+        """What a client of the distributed profile needs (the script gives its processes the same)."""
+        return {
+            "DAGSTER_HOME": str(self.dagster_home),
+            "QRSDP_PG_HOST": "127.0.0.1",
+            "QRSDP_PG_PORT": str(self.pg_port),
+            "QRSDP_PG_USER": self.pg_user,
+            "QRSDP_PG_PASSWORD": self.pg_password,
+            "QRSDP_REDIS_URL": self.redis_url,
+            "QRSDP_S3_ENDPOINT": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
 
     def env(self) -> dict[str, str]:
         """Environment for the script: this process's, plus this configuration."""
@@ -106,6 +187,14 @@ class StackConfig:
             QRSDP_STACK_TIMEOUT=str(int(self.timeout_s)),
             # Explicit, so a private (test) stack never starts a streamer because of the caller's env.
             QRSDP_STACK_ITCH="1" if self.itch else "0",
+            QRSDP_PG_PORT=str(self.pg_port),
+            QRSDP_PG_USER=self.pg_user,
+            QRSDP_PG_PASSWORD=self.pg_password,
+            QRSDP_REDIS_PORT=str(self.redis_port),
+            QRSDP_DAGSTER_PORT=str(self.dagster_port),
+            QRSDP_CODE_SERVER_PORT=str(self.code_server_port),
+            QRSDP_WORKERS=str(self.workers),
+            QRSDP_WORKER_HOST=self.worker_host,
             # The probes need confluent_kafka and boto3: this interpreter has them.
             QRSDP_PYTHON=e.get("QRSDP_PYTHON", sys.executable),
         )
@@ -113,6 +202,16 @@ class StackConfig:
             e["QRSDP_STACK_DIR"] = str(self.stack_dir)
         if self.controller_port is not None:
             e["QRSDP_KAFKA_CONTROLLER_PORT"] = str(self.controller_port)
+        # Distributed: say so. Otherwise leave it to the data folder's profile file, which
+        # `up --distributed` writes and `down` removes, so a later `status` lists the whole profile.
+        if self.distributed:
+            e["QRSDP_STACK_DISTRIBUTED"] = "1"
+        else:
+            e.pop("QRSDP_STACK_DISTRIBUTED", None)
+        if self.pg_dir is not None:
+            e["QRSDP_PG_DIR"] = str(self.pg_dir)
+        if self.dagster_code:
+            e["QRSDP_DAGSTER_CODE"] = self.dagster_code
         e.update(self.extra_env)
         return e
 
@@ -133,7 +232,7 @@ class StackConfig:
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    name: Service
+    name: str  # a Service, or code-server / webserver / daemon / worker-N
     running: bool
     healthy: bool
     pid: int | None
@@ -146,10 +245,21 @@ class StackStatus:
     minio: ServiceStatus
     data_dir: Path
     text: str
+    # every service the script reported, kafka and minio included, in its order
+    services: dict[str, ServiceStatus] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
-        return self.kafka.healthy and self.minio.healthy
+        """Every reported service runs and answers (the script's exit code 0)."""
+        if not self.services:
+            return self.kafka.healthy and self.minio.healthy
+        return all(s.healthy for s in self.services.values())
+
+    def service(self, name: str) -> ServiceStatus:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise StackError(f"status has no line for {name!r}:\n{self.text}") from None
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -169,7 +279,7 @@ def run_script(
     config: StackConfig | None = None,
     check: bool = True,
     timeout_s: float | None = None,
-    services: tuple[Service, ...] = SERVICES,
+    services: tuple[str, ...] = SERVICES,
     capture: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``infra/stack.sh ARGS``; on failure raise :class:`StackError` with output and log tails.
@@ -203,7 +313,7 @@ def run_script(
     return proc
 
 
-def _tails(cfg: StackConfig, services: tuple[Service, ...]) -> str:
+def _tails(cfg: StackConfig, services: tuple[str, ...]) -> str:
     out = ""
     for s in services:
         tail = _log_tail(cfg.log_file(s))
@@ -219,16 +329,62 @@ def install(config: StackConfig | None = None, *, echo: bool = False) -> str:
     return run_script("install", config=config, timeout_s=3600, capture=not echo).stdout
 
 
+def _dagster_processes(cfg: StackConfig) -> tuple[str, ...]:
+    return ("code-server", "webserver", "daemon", *(f"worker-{i}" for i in range(1, cfg.workers + 1)))
+
+
+def _dagster_timeout(cfg: StackConfig) -> float:
+    """Each Dagster process has its own bounded health wait."""
+    return cfg.timeout_s * (3 + cfg.workers) + 120
+
+
 def up(config: StackConfig | None = None, *, echo_install: bool = False) -> str:
-    """Start Kafka and MinIO (installing first if needed), wait until healthy, create topics and bucket."""
+    """Start Kafka and MinIO (installing first if needed), wait until healthy, create topics and bucket;
+    with ``distributed`` also PostgreSQL, Redis and the Dagster processes."""
     cfg = config or StackConfig.from_env()
     install(cfg, echo=echo_install)
-    return run_script("up", config=cfg).stdout
+    if not cfg.distributed:
+        return run_script("up", config=cfg).stdout
+    return run_script(
+        "up",
+        config=cfg,
+        timeout_s=cfg.timeout_s * 4 + _dagster_timeout(cfg),
+        services=(*ALL_SERVICES, *_dagster_processes(cfg)),
+    ).stdout
 
 
 def down(config: StackConfig | None = None) -> str:
-    """Stop both services (SIGTERM, then SIGKILL after a grace period). Safe when nothing runs."""
-    return run_script("down", config=config).stdout
+    """Stop everything that runs (SIGTERM, then SIGKILL after a grace period). Safe when nothing runs."""
+    cfg = config or StackConfig.from_env()
+    return run_script("down", config=cfg, timeout_s=cfg.timeout_s * 2 + 240).stdout
+
+
+def start_dagster(config: StackConfig | None = None) -> str:
+    """Start the distributed Dagster processes (PostgreSQL, Redis and MinIO must run)."""
+    cfg = config or StackConfig.from_env()
+    return run_script(
+        "dagster-start", config=cfg, timeout_s=_dagster_timeout(cfg), services=_dagster_processes(cfg)
+    ).stdout
+
+
+def stop_dagster(config: StackConfig | None = None, *, kill: bool = False) -> str:
+    """Stop daemon, workers, webserver and code server (graceful, or SIGKILL at once with ``kill``)."""
+    cfg = config or StackConfig.from_env()
+    args = ("dagster-stop", "kill") if kill else ("dagster-stop",)
+    return run_script(*args, config=cfg, timeout_s=60 * (3 + cfg.workers), services=()).stdout
+
+
+def start_worker(i: int, config: StackConfig | None = None) -> str:
+    """Start Celery worker ``i`` and wait for its first heartbeat."""
+    cfg = config or StackConfig.from_env()
+    return run_script("worker-start", str(i), config=cfg, services=(f"worker-{i}",)).stdout
+
+
+def stop_worker(i: int, config: StackConfig | None = None, *, kill: bool = False) -> str:
+    """Stop Celery worker ``i``: warm shutdown (its run may finish within 30 s), or with ``kill`` a
+    SIGKILL to its whole process group at once, as when its machine dies."""
+    args = ("worker-stop", str(i), "kill") if kill else ("worker-stop", str(i))
+    return run_script(*args, config=config, services=(), timeout_s=90).stdout
 
 
 def start_itch(config: StackConfig | None = None) -> str:
@@ -256,8 +412,8 @@ def stop_service(service: Service, config: StackConfig | None = None, *, kill: b
 
 
 _STATUS_RE = re.compile(
-    r"^(?P<name>kafka|minio) (?P<state>running|stopped)(?: pid=(?P<pid>\d+))? address=(?P<addr>\S+)"
-    r"(?: health=(?P<health>\w+))?$"
+    r"^(?P<name>[a-z][a-z0-9-]*) (?P<state>running|stopped)(?: pid=(?P<pid>\d+))? address=(?P<addr>\S+)"
+    r"(?: health=(?P<health>\w+))?(?: .*)?$"
 )
 
 
@@ -271,19 +427,23 @@ def status(config: StackConfig | None = None) -> StackStatus:
     for line in proc.stdout.splitlines():
         m = _STATUS_RE.match(line.strip())
         if m:
+            running = m["state"] == "running"
             found[m["name"]] = ServiceStatus(
-                name=m["name"],  # type: ignore[arg-type]
-                running=m["state"] == "running",
-                healthy=m["health"] == "healthy",
+                name=m["name"],
+                running=running,
+                # a line without a health check (itch) is healthy when it runs
+                healthy=m["health"] == "healthy" if m["health"] else running,
                 pid=int(m["pid"]) if m["pid"] else None,
                 address=m["addr"],
             )
     missing = [s for s in SERVICES if s not in found]
     if missing:
         raise StackError(f"unexpected output from infra/stack.sh status:\n{proc.stdout}")
-    return StackStatus(kafka=found["kafka"], minio=found["minio"], data_dir=cfg.data_dir, text=proc.stdout)
+    return StackStatus(
+        kafka=found["kafka"], minio=found["minio"], data_dir=cfg.data_dir, text=proc.stdout, services=found
+    )
 
 
 def _check_service(service: str) -> None:
-    if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    if service not in ALL_SERVICES:
+        raise ValueError(f"unknown service {service!r}; expected one of {', '.join(ALL_SERVICES)}")

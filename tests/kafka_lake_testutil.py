@@ -32,7 +32,7 @@ from qrsdp_sim.records import RECORD_DTYPE
 
 START = dt.date(2026, 1, 5)  # a Monday: two days are 2026-01-05 and 2026-01-06
 SECURITIES = (("AAA", 10_000), ("BBB", 20_000))
-OBJECT_RE = re.compile(r"^events-(\d+)-(\d+)\.parquet$")
+OBJECT_RE = re.compile(r"^events-(\d+)-(\d+)-([0-9a-f]{8})\.parquet$")
 
 SessionKey = tuple[str, str]  # (symbol, YYYY-MM-DD)
 
@@ -62,7 +62,9 @@ def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offsets (0 = nothing committed yet), read without joining the group."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3})
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3}
+    )
     try:
         parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
         got = c.committed([TopicPartition(topic, p) for p in parts], timeout=30)
@@ -102,7 +104,9 @@ def simulate(output: Path, *, days: int = 2, seconds: int = 600, publisher=None,
     from qrsdp_sim.engine.runner import RunSpec, Security, run
 
     spec = RunSpec(days=days, session_seconds=seconds, start_date=START)
-    return run(spec, [Security(s, p) for s, p in SECURITIES], output, workers=2, publisher=publisher, **kwargs)
+    return run(
+        spec, [Security(s, p) for s, p in SECURITIES], output, workers=2, publisher=publisher, **kwargs
+    )
 
 
 def session_files(output: Path) -> dict[SessionKey, Path]:
@@ -183,7 +187,9 @@ def assert_lake_exactly_once(lake: Lake, expected: dict[SessionKey, np.ndarray])
         present = np.zeros(n, dtype=bool)
         present[seq] = True
         missing = np.flatnonzero(~present)
-        assert not len(missing), f"{symbol} {day}: {len(missing)} seqs missing from the lake, first {missing[:5]}"
+        assert not len(missing), (
+            f"{symbol} {day}: {len(missing)} seqs missing from the lake, first {missing[:5]}"
+        )
         for name in RECORD_DTYPE.names:
             bad = np.flatnonzero(cols[name][rows] != records[name][seq])
             assert not len(bad), f"{symbol} {day}: landed {name} differs from the file at seq {seq[bad[:5]]}"
@@ -213,7 +219,9 @@ def duckdb_counts(lake: Lake) -> tuple[int, int, int]:
             f"REGION 'us-east-1', ENDPOINT '{lake.s3.host}', URL_STYLE 'path', USE_SSL false)"
         )
         source = f"read_parquet('{lake.query_root}/raw/events/*/*/*.parquet', hive_partitioning = true, union_by_name = true)"
-        rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT (symbol, date, seq)) FROM {source}").fetchone()
+        rows, distinct = con.execute(
+            f"SELECT count(*), count(DISTINCT (symbol, date, seq)) FROM {source}"
+        ).fetchone()
         (deduplicated,) = con.execute(
             "SELECT count(*) FROM (SELECT DISTINCT symbol, date, seq, ts_ns, type, side, price_ticks, qty, order_id "
             f"FROM {source})"
@@ -230,8 +238,9 @@ class ConsumerThread:
     def __init__(self, consumer: ParquetConsumer, idle_exit_seconds: float | None = None) -> None:
         self.consumer = consumer
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(idle_exit_seconds,), daemon=True,
-                                        name="parquet-consumer")
+        self._thread = threading.Thread(
+            target=self._run, args=(idle_exit_seconds,), daemon=True, name="parquet-consumer"
+        )
         self._thread.start()
 
     def _run(self, idle_exit_seconds: float | None) -> None:
@@ -261,7 +270,8 @@ class ConsumerThread:
         """Until the consumer has written the _SUCCESS markers of all ``sessions``."""
         wait_until(
             lambda: sessions <= set(self.stats.completed) or not self.is_alive(),
-            timeout, f"markers for {sorted(sessions)} (stats {self.stats})",
+            timeout,
+            f"markers for {sorted(sessions)} (stats {self.stats})",
         )
         assert self.error is None, self.error
         assert sessions <= set(self.stats.completed), f"consumer ended early: {self.stats}"
@@ -276,7 +286,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
 
 
 def object_partitions(lake: Lake) -> dict[SessionKey, set[int]]:
-    """(symbol, date) -> the Kafka partitions named by its objects (``events-{partition}-{offset}``)."""
+    """(symbol, date) -> the Kafka partitions named by its objects (``events-{partition}-{offset}-{owner}``)."""
     out: dict[SessionKey, set[int]] = {}
     for info in lake_objects(lake):
         if info.base_name == MARKER_NAME:

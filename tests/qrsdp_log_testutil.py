@@ -247,3 +247,20 @@ def strip_index(path: Path) -> Path:
 
 def same_records(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == RECORD_DTYPE and b.dtype == RECORD_DTYPE and len(a) == len(b) and a.tobytes() == b.tobytes()
+
+
+def mutate(orig: bytes, draw) -> bytes:
+    """A hypothesis-mutated copy of a valid log: maybe without its index (HAS_INDEX cleared), a few bytes
+    overwritten, maybe cut short. ``draw`` is ``data.draw`` of ``st.data()``."""
+    from hypothesis import strategies as st
+
+    buf = bytearray(orig)
+    if draw(st.booleans()):  # the same session without its index
+        del buf[parse_file(orig).index_start :]
+        struct.pack_into("<I", buf, 52, 0)
+    for _ in range(draw(st.integers(1, 6))):
+        pos = draw(st.integers(0, len(buf) - 1))
+        buf[pos] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        del buf[draw(st.integers(0, len(buf))) :]
+    return bytes(buf)

@@ -1,4 +1,5 @@
-"""Pytest fixtures that run the real services (Kafka KRaft broker, MinIO) from ``infra/stack.sh``.
+"""Pytest fixtures that run the real services (Kafka KRaft broker, MinIO; PostgreSQL, Redis and the
+distributed Dagster processes) from ``infra/stack.sh``.
 
 Loaded as a plugin by ``tests/conftest.py`` (``pytest_plugins = ("services",)``), so every test module
 can ask for:
@@ -11,6 +12,16 @@ can ask for:
   ``.start()`` for fault tests.
 - ``minio_stack``   (session): MinIO started and healthy, bucket ``exchange-data`` created. A
   :class:`ServiceHandle`: ``.endpoint``, ``.s3_client()``, ``.stop()``, ``.start()``.
+- ``distributed_config`` (session): ``stack_config`` plus free ports for PostgreSQL, Redis, the Dagster
+  webserver and code server, a PostgreSQL folder the ``postgres`` user can reach (pytest's temp dir is
+  closed to other users), the test code location ``tests/distributed_location.py`` and fast run
+  monitoring (2 s polls, 15 s heartbeat time-to-live).
+- ``postgres_stack`` / ``redis_stack`` (session): PostgreSQL (databases ``qrsdp_dagster``,
+  ``qrsdp_lake``) / Redis started and healthy; ``.url`` / ``.pg_url(db)``. On a machine without them
+  the first start installs the Debian packages with apt-get (as root).
+- ``distributed_stack`` (session): MinIO, PostgreSQL, Redis, and the Dagster code server, webserver,
+  daemon and two Celery workers. A :class:`DistributedStack`: ``.instance()``, ``.graphql()``,
+  ``.stop_worker(i, kill=)``, ``.start_worker(i)``, ``.s3_client()``.
 
 Services that cannot start make the test error with the script output and the service log tail
 (no skip). Whatever was started is stopped at the end of the session, also after failures. The first
@@ -21,9 +32,15 @@ Mark tests that use them ``@pytest.mark.services``.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +85,14 @@ class ServiceHandle:
     def bucket(self) -> str:
         return stack.BUCKET
 
+    @property
+    def url(self) -> str:
+        """redis://127.0.0.1:PORT (Redis) or the URL of database postgres (PostgreSQL)."""
+        return self.config.redis_url if self.name == "redis" else self.config.pg_url("postgres")
+
+    def pg_url(self, db: str) -> str:
+        return self.config.pg_url(db)
+
     def s3_client(self):
         return self.config.s3_client()
 
@@ -81,13 +106,15 @@ class ServiceHandle:
         stack.stop_service(self.name, self.config, kill=kill)
 
     def is_running(self) -> bool:
-        st = stack.status(self.config)
-        return (st.kafka if self.name == "kafka" else st.minio).running
+        return stack.status(self.config).service(self.name).running
+
+
+_TAKEN_PORTS: set[int] = set()
 
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> stack.StackConfig:
-    taken: set[int] = set()
+    taken = _TAKEN_PORTS
     kafka_port = _free_port(taken)
     controller_port = _free_port(taken)
     minio_port = _free_port(taken)
@@ -125,3 +152,97 @@ def kafka_stack(stack_installed: stack.StackConfig) -> Iterator[ServiceHandle]:
 @pytest.fixture(scope="session")
 def minio_stack(stack_installed: stack.StackConfig) -> Iterator[ServiceHandle]:
     yield from _service("minio", stack_installed)
+
+
+TEST_CODE_LOCATION = Path(__file__).with_name("distributed_location.py")
+
+
+@pytest.fixture(scope="session")
+def distributed_config(stack_config: stack.StackConfig) -> Iterator[stack.StackConfig]:
+    # PostgreSQL runs as user postgres when the tests run as root; pytest's temp dir is 0700.
+    pg_root = Path(tempfile.mkdtemp(prefix="qrsdp-test-pg-"))
+    pg_root.chmod(0o755)
+    cfg = dataclasses.replace(
+        stack_config,
+        distributed=True,
+        pg_port=_free_port(_TAKEN_PORTS),
+        pg_dir=pg_root / "postgres",
+        redis_port=_free_port(_TAKEN_PORTS),
+        dagster_port=_free_port(_TAKEN_PORTS),
+        code_server_port=_free_port(_TAKEN_PORTS),
+        workers=2,
+        dagster_code=f"-f {TEST_CODE_LOCATION}",
+        extra_env={
+            "QRSDP_RUN_MONITORING_INTERVAL_S": "2",
+            "QRSDP_WORKER_HEARTBEAT_TTL_S": "15",
+            "QRSDP_RUN_START_TIMEOUT_S": "600",
+            "QRSDP_RUN_MAX_RUNTIME_S": "3600",
+        },
+    )
+    try:
+        yield cfg
+    finally:
+        shutil.rmtree(pg_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_stack(distributed_config: stack.StackConfig) -> Iterator[ServiceHandle]:
+    yield from _service("postgres", distributed_config)
+
+
+@pytest.fixture(scope="session")
+def redis_stack(distributed_config: stack.StackConfig) -> Iterator[ServiceHandle]:
+    yield from _service("redis", distributed_config)
+
+
+@dataclass
+class DistributedStack:
+    """The distributed profile of the test stack: Dagster on PostgreSQL, runs on two Celery workers."""
+
+    config: stack.StackConfig
+
+    def instance(self) -> Any:  # DagsterInstance, read through the webserver's dagster.yaml
+        from dagster import DagsterInstance
+
+        return DagsterInstance.from_config(str(self.config.dagster_home))
+
+    def graphql(self) -> Any:  # DagsterGraphQLClient
+        from dagster_graphql import DagsterGraphQLClient
+
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.config.dagster_port, timeout=120)
+
+    def s3_client(self) -> Any:
+        return self.config.s3_client()
+
+    def worker_name(self, i: int) -> str:
+        return self.config.worker_name(i)
+
+    def stop_worker(self, i: int, *, kill: bool = False) -> None:
+        stack.stop_worker(i, self.config, kill=kill)
+
+    def start_worker(self, i: int) -> None:
+        stack.start_worker(i, self.config)
+
+
+@pytest.fixture(scope="session")
+def distributed_stack(
+    distributed_config: stack.StackConfig,
+    minio_stack: ServiceHandle,
+    postgres_stack: ServiceHandle,
+    redis_stack: ServiceHandle,
+) -> Iterator[DistributedStack]:
+    # The dagster.yaml reads the database password from the environment, in this process too (only
+    # that: DAGSTER_HOME and the S3 variables stay unset for the other tests of the session).
+    saved = os.environ.get("QRSDP_PG_PASSWORD")
+    os.environ["QRSDP_PG_PASSWORD"] = distributed_config.pg_password
+    try:
+        stack.start_dagster(distributed_config)
+        yield DistributedStack(distributed_config)
+    finally:
+        try:
+            stack.stop_dagster(distributed_config)
+        finally:
+            if saved is None:
+                os.environ.pop("QRSDP_PG_PASSWORD", None)
+            else:
+                os.environ["QRSDP_PG_PASSWORD"] = saved

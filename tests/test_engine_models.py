@@ -73,7 +73,7 @@ def test_simple_imbalance_rates_match_the_formulas(bids, asks, bb, ba):
             base_L=17, base_C=0.7, base_M=11, imbalance_sens=0.8, cancel_sens=1.3, epsilon_exec=0.25,
             cancel_best_mult=kappa,
         )  # fmt: skip
-        shares = lambda d: {p: 100 * q for p, q in d.items()} if unit > 1 else d  # noqa: E731
+        shares = lambda d, u=unit: {p: 100 * q for p, q in d.items()} if u > 1 else d  # noqa: E731
         book = build(5, shares(bids), shares(asks), bb, ba, order_qty=lot)
         p = m.params_vector()
         rates = np.zeros(22)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from qrsdp_sim.engine import HLR, SessionConfig, simulate_session, simulate_to_file
+from qrsdp_sim.engine.realism import Realism
 from qrsdp_sim.engine.runner import (
     RunSpec,
     Security,
@@ -95,7 +96,7 @@ def test_session_layout_timestamps_and_ids():
     adds = rec[rec["type"] <= 1]
     assert np.all(np.diff(adds["order_id"].astype(np.int64)) > 0)  # ADD ids strictly increase
     assert adds["order_id"][0] == 1 and res.last_order_id == adds["order_id"][-1]
-    assert np.all(rec["qty"] == 1)
+    assert np.all(rec["qty"] >= 1) and len(np.unique(adds["qty"])) >= 5  # real order sizes
     assert (res.best_bid, res.best_ask) == final_book(rec)
     assert res.close_ticks == (res.best_bid + res.best_ask) // 2
 
@@ -170,7 +171,10 @@ def test_single_security_manifest_is_format_1_0(tmp_path):
         "sessions",
     ):
         assert key in m, key
-    assert m["model"]["name"] == "simple" and m["model"]["params"]["base_L"] == 20.0
+    assert m["model"]["name"] == "simple" and m["model"]["params"]["base_L"] == 16.0
+    # the realism layers are recorded, so the run can be reproduced from its manifest
+    assert m["realism"]["sizes"]["queue_unit"] > 1 and m["realism"]["excitation"]["branching"] == 0.6
+    assert Realism.from_dict(m["realism"]).to_dict() == spec.realism.to_dict()
     assert set(m["sessions"][0]) == {"date", "seed", "file", "events", "open_ticks", "close_ticks"}
     assert m["sessions"][0]["date"] == "2026-01-02" and m["sessions"][1]["date"] == "2026-01-05"
     assert res.sessions[1].result.open_ticks == res.sessions[0].result.close_ticks

@@ -16,6 +16,7 @@ from pathlib import Path
 import lz4.block
 import numpy as np
 import pytest
+from book_streams import random_session
 from qrsdp_log_testutil import (
     SPEC_CHUNK_HEADER,
     SPEC_INDEX_ENTRY,
@@ -274,7 +275,7 @@ def _expected_summary(recs: np.ndarray, path: Path) -> dict:
 def test_log_info_json(written) -> None:
     path, recs, _data = written
     res = CliRunner().invoke(app, ["log-info", str(path), "--json", "--verify"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the stream checks fail (below)
     d = json.loads(next(line for line in res.output.splitlines() if line.startswith("{")))
     exp = _expected_summary(recs, path)
     for key, value in exp.items():
@@ -286,16 +287,21 @@ def test_log_info_json(written) -> None:
         assert d["header"][key] == SESSION[key]
     assert d["header"]["chunk_capacity"] == CAP
     assert (d["header"]["version_major"], d["header"]["version_minor"], d["header"]["record_size"]) == (1, 0, 26)
-    assert d["verify"] == {"ok": True, "problems": []}
+    # The container is fine; the records are random field values, not a book: the stream checks say so.
+    v = d["verify"]
+    assert v["container"] == {"ok": True, "checks": ["header", "index_present", "chunks", "payloads"],
+                              "problems": []}
+    assert v["ok"] is False and v["stream"]["ok"] is False
+    assert v["stream"]["first_violation"]["check"] in v["stream"]["checks"]
 
 
 def test_log_info_table_several_files(tmp_path: Path) -> None:
-    a = write_log(tmp_path / "a.qrsdp", make_records(30, seed=8), 8)
-    b = write_log(tmp_path / "b.qrsdp", make_records(5, seed=9), 8)
+    a = write_log(tmp_path / "a.qrsdp", random_session(30, seed=8), 8)
+    b = write_log(tmp_path / "b.qrsdp", random_session(5, seed=9), 8)
     res = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["log-info", str(a), str(b), "--verify"])
     assert res.exit_code == 0, res.output
     flat = "".join(res.output.split())
-    assert flat.count("verifyOK") == 2
+    assert flat.count("containerOK") == 2 and flat.count("streamOK") == 2
     assert "a.qrsdp" in flat and "b.qrsdp" in flat
     assert "30records" in flat and "5records" in flat
 

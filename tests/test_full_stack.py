@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from kafka_lake_testutil import (
+    ConsumerThread,
     create_topics,
     file_records,
     manifest_closes,
@@ -43,7 +44,12 @@ def test_kafka_to_minio_to_dbt_marts(kafka_stack, minio_stack, tmp_path):
     lake = s3_lake(minio_stack, "fullstack")
     consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"g-{topic}", dead_letter_topic=dlq,
                                batch_seconds=1.0)
-    stats = consumer.run(idle_exit_seconds=4.0)
+    worker = ConsumerThread(consumer)  # stopped once every session is marked, not after a guessed idle time
+    try:
+        worker.wait_complete(set(expected), timeout=180)
+    finally:
+        worker.stop()
+    stats = consumer.stats
     assert stats.markers_written == len(expected) and stats.dead_lettered == 0
 
     # The consumer landed the sessions rows the marts need, from the end-of-session markers.

@@ -313,7 +313,7 @@ def test_excitation_mean_multiplier_is_one_over_one_minus_n():
 
     for n in (0.3, 0.7):
         realism = Realism(metaorders=Metaorders.off(), excitation=Excitation(branching=n))
-        tau, triggers, _, t_end, _ = _realistic_events(realism, 3600, seed=31)
+        tau, triggers, _, _, _ = _realistic_events(realism, 3600, seed=31)
         kind, params, state = realism.excitation.decorator()
         w = np.empty(len(tau))
         replay_integrals(kind, params, state, tau, triggers, w)

@@ -3,6 +3,7 @@ engine needed), everything binds to loopback, the Kafka template is a single-nod
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,11 +28,57 @@ def test_compose_services_and_loopback_ports() -> None:
         "dagster-webserver",
         "dagster-daemon",
         "dbt",
+        "postgres",
+        "redis",
+        "dagster-migrate",
+        "dagster-code",
+        "dagster-worker-1",
+        "dagster-worker-2",
     ):
         assert name in services, name
     for name, svc in services.items():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def _compose_env(service: dict) -> dict[str, str]:
+    """A service's environment with ${VAR:-default} resolved to the default (a clean machine)."""
+    return {
+        k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in service.get("environment", {}).items()
+    }
+
+
+def test_compose_services_read_the_lake_and_instance_the_code_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: compose set QRSDP_LAKE_ROOT, which the code never reads, so Dagster and the Parquet
+    consumer wrote to container disk; and webserver and daemon shared one SQLite volume."""
+    from qrsdp_dagster.settings import Settings
+    from qrsdp_sim.distributed.profile import DistributedSettings
+
+    services = yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]
+    for name in (
+        "parquet-consumer",
+        "dagster-code",
+        "dagster-daemon",
+        "dagster-worker-1",
+        "dagster-worker-2",
+    ):
+        env = _compose_env(services[name])
+        for key in [k for k in list(os.environ) if k.startswith(("QRSDP_", "MINIO_ROOT_"))]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings.from_env()
+        assert settings.lake_uri == "s3://exchange-data", name
+        assert (settings.s3_endpoint, settings.s3_access_key) == ("http://minio:9000", "qrsdp"), name
+        dist = DistributedSettings.from_env(env)
+        assert (dist.pg_host, dist.redis_url) == ("postgres", "redis://redis:6379"), name
+    # Dagster's instance is PostgreSQL: no Dagster container mounts a volume, so none can share SQLite.
+    for name, svc in services.items():
+        if name.startswith("dagster-"):
+            assert not svc.get("volumes"), f"{name} mounts {svc['volumes']}"
+            assert svc["command"][:5] == ["python", "-m", "qrsdp_sim.distributed.profile", "exec", "--"] or (
+                name == "dagster-migrate"
+            ), name
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="go is needed to build compose-check")
@@ -83,5 +130,16 @@ def test_stack_script_syntax_and_help() -> None:
     out = subprocess.run(
         ["bash", str(INFRA / "stack.sh"), "help"], capture_output=True, text=True, check=True
     ).stdout
-    for cmd in ("install", "up", "down", "status", "kafka-stop", "minio-start"):
+    for cmd in (
+        "install",
+        "up",
+        "down",
+        "status",
+        "kafka-stop",
+        "minio-start",
+        "postgres-start",
+        "redis-stop",
+        "dagster-start",
+        "worker-stop",
+    ):
         assert cmd in out

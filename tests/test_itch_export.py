@@ -20,7 +20,13 @@ def decode(msg: bytes) -> dict:
     """Spec-offset decoder (independent of qrsdp_sim.itch)."""
     t = msg[:1]
     locate, tracking = struct.unpack_from(">HH", msg, 1)
-    out = {"type": t, "locate": locate, "tracking": tracking, "ts": int.from_bytes(msg[5:11], "big"), "len": len(msg)}
+    out = {
+        "type": t,
+        "locate": locate,
+        "tracking": tracking,
+        "ts": int.from_bytes(msg[5:11], "big"),
+        "len": len(msg),
+    }
     if t == b"S":
         out["code"] = msg[11:12]
     elif t == b"R":
@@ -39,7 +45,11 @@ def decode(msg: bytes) -> dict:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    run(RunSpec(base_seed=3, days=2, session_seconds=120), [Security("MSFT", 15_000), Security("AAPL", 10_000)], out)
+    run(
+        RunSpec(base_seed=3, days=2, session_seconds=120),
+        [Security("MSFT", 15_000), Security("AAPL", 10_000)],
+        out,
+    )
     return out
 
 
@@ -52,7 +62,11 @@ def test_export_of_a_run_day(run_dir, tmp_path) -> None:
     n_events = sum(len(r) for r in src.values())
     assert len(msgs) == 2 + 2 + 1 + n_events + 3  # O, S, two R, Q ... M, E, C
     assert [(m["type"], m.get("code"), m.get("stock")) for m in msgs[:5]] == [
-        (b"S", b"O", None), (b"S", b"S", None), (b"R", None, "AAPL"), (b"R", None, "MSFT"), (b"S", b"Q", None),
+        (b"S", b"O", None),
+        (b"S", b"S", None),
+        (b"R", None, "AAPL"),
+        (b"R", None, "MSFT"),
+        (b"S", b"Q", None),
     ]
     assert msgs[5]["type"] == b"A"
     assert msgs[2]["locate"] == 1 and msgs[3]["locate"] == 2 and msgs[2]["round_lot"] == 100
@@ -72,7 +86,9 @@ def test_export_of_a_run_day(run_dir, tmp_path) -> None:
         adds = [m for m in mine if m["type"] == b"A"]
         add_recs = recs[recs["type"] <= 1]
         assert [m["side"] for m in adds] == [b"BS"[t : t + 1] for t in add_recs["type"]]
-        np.testing.assert_array_equal([m["price"] for m in adds], add_recs["price_ticks"].astype(np.int64) * 100)
+        np.testing.assert_array_equal(
+            [m["price"] for m in adds], add_recs["price_ticks"].astype(np.int64) * 100
+        )
         assert all(m["stock"] == symbol for m in adds)
     # match numbers: the message's 1-based position in the file (= its feed sequence number)
     for pos, m in enumerate(msgs, start=1):
@@ -84,16 +100,36 @@ def test_export_of_a_run_day(run_dir, tmp_path) -> None:
 def test_export_single_session_and_errors(run_dir, tmp_path) -> None:
     runner = CliRunner()
     one = tmp_path / "one.itch"
-    res = runner.invoke(app, ["itch-export", str(run_dir / "AAPL" / "2026-01-05.qrsdp"), "-o", str(one),
-                              "--symbols", "AAPL,MSFT,ZZZ"])
+    res = runner.invoke(
+        app,
+        [
+            "itch-export",
+            str(run_dir / "AAPL" / "2026-01-05.qrsdp"),
+            "-o",
+            str(one),
+            "--symbols",
+            "AAPL,MSFT,ZZZ",
+        ],
+    )
     assert res.exit_code == 0, res.output
     msgs = [decode(x) for x in read_itch_file(one)]
     assert [m["stock"] for m in msgs if m["type"] == b"R"] == ["AAPL", "MSFT", "ZZZ"]
     assert {m["locate"] for m in msgs if m["type"] in (b"A", b"D", b"E")} == {1}
     res = runner.invoke(app, ["itch-export", str(run_dir), "-o", str(tmp_path / "x.itch")])
     assert res.exit_code == 1 and "several dates" in res.output
-    res = runner.invoke(app, ["itch-export", str(run_dir), "--date", "2026-01-02", "--symbols", "AAPL",
-                              "-o", str(tmp_path / "x.itch")])
+    res = runner.invoke(
+        app,
+        [
+            "itch-export",
+            str(run_dir),
+            "--date",
+            "2026-01-02",
+            "--symbols",
+            "AAPL",
+            "-o",
+            str(tmp_path / "x.itch"),
+        ],
+    )
     assert res.exit_code == 1 and "not in the directory" in res.output
     assert not (tmp_path / "x.itch").exists()
     assert dt.date(2026, 1, 5).weekday() == 0

@@ -84,8 +84,18 @@ class Procs:
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
 
-    def streamer(self, bootstrap: str, topic: str, group: str, symbols: list[str], port: int, rport: int,
-                 *extra: str, name: str = "streamer", client: str | None = None) -> subprocess.Popen:
+    def streamer(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        symbols: list[str],
+        port: int,
+        rport: int,
+        *extra: str,
+        name: str = "streamer",
+        client: str | None = None,
+    ) -> subprocess.Popen:
         cmd = [sys.executable, "-c", "from qrsdp_sim.cli import main; main()", "itch-stream",
                "--kafka-brokers", bootstrap, "--kafka-topic", topic, "--consumer-group", group,
                "--symbols", ",".join(symbols), "--multicast-group", GROUP, "--port", str(port),
@@ -135,9 +145,16 @@ def _wait(thread: threading.Thread, *streamers: subprocess.Popen, timeout: float
 
 
 def _listen(port: int, rport: int, **kw) -> tuple[Listener, threading.Thread, dict]:
-    cfg = ListenerConfig(multicast_group=GROUP, port=port, retransmit=("127.0.0.1", rport), print_messages=False,
-                         keep=True, gap_timeout=kw.pop("gap_timeout", 30), max_runtime=kw.pop("max_runtime", 120),
-                         **kw)
+    cfg = ListenerConfig(
+        multicast_group=GROUP,
+        port=port,
+        retransmit=("127.0.0.1", rport),
+        print_messages=False,
+        keep=True,
+        gap_timeout=kw.pop("gap_timeout", 30),
+        max_runtime=kw.pop("max_runtime", 120),
+        **kw,
+    )
     lis = Listener(cfg)
     lis.open()
     result: dict = {}
@@ -165,7 +182,9 @@ def test_loopback_multicast_works_here() -> None:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     rx.bind((GROUP, port))
-    rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1"))
+    rx.setsockopt(
+        socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1")
+    )
     rx.settimeout(2)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
@@ -187,7 +206,9 @@ def test_round_trip_two_stocks_books_and_pcap(kafka_stack, procs, tmp_path) -> N
     port, rport = _free_udp_port(), _free_udp_port()
     lis, thread, result = _listen(port, rport)
     pcap = tmp_path / "feed.pcap"
-    st = procs.streamer(bootstrap, topic, f"itch-{uuid.uuid4().hex[:8]}", symbols, port, rport, "--pcap", str(pcap))
+    st = procs.streamer(
+        bootstrap, topic, f"itch-{uuid.uuid4().hex[:8]}", symbols, port, rport, "--pcap", str(pcap)
+    )
     _wait(thread, st)
     assert result.get("complete"), (result, procs.log())
     assert procs.stop(st) == 0, procs.log()  # SIGTERM: graceful
@@ -226,8 +247,9 @@ def test_one_percent_sender_loss_is_fully_recovered(kafka_stack, procs, tmp_path
     paths = _publish(bootstrap, topic, tmp_path / "run", ["AAPL"], 1200)
     port, rport = _free_udp_port(), _free_udp_port()
     lis, thread, result = _listen(port, rport)
-    st = procs.streamer(bootstrap, topic, f"itch-{uuid.uuid4().hex[:8]}", ["AAPL"], port, rport,
-                        "--simulate-loss", "0.01")
+    st = procs.streamer(
+        bootstrap, topic, f"itch-{uuid.uuid4().hex[:8]}", ["AAPL"], port, rport, "--simulate-loss", "0.01"
+    )
     _wait(thread, st)
     assert result.get("complete"), (result, procs.log())
     assert procs.stop(st) == 0, procs.log()
@@ -259,8 +281,21 @@ def test_kill_9_mid_session_and_restart_delivers_every_message_once(
     port, rport = _free_udp_port(), _free_udp_port()
     lis, thread, result = _listen(port, rport, gap_timeout=60)
     # real-time at 400x: the 1,200 s session takes ~3 s, in batches of 20,000 events
-    first = procs.streamer(bootstrap, topic, group, ["AAPL"], port, rport, "--realtime", "--speed", "400",
-                           "--batch", "20000", name="first", client=first_client)
+    first = procs.streamer(
+        bootstrap,
+        topic,
+        group,
+        ["AAPL"],
+        port,
+        rport,
+        "--realtime",
+        "--speed",
+        "400",
+        "--batch",
+        "20000",
+        name="first",
+        client=first_client,
+    )
     deadline = time.monotonic() + 60
     while lis.expected < 30_000 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.01)
@@ -269,8 +304,18 @@ def test_kill_9_mid_session_and_restart_delivers_every_message_once(
     assert first.wait(10) == -signal.SIGKILL
     killed_at = lis.expected
     time.sleep(0.5)
-    second = procs.streamer(bootstrap, topic, group, ["AAPL"], port, rport, "--batch", "20000", name="second",
-                            client=second_client)
+    second = procs.streamer(
+        bootstrap,
+        topic,
+        group,
+        ["AAPL"],
+        port,
+        rport,
+        "--batch",
+        "20000",
+        name="second",
+        client=second_client,
+    )
     _wait(thread, second)
     assert result.get("complete"), (result, procs.log("second"))
     assert procs.stop(second) == 0, procs.log("second")

@@ -85,8 +85,10 @@ def test_in_order_feed_decodes_to_the_source_records_and_book(session) -> None:
     first = session[0]
     side = "B" if first["type"] == 0 else "S"
     price = int(first["price_ticks"]) * 100
-    assert lines[5] == (f"[seq=6] ADD_ORDER ref={(int(first['order_id']) - 1) * 2 + 2} side={side} shares=1 "
-                        f"stock=MSFT price={price // 10000}.{price % 10000:04d}")
+    assert lines[5] == (
+        f"[seq=6] ADD_ORDER ref={(int(first['order_id']) - 1) * 2 + 2} side={side} shares=1 "
+        f"stock=MSFT price={price // 10000}.{price % 10000:04d}"
+    )
     assert any(line.startswith("[seq=") and " ORDER_DELETE ref=" in line for line in lines)
     assert any(" ORDER_EXECUTED ref=" in line and " match=" in line for line in lines)
     bbo = [line for line in lines if " BBO stock=MSFT " in line]
@@ -255,15 +257,34 @@ def test_other_order_book_types(tmp_path) -> None:
             struct.pack_into(fmt, buf, off, value)
         return bytes(buf)
 
-    add_f = msg(b"F", 40, [(">Q", 11, 100), (">c", 19, b"B"), (">I", 20, 500), ("8s", 24, b"XYZ     "),
-                           (">I", 32, 1_000_000), ("4s", 36, b"MPID")])
+    add_f = msg(
+        b"F",
+        40,
+        [
+            (">Q", 11, 100),
+            (">c", 19, b"B"),
+            (">I", 20, 500),
+            ("8s", 24, b"XYZ     "),
+            (">I", 32, 1_000_000),
+            ("4s", 36, b"MPID"),
+        ],
+    )
     cancel_x = msg(b"X", 23, [(">Q", 11, 100), (">I", 19, 200)])  # 300 left
     replace_u = msg(b"U", 35, [(">Q", 11, 100), (">Q", 19, 101), (">I", 27, 700), (">I", 31, 1_000_100)])
-    exec_c = msg(b"C", 36, [(">Q", 11, 101), (">I", 19, 100), (">Q", 23, 9), (">c", 31, b"Y"),
-                            (">I", 32, 1_000_100)])
+    exec_c = msg(
+        b"C", 36, [(">Q", 11, 101), (">I", 19, 100), (">Q", 23, 9), (">c", 31, b"Y"), (">I", 32, 1_000_100)]
+    )
     ask = add_order(1, ts, 102, b"S", 50, b"XYZ", 1_000_300)
-    msgs = [system_event(b"O", ts), add_f, cancel_x, replace_u, exec_c, ask, order_executed(1, ts, 102, 50, 10),
-            order_delete(1, ts, 101)]
+    msgs = [
+        system_event(b"O", ts),
+        add_f,
+        cancel_x,
+        replace_u,
+        exec_c,
+        ask,
+        order_executed(1, ts, 102, 50, 10),
+        order_delete(1, ts, 101),
+    ]
     body = b"".join(struct.pack(">H", len(x)) + x for x in msgs)
     lis = listener()
     lis.handle_packet(mold.header(SID, 1, len(msgs)) + body)
@@ -309,7 +330,9 @@ def test_fuzzed_packets_never_crash_the_listener(session) -> None:
             struct.pack_into(">Q", base, 10, int(rng.integers(0, 1 << 63)))
             data = bytes(base)
         else:  # garbage after a valid header, with a plausible count
-            data = bytes(base[:20]) + rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
+            data = (
+                bytes(base[:20]) + rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
+            )
         lis.handle_packet(data)
         fuzzed += 1
     lis.flush()

@@ -114,9 +114,7 @@ def test_message_sizes_match_the_specification() -> None:
 def test_literal_add_order_vector() -> None:
     # A, locate 42, tracking 0, ts 0x010203040506, ref (1 - 1) * 42 + 42 = 42, 'B', 1 share, "AAPL    ",
     # $100.0000 = 1,000,000 = 0x000F4240
-    expected = bytes.fromhex(
-        "41" "002a" "0000" "010203040506" "000000000000002a" "42" "00000001" "4141504c20202020" "000f4240"
-    )
+    expected = bytes.fromhex("41002a0000010203040506000000000000002a42000000014141504c20202020000f4240")
     rec = records([(0x010203040506, EventType.ADD_BID, 0, 10_000, 1, 1)])
     framed = encode_records(rec, locate=42, n_locates=42, stock="AAPL", tick_size=100, first_seq=1)
     assert framed.message(0) == expected
@@ -125,7 +123,7 @@ def test_literal_add_order_vector() -> None:
 
 def test_literal_system_event_vector() -> None:
     msgs = m.system_events([b"Q"], [0x0000_1F1A_2B3C])
-    assert msgs.tobytes() == bytes.fromhex("53" "0000" "0000" "00001f1a2b3c" "51")
+    assert msgs.tobytes() == bytes.fromhex("530000000000001f1a2b3c51")
 
 
 # -- each type against the hand-packed vectors ------------------------------------------
@@ -184,7 +182,9 @@ def test_encoder_batch_matches_per_message_packing() -> None:
         t, ref = int(r["type"]), (int(r["order_id"]) - 1) * 11 + 7
         ts = int(r["ts_ns"])
         if t <= 1:
-            parts.append(add_order(7, ts, ref, b"BS"[t : t + 1], int(r["qty"]), b"ZZ", int(r["price_ticks"]) * 100))
+            parts.append(
+                add_order(7, ts, ref, b"BS"[t : t + 1], int(r["qty"]), b"ZZ", int(r["price_ticks"]) * 100)
+            )
         elif t <= 3:
             parts.append(order_delete(7, ts, ref))
         else:
@@ -195,14 +195,21 @@ def test_encoder_batch_matches_per_message_packing() -> None:
 def test_encoder_rejects_bad_input() -> None:
     good = records([(T0, 0, 0, 10_000, 1, 1)])
     with pytest.raises(ValueError, match="order id 0"):
-        encode_records(records([(T0, 0, 0, 1, 1, 0)]), locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1)
+        encode_records(
+            records([(T0, 0, 0, 1, 1, 0)]), locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1
+        )
     with pytest.raises(ValueError, match="price"):
-        encode_records(records([(T0, 0, 0, -5, 1, 1)]), locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1)
+        encode_records(
+            records([(T0, 0, 0, -5, 1, 1)]), locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1
+        )
     with pytest.raises(ValueError, match="timestamp"):
-        encode_records(records([(1 << 48, 0, 0, 5, 1, 1)]), locate=1, n_locates=1, stock="A", tick_size=100,
-                       first_seq=1)
+        encode_records(
+            records([(1 << 48, 0, 0, 5, 1, 1)]), locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1
+        )
     with pytest.raises(ValueError, match="event type"):
-        encode_records(records([(T0, 9, 0, 5, 1, 1)]), locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1)
+        encode_records(
+            records([(T0, 9, 0, 5, 1, 1)]), locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1
+        )
     with pytest.raises(ValueError, match="locate"):
         encode_records(good, locate=3, n_locates=2, stock="A", tick_size=100, first_seq=1)
     assert encode_records(good[:0], locate=1, n_locates=1, stock="A", tick_size=100, first_seq=1).count == 0

@@ -9,6 +9,7 @@ broker never blocks sending and a bounded flush counts the failures; a killed br
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -35,10 +36,12 @@ from qrsdp_sim.kafka.bridge import (
     find_bridge,
 )
 from qrsdp_sim.kafka.decode import decode_messages
-from qrsdp_sim.kafka.message import EndOfSession, big_endian_u64
+from qrsdp_sim.kafka.message import EndOfSession, SessionDescription, big_endian_u64
 from qrsdp_sim.kafka.sink import KafkaSink
 from qrsdp_sim.records import RECORD_DTYPE
 
+SESSION = {"seed": 1, "open_ticks": 10_000, "tick_size": 100, "market_open_ns": 34_200 * 10**9,
+           "session_seconds": 23_400}
 BRIDGE_SRC = Path(__file__).resolve().parent.parent / "qrsdp_sim" / "kafka" / "bridge"
 
 pytestmark = pytest.mark.timeout(900)
@@ -226,7 +229,7 @@ def test_consumer_runs_split_at_discontinuities_and_raw_messages(kafka_stack, br
     msgs += [_event("BBB", "2026-01-06", "r2", s, recs[s]) for s in range(41, 45)]  # seq gap
     eos = {"key": b"AAA", "value": b"", "headers": [
         ("date", b"2026-01-05"), ("seq", (300).to_bytes(8, "big")), ("run_id", b"r1"),
-        ("eos", EndOfSession(300, 12_345).encode()), ("session", b'{"seed": 1}')]}
+        ("eos", EndOfSession(300, 12_345).encode()), ("session", json.dumps(SESSION).encode())]}
     short = _event("CCC", "2026-01-05", "r1", 0, recs[0]) | {"value": recs[0].tobytes()[:25]}
     reordered = _event("CCC", "2026-01-05", "r1", 1, recs[1])
     reordered["headers"] = [reordered["headers"][i] for i in (1, 0, 2, 3)]
@@ -267,10 +270,10 @@ def test_consumer_runs_split_at_discontinuities_and_raw_messages(kafka_stack, br
         assert m.headers() == sent["headers"]
     # The existing decoder (written for confluent messages) handles raw messages unchanged.
     decoded = decode_messages(raw)
-    assert [(s, d.isoformat(), e) for s, d, e, _o, _i in decoded.markers] == [
+    assert [(m.symbol, m.date.isoformat(), m.eos) for m in decoded.markers] == [
         ("AAA", "2026-01-05", EndOfSession(300, 12_345))]
-    assert decoded.markers[0][4] == {"seed": 1}
-    assert len(decoded.rejected) == 2  # the 25-byte value and the null key
+    assert decoded.markers[0].session == SessionDescription(**SESSION)
+    assert [r.kind for r in decoded.rejected] == ["value_size", "key"]  # the 25-byte value and the null key
     assert [s.symbol for s in decoded.sessions] == ["CCC"]  # the reordered headers: valid, general path
 
 

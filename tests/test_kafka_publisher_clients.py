@@ -39,7 +39,10 @@ def test_bridge_and_confluent_publish_the_same_run_identically(kafka_stack, tmp_
         total = sum(len(r) for r in expected.values()) + len(expected)  # + one marker per session
         publish[client] = result.manifest["publish"]
         assert (publish[client]["produced"], publish[client]["delivered"], publish[client]["failed"]) == (
-            total, total, 0)
+            total,
+            total,
+            0,
+        )
         contents[client] = _topic_contents(bootstrap, topic, total)
     assert contents["bridge"] == contents["confluent"]
     assert publish["bridge"]["sessions"] == publish["confluent"]["sessions"]
@@ -85,7 +88,8 @@ def test_bridge_killed_mid_run_files_intact_every_event_accounted(kafka_stack, t
     for key in expected:
         assert expected[key].tobytes() == got[key].tobytes(), key
     assert {k: v for k, v in result.manifest.items() if k not in ("publish", "run_id", "created_utc")} == {
-        k: v for k, v in reference.manifest.items() if k not in ("publish", "run_id", "created_utc")}
+        k: v for k, v in reference.manifest.items() if k not in ("publish", "run_id", "created_utc")
+    }
     publish = result.manifest["publish"]
     total = sum(len(r) for r in expected.values()) + len(expected)
     assert publish["delivered"] + publish["failed"] == total

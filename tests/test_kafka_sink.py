@@ -52,7 +52,11 @@ def test_dead_broker_counts_failures_without_blocking() -> None:
     records = make_records(20_000, seed=4)
     # Nothing listens on port 1: every message must fail, quickly, and nothing may raise.
     sink = KafkaSink(
-        "127.0.0.1:1", symbol="MSFT", date="2026-01-05", run_id="dead", close_timeout=3.0,
+        "127.0.0.1:1",
+        symbol="MSFT",
+        date="2026-01-05",
+        run_id="dead",
+        close_timeout=3.0,
         **{"message.timeout.ms": 2_000},
     )
     t0 = time.monotonic()

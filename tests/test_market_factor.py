@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,9 +15,9 @@ from typer.testing import CliRunner
 
 from qrsdp_sim.analysis import log_returns
 from qrsdp_sim.cli import app
-from qrsdp_sim.engine import ConstantRates, HawkesIntensity, HawkesParams, MarketFactor
+from qrsdp_sim.engine import ConstantRates, HawkesIntensity, HawkesParams, MarketFactor, simulate_session
 from qrsdp_sim.engine.runner import RunSpec, Security, run, session_path, simulate_symbol_date
-from qrsdp_sim.eventlog.reader import read_records
+from qrsdp_sim.sinks import InMemorySink
 
 runner = CliRunner(env={"COLUMNS": "200"})
 D1, D2 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
@@ -83,47 +84,64 @@ def test_partitions_simulated_alone_match_the_run(tmp_path):
             assert alone.read_bytes() == session_path(out, entry["symbol"], date).read_bytes()
 
 
-def _returns(out, symbol, spec, step=60.0):
-    return np.concatenate(
-        [
-            log_returns(read_records(session_path(out, symbol, d)), step, spec.session_seconds)
-            for d in spec.dates()
-        ]
-    )
+FACTOR_DAYS = 20  # 7,800 one-minute returns per symbol: see the note in the fixture
 
 
-@pytest.fixture(scope="module")
-def correlated_runs(tmp_path_factory):
-    out = {}
-    for loading in (0.0, 0.5):
-        spec = RunSpec(
-            base_seed=21, days=2, start_date=D1, session_seconds=7200, factor=MarketFactor(loading)
+def _day_returns(spec: RunSpec, symbol: str, p0: int) -> list[np.ndarray]:
+    """1-minute log returns of one symbol, per date (opens chained), simulated in memory."""
+    out, open_ticks = [], p0
+    for date in spec.dates():
+        sink = InMemorySink()
+        res = simulate_session(
+            spec.session_config(symbol, date, open_ticks), sink, exo=spec.factor_signal(date)
         )
-        d = tmp_path_factory.mktemp(f"f{loading}")
-        run(spec, [Security("AAA", 10_000), Security("BBB", 10_000)], d)
-        out[loading] = (spec, d)
+        out.append(log_returns(sink.records, 60.0, spec.session_seconds))
+        open_ticks = res.close_ticks
     return out
 
 
+@pytest.fixture(scope="module")
+def correlated_runs():
+    """Two symbols over 20 full days at loadings 0 and 0.5 (the default realistic market).
+
+    Both symbols share market-wide activity, so their squared returns co-move and the sampling
+    error of a correlation is larger than 1/sqrt(n); over 5 days (1,950 returns) it was 0.026 across
+    seeds and the correlation at loading 0.5 ranged 0.34-0.49 (docs/realism.md). 20 days make both
+    thresholds of the issue (|rho| < 0.05 at 0, rho >= 0.3 at 0.5) about 4 standard errors away
+    from the expected values, so passing is not luck."""
+    out = {}
+    for loading in (0.0, 0.5):
+        spec = RunSpec(base_seed=21, days=FACTOR_DAYS, start_date=D1, factor=MarketFactor(loading))
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(_day_returns, [spec, spec], ["AAA", "BBB"], [10_000, 20_000])
+        out[loading] = (spec, a, b)
+    return out
+
+
+@pytest.mark.slow
 def test_securities_are_correlated_through_the_factor_only(correlated_runs):
     rho = {}
-    for loading, (spec, d) in correlated_runs.items():
-        a, b = _returns(d, "AAA", spec), _returns(d, "BBB", spec)
-        assert len(a) == 240
-        rho[loading] = float(np.corrcoef(a, b)[0, 1])
-    assert abs(rho[0.0]) < 0.2  # 240 one-minute returns: sd of rho about 0.065
-    assert rho[0.5] > 0.4, rho
+    for loading, (_spec, a, b) in correlated_runs.items():
+        x, y = np.concatenate(a), np.concatenate(b)
+        assert len(x) == len(y) == FACTOR_DAYS * 390
+        rho[loading] = float(np.corrcoef(x, y)[0, 1])
+    assert abs(rho[0.0]) < 0.05, rho
+    assert rho[0.5] >= 0.3, rho
 
 
+@pytest.mark.slow
 def test_prices_follow_the_factor(correlated_runs):
-    spec, d = correlated_runs[0.5]
-    a = _returns(d, "AAA", spec)
+    spec, a, _ = correlated_runs[0.5]
     up = []
     for date in spec.dates():
         t, w = spec.factor.path(spec.base_seed, date, spec.session_seconds)
         at_minutes = w[np.searchsorted(t, np.arange(0, spec.session_seconds + 1, 60))]
         up.append(np.diff(at_minutes))
-    assert np.corrcoef(a, np.concatenate(up))[0, 1] > 0.4
+    rho = np.corrcoef(np.concatenate(a), np.concatenate(up))[0, 1]
+    # 0.37 measured (the response is stronger when market-wide activity is high, so not linear in W)
+    assert rho > 0.3, rho
+    _, a0, _ = correlated_runs[0.0]
+    assert abs(np.corrcoef(np.concatenate(a0), np.concatenate(up))[0, 1]) < 0.05
 
 
 def test_factor_needs_a_model_with_an_imbalance_input(tmp_path):

@@ -33,16 +33,18 @@ pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
 
 
 @pytest.mark.parametrize("client", ["bridge", "python"])
-def test_dual_written_run_lands_every_event_exactly_once(kafka_stack, minio_stack, tmp_path, monkeypatch,
-                                                          client) -> None:
+def test_dual_written_run_lands_every_event_exactly_once(
+    kafka_stack, minio_stack, tmp_path, monkeypatch, client
+) -> None:
     monkeypatch.setenv("QRSDP_KAFKA_CLIENT", client)
     bootstrap = kafka_stack.bootstrap_servers
     topic, dlq = create_topics(bootstrap, "happy", partitions=6)
     lake = s3_lake(minio_stack, "happy")
     consumer = ParquetConsumer(bootstrap, lake, topic=topic, group_id=f"pw-{topic}", dead_letter_topic=dlq)
     assert consumer.stats.client == client
-    # Started before the run: it lands while the run produces, and exits once nothing arrives for 8 s.
-    worker = ConsumerThread(consumer, idle_exit_seconds=8)
+    # Started before the run: it lands while the run produces; stopped once every session is marked (not
+    # after some idle time: compiling the engine on a fresh checkout takes longer than any guess).
+    worker = ConsumerThread(consumer)
 
     try:
         result = simulate(tmp_path / "run", publisher=KafkaPublisher(bootstrap, topic))
@@ -59,18 +61,25 @@ def test_dual_written_run_lands_every_event_exactly_once(kafka_stack, minio_stac
     assert (publish["produced"], publish["delivered"], publish["failed"]) == (total + n_sessions,) * 2 + (0,)
     assert sum(high_watermarks(bootstrap, topic).values()) == total + n_sessions  # + one marker per session
 
-    worker.join(timeout=120)
+    try:
+        worker.wait_complete(set(expected), timeout=120)
+    finally:
+        worker.stop()
     stats = consumer.stats
     assert stats.messages == total + n_sessions
     assert stats.records_landed == total
     assert (stats.markers_written, stats.incomplete_sessions, stats.dead_lettered, stats.write_retries) == (
-        n_sessions, 0, 0, 0)
+        n_sessions,
+        0,
+        0,
+        0,
+    )
     assert sorted(stats.completed) == sorted(expected)
 
     check = assert_lake_exactly_once(lake, expected)
     assert (check.rows, check.distinct, check.duplicates) == (total, total, 0)
 
-    # Objects: raw/events/symbol=S/date=D/events-{partition}-{first_offset}.parquet, one partition per symbol.
+    # Objects: raw/events/symbol=S/date=D/events-{partition}-{first_offset}-{owner}.parquet, one partition per symbol.
     parts = object_partitions(lake)
     assert set(parts) == set(expected)
     for symbol, _ in SECURITIES:
@@ -86,8 +95,9 @@ def test_dual_written_run_lands_every_event_exactly_once(kafka_stack, minio_stac
         assert marker.rows == len(expected[key]), key
         assert marker.extra["source"] == "kafka" and marker.extra["close_ticks"] == closes[key]
         pdir = lake.partition_dir("events", *key)
-        assert {f"{pdir}/{name}" for name in marker.files} == {p for p in objects if p.startswith(pdir + "/")
-                                                               and p.endswith(".parquet")}
+        assert {f"{pdir}/{name}" for name in marker.files} == {
+            p for p in objects if p.startswith(pdir + "/") and p.endswith(".parquet")
+        }
 
 
 def test_rebalance_lands_and_commits_the_revoked_partitions_first(kafka_stack, minio_stack) -> None:
@@ -112,8 +122,15 @@ def test_rebalance_lands_and_commits_the_revoked_partitions_first(kafka_stack, m
     total = sum(len(r) for r in records.values())
 
     def consumer() -> ParquetConsumer:
-        return ParquetConsumer(bootstrap, lake, topic=topic, group_id=group, dead_letter_topic=dlq, client="bridge",
-                               batch_seconds=30.0)
+        return ParquetConsumer(
+            bootstrap,
+            lake,
+            topic=topic,
+            group_id=group,
+            dead_letter_topic=dlq,
+            client="bridge",
+            batch_seconds=30.0,
+        )
 
     first = consumer()
     read_to: dict[int, int] = {}  # partition -> next offset after what the first member has taken
@@ -121,7 +138,11 @@ def test_rebalance_lands_and_commits_the_revoked_partitions_first(kafka_stack, m
 
     def counting_accept(item, now) -> None:
         accept(item, now)
-        p, end = (item.partition, item.next_offset) if isinstance(item, Run) else (item.partition(), item.offset() + 1)
+        p, end = (
+            (item.partition, item.next_offset)
+            if isinstance(item, Run)
+            else (item.partition(), item.offset() + 1)
+        )
         read_to[p] = max(read_to.get(p, 0), end)
 
     first._accept = counting_accept
@@ -143,13 +164,18 @@ def test_rebalance_lands_and_commits_the_revoked_partitions_first(kafka_stack, m
     first._source.commit = recording_commit
 
     producer = Producer(producer_config(bootstrap))
-    sinks = {s: KafkaSink(bootstrap, symbol=s, date=day, run_id="r", topic=topic, producer=producer) for s in records}
+    sinks = {
+        s: KafkaSink(bootstrap, symbol=s, date=day, run_id="r", topic=topic, producer=producer)
+        for s in records
+    }
     workers = [ConsumerThread(first)]
     try:
         for s, r in records.items():
             sinks[s].append(r[:3_000])
         assert producer.flush(30) == 0
-        wait_until(lambda: first.stats.messages == 3_000 * len(records), 60, "the first member to read phase 1")
+        wait_until(
+            lambda: first.stats.messages == 3_000 * len(records), 60, "the first member to read phase 1"
+        )
         assert first.stats.objects_written == 0  # everything is still held (no batch is due)
 
         second = consumer()
@@ -159,8 +185,11 @@ def test_rebalance_lands_and_commits_the_revoked_partitions_first(kafka_stack, m
             sinks[s].append(r[3_000:])
             sinks[s].close(close_ticks=10_000)
         assert producer.flush(30) == 0
-        wait_until(lambda: {k for w in workers for k in w.stats.completed} >= set(expected), 90,
-                   "every session marked complete")
+        wait_until(
+            lambda: {k for w in workers for k in w.stats.completed} >= set(expected),
+            90,
+            "every session marked complete",
+        )
     finally:
         for w in workers:
             w.consumer.stop_event.set()

@@ -4,7 +4,7 @@
   join them, a run with a bad key or date is rebuilt into its exact messages and rejected with the
   confluent path's reasons, markers come through.
 * Batching (local lake, the consumer's internals driven directly): objects never cross an offset that
-  is a multiple of ``batch_records``, are named ``events-{partition}-{first_offset}``, an end-of-session
+  is a multiple of ``batch_records``, are named ``events-{partition}-{first_offset}-{owner}``, an end-of-session
   marker lands the tail and completes the session, and completion counts objects written by an
   earlier consumer (read from the lake) together with its own (counted from memory).
 """
@@ -27,7 +27,7 @@ from qrsdp_sim.lake.store import Lake
 
 DAY = dt.date(2026, 1, 5)
 RAW_DAY = DAY.isoformat().encode()
-OBJECT_RE = re.compile(r"^events-(\d+)-(\d+)\.parquet$")
+OBJECT_RE = re.compile(r"^(events-\d+-\d+)-[0-9a-f]{8}\.parquet$")
 
 
 def _run(offset: int, seq: int, key: bytes, records: np.ndarray, *, partition: int = 0, date: bytes = RAW_DAY) -> Run:
@@ -56,9 +56,9 @@ def test_decode_items_joins_runs_and_rebuilds_bad_runs_exactly() -> None:
     assert (rows.symbol, rows.date, rows.first_offset, rows.last_offset) == ("AAA", DAY, 100, 123)
     np.testing.assert_array_equal(rows.seq, np.arange(21))
     np.testing.assert_array_equal(rows.records, recs[:21])
-    assert [(s, d, e, o) for s, d, e, o, _ in out.markers] == [("AAA", DAY, EndOfSession(21, 10_001), 124)]
+    assert [(m.symbol, m.date, m.eos, m.offset) for m in out.markers] == [("AAA", DAY, EndOfSession(21, 10_001), 124)]
 
-    rejected = {m.offset(): (m, reason) for m, reason in out.rejected}
+    rejected = {m.offset(): (m, reason) for m, _kind, reason in out.rejected}
     assert sorted(rejected) == [110, 111, 122]
     assert "is not a symbol" in rejected[110][1] and "unknown date header" in rejected[122][1]
     m = rejected[111][0]  # rebuilt exactly as produced: key, value, the four headers in order
@@ -72,7 +72,7 @@ def _objects(lake: Lake) -> dict[str, int]:
     """Object name -> rows, over every events partition of the lake."""
     base = lake.table_dir("events")
     infos = lake.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    return {i.base_name: pq.read_metadata(i.path).num_rows for i in infos
+    return {OBJECT_RE.match(i.base_name).group(1) + ".parquet": pq.read_metadata(i.path).num_rows for i in infos
             if i.type == pafs.FileType.File and OBJECT_RE.match(i.base_name)}
 
 
@@ -85,6 +85,7 @@ def _consumer(lake: Lake) -> ParquetConsumer:
 def _close(consumer: ParquetConsumer) -> None:
     consumer._writers.shutdown()
     consumer._source.close()
+    consumer._dead.close(0)
 
 
 def test_objects_never_cross_a_multiple_of_batch_records(tmp_path) -> None:
@@ -126,7 +127,7 @@ def test_objects_never_cross_a_multiple_of_batch_records(tmp_path) -> None:
                               "events-0-250.parquet": 20, "events-0-300.parquet": 20}
     marker = lake.read_marker("events", "AAA", DAY)
     assert marker is not None and marker.rows == 300 and marker.extra["close_ticks"] == 10_001
-    assert set(marker.files) == {"events-0-0.parquet", "events-0-100.parquet", "events-0-200.parquet",
+    assert {OBJECT_RE.match(f).group(1) + ".parquet" for f in marker.files} == {"events-0-0.parquet", "events-0-100.parquet", "events-0-200.parquet",
                                  "events-0-300.parquet"}
     table = lake.read_partition("events", "AAA", DAY)
     order = np.argsort(table.column("seq").to_numpy())

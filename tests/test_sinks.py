@@ -249,7 +249,9 @@ def test_multiplex_into_file_and_memory_with_a_broken_sink(tmp_path: Path) -> No
     path = tmp_path / "s.qrsdp"
     mem = InMemorySink()
     fsink = BinaryFileSink(path, LogHeader(chunk_capacity=64), fsync=False)
-    mux = MultiplexSink([AlwaysFails(), fsink, mem], names=["kafka", "journal", "memory"], required={"journal"})
+    mux = MultiplexSink(
+        [AlwaysFails(), fsink, mem], names=["kafka", "journal", "memory"], required={"journal"}
+    )
     for b in bs:
         mux.append(b)
     mux.close()

@@ -25,20 +25,25 @@ def republish_command(
     """Re-publish sessions from their .qrsdp files to Kafka (closes the gap after an outage).
 
     Consumers deduplicate on (symbol, date, seq): events that had already arrived are harmless.
-    Exits 1 if any message could not be delivered.
+    Every file is checked before anything is published (a session file, a symbol and date a consumer
+    accepts, records a producer could send, a readable run manifest beside it). Exits 1 if any message
+    could not be delivered, 2 for an argument or file it cannot use.
     """
-    from qrsdp_sim.kafka.republish import identify, republish
+    from qrsdp_sim.kafka.republish import RepublishError, identify, republish
 
     console = Console(stderr=True)
     try:
         sessions = [identify(f, symbol, date) for f in files]
-        missing = [s.path for s in sessions if not s.path.is_file()]
-        if missing:
-            raise ValueError(f"{missing[0]}: no such file")
+        if (symbol or date) and len(sessions) > 1:
+            raise RepublishError("--symbol and --date name one session: give one file with them")
         summary = republish(sessions, kafka_brokers, kafka_topic)
-    except (ValueError, EventLogError, ConnectionError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except ConnectionError as exc:
+        console.print(f"[red]error:[/red] {exc}; start Kafka (`qrsdp stack up`) or check --kafka-brokers",
+                      soft_wrap=True)
         raise typer.Exit(1) from None
+    except (ValueError, EventLogError, OSError) as exc:  # RepublishError, bad --kafka-brokers/--kafka-topic
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(
         f"republished {len(sessions)} session(s) to {kafka_topic}: {summary['produced']:,} produced, "
         f"{summary['delivered']:,} delivered, {summary['failed']:,} failed (run_id {summary['run_id']})"
@@ -78,28 +83,50 @@ def parquet_consumer_command(
     """
     import json
     import logging
+    import math
     import os
+    from urllib.parse import urlparse
 
     from qrsdp_sim.kafka.bridge import BridgeError
     from qrsdp_sim.kafka.consumer import ParquetConsumer
+    from qrsdp_sim.kafka.names import check_brokers, check_topic
     from qrsdp_sim.lake.store import Lake, S3Options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s3 = S3Options(
-        endpoint=s3_endpoint,
-        access_key=os.environ.get("QRSDP_S3_ACCESS_KEY") or os.environ.get("MINIO_ROOT_USER") or "qrsdp",
-        secret_key=os.environ.get("QRSDP_S3_SECRET_KEY") or os.environ.get("MINIO_ROOT_PASSWORD") or "qrsdp-secret",
-    )
-    if batch_records < 1 or batch_seconds <= 0:
-        Console(stderr=True).print("[red]error:[/red] --batch-records must be >= 1 and --batch-seconds > 0")
-        raise typer.Exit(2)
-    lake = Lake.from_uri(lake_uri, s3)
+    console = Console(stderr=True)
+
+    def usage(message: str) -> typer.Exit:
+        console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+        return typer.Exit(2)
+
+    if batch_records < 1:
+        raise usage(f"--batch-records must be >= 1, got {batch_records}")
+    if not (math.isfinite(batch_seconds) and batch_seconds > 0):
+        raise usage(f"--batch-seconds must be a number > 0, got {batch_seconds}")
+    if idle_exit is not None and not (math.isfinite(idle_exit) and idle_exit > 0):
+        raise usage(f"--idle-exit must be a number > 0 (or left out: run forever), got {idle_exit}")
+    if not group.strip():
+        raise usage("--consumer-group must not be empty")
+    parsed = urlparse(s3_endpoint)
+    if lake_uri.startswith(("s3://", "s3a://")) and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+        raise usage(f"--s3-endpoint {s3_endpoint!r}: expected http(s)://HOST:PORT")
     try:
+        kafka_brokers = check_brokers(kafka_brokers)
+        check_topic(kafka_topic)
+        s3 = S3Options(
+            endpoint=s3_endpoint,
+            access_key=os.environ.get("QRSDP_S3_ACCESS_KEY") or os.environ.get("MINIO_ROOT_USER") or "qrsdp",
+            secret_key=os.environ.get("QRSDP_S3_SECRET_KEY") or os.environ.get("MINIO_ROOT_PASSWORD")
+            or "qrsdp-secret",
+        )
+        try:
+            lake = Lake.from_uri(lake_uri, s3)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"--lake-uri {lake_uri!r}: {exc}") from None
         consumer = ParquetConsumer(kafka_brokers, lake, topic=kafka_topic, group_id=group,
                                    batch_records=batch_records, batch_seconds=batch_seconds)
-    except (ValueError, BridgeError) as exc:  # QRSDP_KAFKA_CLIENT wrong, or the bridge asked for and missing
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except (ValueError, BridgeError) as exc:  # a flag, QRSDP_KAFKA_CLIENT wrong, or the bridge asked for and missing
+        raise usage(str(exc)) from None
     consumer.install_signal_handlers()
     stats = consumer.run(idle_exit_seconds=idle_exit)
     print(json.dumps(stats.to_dict()))

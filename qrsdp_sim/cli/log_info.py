@@ -21,8 +21,10 @@ def log_info(
         bool,
         typer.Option(
             "--verify",
-            help="Check every invariant (header, chunks, LZ4 payloads, timestamps, index, record fields); "
-            "exit 1 with the reason if any file fails.",
+            help="Check the container (header, chunks, LZ4 payloads, index) and, separately, the stream: "
+            "record fields and a replay of the order book (unknown orders, overfills, crossed book, executions "
+            "away from the best or behind older orders). Prints the first violation with its record number; "
+            "exit 1 if any file fails.",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file instead of tables.")] = False,
@@ -32,33 +34,63 @@ def log_info(
     failed = 0
     for path in files:
         if not path.is_file():
-            console.print(f"[red]error:[/red] {path}: no such file")
+            what = "a directory, not a .qrsdp file" if path.is_dir() else "no such file"
+            console.print(f"[red]error:[/red] {path}: {what}")
             failed += 1
             continue
         try:
             summary = summarize(path)
-        except EventLogError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+        except (EventLogError, OSError) as exc:
             failed += 1
+            message = str(exc) if isinstance(exc, EventLogError) else f"{path}: cannot read the file: {exc}"
+            check = verify(path) if do_verify else None
+            if as_json:
+                print(json.dumps({"path": str(path), "error": message,
+                                  **({"verify": check.to_dict()} if check else {})}))
+            else:
+                console.print(f"[red]error:[/red] {message}")
+                if check is not None:
+                    _print_verify(console, check)
             continue
         check = verify(path) if do_verify else None
         if as_json:
             d = summary.to_dict()
             if check is not None:
-                d["verify"] = {"ok": check.ok, "problems": check.problems}
+                d["verify"] = check.to_dict()
             print(json.dumps(d))
         else:
             _print_summary(console, summary)
         if check is not None:
-            if check.ok:
-                if not as_json:
-                    console.print(f"[green]verify OK[/green]: {check.records:,} records, every invariant holds")
-            else:
+            if not as_json:
+                _print_verify(console, check)
+            if not check.ok:
                 failed += 1
-                for problem in check.problems:
-                    console.print(f"[red]verify FAILED:[/red] {problem}")
     if failed:
         raise typer.Exit(1)
+
+
+def _print_verify(console: Console, check) -> None:
+    """Two lines: the container's checks, then the stream's (first violation with its record number)."""
+    if check.container_ok:
+        console.print(f"[green]container OK[/green]: {', '.join(check.container_checks)}")
+    else:
+        for problem in check.container_problems:
+            console.print(f"[red]container FAILED:[/red] {problem}")
+    stream = check.stream
+    if stream is None:
+        console.print("[yellow]stream not checked[/yellow]: the records could not be read")
+        return
+    if stream.ok:
+        console.print(f"[green]stream OK[/green]: {stream.records:,} records, {len(stream.checks)} checks "
+                      f"({', '.join(stream.checks)})")
+        return
+    first = stream.first
+    console.print(f"[red]stream FAILED[/red] ({first.check}): {first.message}")
+    others = [f"{v.check} x{v.count:,} (first record {v.record})" for v in stream.violations if v is not first]
+    if others:
+        console.print(f"  also: {'; '.join(others)}")
+    if stream.skipped:
+        console.print(f"  not checked: {'; '.join(f'{k} ({why})' for k, why in stream.skipped.items())}")
 
 
 def _print_summary(console: Console, s) -> None:

@@ -553,13 +553,17 @@ def _report_publish(publish: dict[str, Any], output: Path) -> None:
         f"{publish['produced']:,} produced, "
         f"{publish['delivered']:,} delivered, {publish['failed']:,} failed"
     )
-    if publish["failed"]:
+    incomplete = publish.get("incomplete_sessions") or []
+    if publish["failed"] or incomplete:
         errors = [st.get("first_error") for st in publish.get("sessions", {}).values() if st.get("first_error")]
         reason = publish.get("broker_down_at_start") or (errors[0] if errors else None)
         if reason:
             line += f" (first error: {reason})"
-        console.print(f"[yellow]warning:[/yellow] {line}. The .qrsdp files are complete; close the gap with "
-                      f"`qrsdp republish {output}/*/*.qrsdp --kafka-brokers {publish['brokers']}`.")
+        files = (" ".join(str(output / f"{key}.qrsdp") for key in incomplete)
+                 if incomplete and len(incomplete) <= 5 else f"{output}/*/*.qrsdp")
+        console.print(f"[yellow]warning:[/yellow] {line}; {len(incomplete)} session(s) incomplete on Kafka. "
+                      f"The .qrsdp files are complete; close the gap with "
+                      f"`qrsdp republish {files} --kafka-brokers {publish['brokers']}`.")
     else:
         console.print(line)
 

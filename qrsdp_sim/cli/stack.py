@@ -1,4 +1,6 @@
-"""``qrsdp stack up|down|status``: the local Kafka (KRaft) and MinIO services from ``infra/``."""
+"""``qrsdp stack up|down|status``: the local Kafka (KRaft) and MinIO services from ``infra/``, and with
+``--distributed`` PostgreSQL, Redis and the Dagster processes (code server, webserver, daemon, Celery
+workers) of the distributed profile."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ stack_app = typer.Typer(
     "(KRaft, 127.0.0.1:9092) and a MinIO S3 server (127.0.0.1:9000), with their data under "
     "data/stack (QRSDP_STACK_DIR). Ports: QRSDP_KAFKA_PORT, QRSDP_MINIO_PORT; credentials: "
     "MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (default qrsdp / qrsdp-secret). "
+    "With --distributed also PostgreSQL (127.0.0.1:15432), Redis (127.0.0.1:16379), a Dagster code "
+    "server, webserver (http://127.0.0.1:3000), daemon and Celery workers. "
     "Same as infra/stack.sh; see docs/data-platform-services.md.",
-    short_help="Local Kafka (KRaft) + MinIO services without Docker: up, down, status.",
+    short_help="Local Kafka (KRaft) + MinIO (+ PostgreSQL, Redis, Dagster workers) without Docker.",
     no_args_is_help=True,
 )
 
-_SERVICE_HELP = "Only this service: kafka or minio (default: both)."
+_SERVICE_HELP = "Only this service: kafka, minio, postgres or redis (default: all of the profile)."
 
 
 def _fail(exc: Exception) -> None:
@@ -30,8 +34,8 @@ def _fail(exc: Exception) -> None:
 def _service(name: str | None) -> _stack.Service | None:
     if name is None:
         return None
-    if name not in _stack.SERVICES:
-        raise typer.BadParameter(f"expected one of {', '.join(_stack.SERVICES)}", param_hint="--service")
+    if name not in _stack.ALL_SERVICES:
+        raise typer.BadParameter(f"expected one of {', '.join(_stack.ALL_SERVICES)}", param_hint="--service")
     return name  # type: ignore[return-value]
 
 
@@ -44,12 +48,26 @@ def up_cmd(
         help="Also start the ITCH streamer (qrsdp itch-stream) on the multicast feed; "
         "the same as QRSDP_STACK_ITCH=1.",
     ),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="The distributed profile: also PostgreSQL, Redis, the Dagster code server, webserver and "
+        "daemon, and Celery workers that run the Dagster runs (QRSDP_STACK_DISTRIBUTED=1). Remembered "
+        "until `qrsdp stack down`.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Celery worker processes of the distributed profile (default 2)."
+    ),
 ) -> None:
-    """Start the services (fetching Kafka jars / building MinIO the first time), wait until they are healthy, and create topics exchange.events + exchange.events.dlq and bucket exchange-data. Idempotent: running services are left alone."""
+    """Start the services (fetching Kafka jars / building MinIO the first time; apt-get installs PostgreSQL and Redis for --distributed), wait until they are healthy, and create topics exchange.events + exchange.events.dlq and bucket exchange-data (and databases qrsdp_dagster, qrsdp_lake). Idempotent: running services are left alone."""
     svc = _service(service)
     cfg = _stack.StackConfig.from_env()
     if itch:
         cfg = dataclasses.replace(cfg, itch=True)
+    if distributed:
+        cfg = dataclasses.replace(cfg, distributed=True)
+    if workers is not None:
+        cfg = dataclasses.replace(cfg, workers=workers)
     try:
         if svc is None:
             out = _stack.up(cfg, echo_install=True)
@@ -75,9 +93,10 @@ def down_cmd(
         if svc is None and not kill:
             out = _stack.down(cfg)
         else:
-            out = _stack.stop_itch(cfg, kill=kill) if svc in (None, "kafka") else ""
+            out = _stack.stop_dagster(cfg, kill=kill) if svc is None else ""
+            out += _stack.stop_itch(cfg, kill=kill) if svc in (None, "kafka") else ""
             out += "".join(
-                _stack.stop_service(s, cfg, kill=kill) for s in ((svc,) if svc else _stack.SERVICES)
+                _stack.stop_service(s, cfg, kill=kill) for s in ((svc,) if svc else _stack.ALL_SERVICES)
             )
     except _stack.StackError as exc:
         _fail(exc)
@@ -86,7 +105,7 @@ def down_cmd(
 
 @stack_app.command("status")
 def status_cmd() -> None:
-    """Show what runs and whether it answers. Exit code 0 only when both services are healthy."""
+    """Show what runs and whether it answers: one line per service (with the distributed profile also postgres, redis, code-server, webserver, daemon and worker-N). Exit code 0 only when every listed service is healthy, else 3."""
     try:
         st = _stack.status()
     except _stack.StackError as exc:

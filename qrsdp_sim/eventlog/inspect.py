@@ -7,14 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qrsdp_sim.eventlog.consistency import StreamReport, check_stream
 from qrsdp_sim.eventlog.errors import EventLogError
 from qrsdp_sim.eventlog.format import FILE_HEADER_SIZE
 from qrsdp_sim.eventlog.reader import EventLogReader
-from qrsdp_sim.records import EVENT_TYPE_NAMES, N_EVENT_TYPES, RECORD_DTYPE, RECORD_SIZE, EventType, Side
-
-# The side each event type must carry (executions: the resting order's side).
-EXPECTED_SIDE = np.array([Side.BID, Side.ASK, Side.BID, Side.ASK, Side.ASK, Side.BID], dtype=np.uint8)
-assert EXPECTED_SIDE[EventType.EXECUTE_BUY] == Side.ASK
+from qrsdp_sim.records import EVENT_TYPE_NAMES, N_EVENT_TYPES, RECORD_DTYPE, RECORD_SIZE
 
 
 @dataclass
@@ -61,61 +58,88 @@ def summarize(path: str | os.PathLike[str]) -> LogSummary:
     )
 
 
+CONTAINER_CHECKS: dict[str, str] = {
+    "header": "magic, version, record size, chunk capacity (and the index tail when HAS_INDEX is set)",
+    "index_present": "the index is there (the file was closed properly)",
+    "chunks": "every chunk header (counts, sizes, flags, timestamps) and the index against the chunks",
+    "payloads": "every LZ4 payload decompresses to its size and its timestamps match the chunk header",
+}
+
+
 @dataclass
 class VerifyResult:
+    """``qrsdp log-info --verify``: container integrity (the file's bytes) and stream consistency (what
+    the records say about the book) are reported separately."""
+
     path: str
-    ok: bool
-    problems: list[str] = field(default_factory=list)
+    container_checks: list[str] = field(default_factory=list)  # the container checks that ran
+    container_problems: list[str] = field(default_factory=list)
+    stream: StreamReport | None = None  # None: the records could not be read
     records: int = 0
+
+    @property
+    def container_ok(self) -> bool:
+        return not self.container_problems
+
+    @property
+    def ok(self) -> bool:
+        return self.container_ok and self.stream is not None and self.stream.ok
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, container first, then the first record of each stream check that fails."""
+        stream = [v.message for v in self.stream.violations] if self.stream else []
+        return [*self.container_problems, *stream]
+
+    def to_dict(self) -> dict[str, object]:
+        stream: dict[str, object]
+        if self.stream is None:
+            stream = {"ok": None, "checks": [], "skipped": "the records could not be read"}
+        else:
+            stream = self.stream.to_dict()
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "container": {"ok": self.container_ok, "checks": list(self.container_checks),
+                          "problems": list(self.container_problems)},
+            "stream": stream,
+        }
 
 
 def verify(path: str | os.PathLike[str], *, require_index: bool = True) -> VerifyResult:
-    """Check every invariant of the format and of the records' fields.
+    """Check the file's container, then (when its records can be read) the stream's consistency.
 
-    Format: header, each chunk header, every LZ4 payload, timestamps non-decreasing
-    within and across chunks, the index against the chunks (and present, unless
-    ``require_index`` is false). Records: known event types, side consistent with
-    the type, positive quantity, ADD order ids strictly increasing.
+    Container (:data:`CONTAINER_CHECKS`): header, index present (unless ``require_index`` is false), each
+    chunk header and the index against the sequential scan, every LZ4 payload. Stream
+    (:data:`qrsdp_sim.eventlog.consistency.CHECKS`): record fields, ADD ids, and a replay of the order book
+    (unknown orders, overfills, crossed book, executions away from the best or behind older orders at
+    their price). Never raises for any file content.
     """
-    result = VerifyResult(path=str(path), ok=True)
+    result = VerifyResult(path=str(path))
 
     def fail(msg: str) -> VerifyResult:
-        result.ok = False
-        result.problems.append(msg)
+        result.container_problems.append(msg)
         return result
 
     try:
+        result.container_checks.append("header")
         reader = EventLogReader(path)
-        if require_index and reader.index is None:
-            fail(f"{path}: at byte {FILE_HEADER_SIZE}: no index (HAS_INDEX not set): file was not closed properly")
+        if require_index:
+            result.container_checks.append("index_present")
+            if reader.index is None:
+                fail(f"{path}: at byte {FILE_HEADER_SIZE}: no index (HAS_INDEX not set): file was not closed properly")
         # Sequential scan and index must describe the same chunks.
+        result.container_checks.append("chunks")
         scanned = list(reader.scan_chunks())
         if reader.index is not None and [c.offset for c in scanned] != [c.offset for c in reader.chunks]:
             return fail(f"{path}: index and sequential scan disagree on chunk positions")
+        result.container_checks.append("payloads")
         parts = [reader._decode(c) for c in scanned]
     except EventLogError as exc:
         return fail(str(exc))
+    except OSError as exc:  # unreadable (permissions, a directory, ...): a container problem too
+        return fail(f"{path}: cannot read the file: {exc}")
     records = np.concatenate(parts) if parts else np.empty(0, dtype=RECORD_DTYPE)
     result.records = len(records)
-    if not len(records):
-        return result
-    ts = records["ts_ns"]
-    if np.any(ts[1:] < ts[:-1]):
-        k = int(np.argmax(ts[1:] < ts[:-1])) + 1
-        fail(f"record {k}: timestamp decreases across chunks")
-    types = records["type"]
-    bad_type = types >= N_EVENT_TYPES
-    if np.any(bad_type):
-        k = int(np.argmax(bad_type))
-        return fail(f"record {k}: unknown event type {int(types[k])}")
-    bad_side = records["side"] != EXPECTED_SIDE[types]
-    if np.any(bad_side):
-        k = int(np.argmax(bad_side))
-        fail(f"record {k}: side {int(records['side'][k])} does not match type {EVENT_TYPE_NAMES[types[k]]}")
-    if np.any(records["qty"] == 0):
-        fail(f"record {int(np.argmax(records['qty'] == 0))}: zero quantity")
-    add_ids = records["order_id"][types <= EventType.ADD_ASK]
-    if len(add_ids) > 1 and np.any(add_ids[1:] <= add_ids[:-1]):
-        fail("ADD order ids do not increase strictly")
+    result.stream = check_stream(records)
     return result
-

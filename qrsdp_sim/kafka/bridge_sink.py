@@ -45,13 +45,12 @@ class BridgeSessionSink:
 
     @property
     def records_sent(self) -> int:
-        """Records appended so far (the session's event count once it has ended)."""
+        """Records accounted for so far: handed to the bridge or counted failed (short of the session's
+        event count only when an append failed part-way)."""
         return self._seq
 
     def _lost(self, count: int, reason: str) -> None:
-        self.stats.failed += count
-        if self.stats.first_error is None:
-            self.stats.first_error = reason
+        self.stats.count_unsent(count, reason)
 
     def append(self, batch: np.ndarray) -> None:
         if batch.dtype != RECORD_DTYPE:
@@ -61,9 +60,10 @@ class BridgeSessionSink:
         n = len(batch)
         if n == 0:
             return
-        first, self._seq = self._seq, self._seq + n
+        first = self._seq
         if self._producer is None:
             self._lost(n, "broker unreachable")
+            self._seq += n
             return
         try:
             self._producer.send_run(self.symbol, self._date, self._run_id, first, batch)
@@ -74,6 +74,9 @@ class BridgeSessionSink:
                         self.symbol, self._date, exc)
             self._lost(n, f"bridge failed: {exc}")
             self._producer = None
+        # Anything else propagates with the batch unaccounted (``records_sent`` stops before it): the
+        # publisher counts it and the rest of the session failed.
+        self._seq += n
 
     def end_of_session(self, events: int, close_ticks: int, session: dict | None = None) -> None:
         """Produce the marker that tells consumers this (symbol, date) is complete."""

@@ -8,10 +8,9 @@
   ``batch_seconds`` (5 s), when an end-of-session marker arrives, on revocation and at the end.
   An object never crosses a multiple of ``batch_records``, so it holds at most 10,000 records.
 * Each landed chunk's (partition, symbol, date) group becomes one object
-  ``raw/events/symbol=SYM/date=YYYY-MM-DD/events-{partition}-{first_offset}.parquet``
-  with the same columns as the embedded landing. Names are deterministic, and chunk boundaries
-  fall on the same multiples of ``batch_records`` whatever the timing, so records delivered again
-  after a crash (from the last commit, itself a chunk boundary) overwrite their own objects.
+  ``raw/events/symbol=SYM/date=YYYY-MM-DD/events-{partition}-{first_offset}-{owner}.parquet``
+  with the same columns as the embedded landing. ``owner`` is a token drawn each time this process
+  is given the partition (fencing, below); retries of a write use the same name.
 * Objects are encoded to memory (``pq.write_table``) and PUT in one request each, several in
   parallel (pyarrow releases the GIL). Offsets are committed only after every object below them
   is written (and every dead-lettered message below them is confirmed by the dead-letter topic).
@@ -20,8 +19,17 @@
   and retries with exponential backoff, committing nothing, until it can write again.
 * An end-of-session marker writes the partition's ``_SUCCESS`` once the lake holds every seq
   below the marker's count (after the objects before it are written); the Dagster sensor watches
-  these markers.
-* Malformed messages go to the dead-letter topic with the reason and are counted.
+  these markers. A marker never replaces a complete one with a larger count
+  (:mod:`qrsdp_sim.kafka.completion`).
+* Every message is untrusted: malformed ones go to the dead-letter topic with the reason and are
+  counted by kind (:mod:`qrsdp_sim.kafka.decode`, :mod:`qrsdp_sim.kafka.dead_letter`). A write that
+  fails with anything but an I/O error is retried twice, then its records (or its marker) are
+  dead-lettered too: nothing a message causes stops the consumer or the messages behind it.
+* Fencing: a revoked or lost partition's owner token is dropped at once. Every object PUT and every
+  completion checks the token first (a write of a partition this process no longer owns is dropped,
+  never retried), commits cover owned partitions only (and the group generation fences them at the
+  broker), and since object names carry the token a stale write already under way can only add an
+  object of exact duplicates, never replace the new owner's.
 * Revoked partitions are landed and committed before the rebalance goes on; SIGTERM/SIGINT: the
   pending records are landed and committed before exit.
 """
@@ -30,9 +38,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import itertools
 import logging
 import posixpath
+import secrets
 import signal
 import threading
 import time
@@ -40,28 +48,45 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaException
 
-from qrsdp_sim.kafka.bridge import BridgeRequestError, Run
+from qrsdp_sim.kafka.bridge import BridgeRequestError, RawMessage, Run
 from qrsdp_sim.kafka.client import use_bridge
+from qrsdp_sim.kafka.completion import COMPLETE, INCOMPLETE, Written, complete_session
 from qrsdp_sim.kafka.consumer_sources import BridgeSource, ConfluentSource
-from qrsdp_sim.kafka.decode import SessionRows, decode_items
-from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC, EndOfSession
-from qrsdp_sim.lake.landing import SessionInfo, events_table, sessions_table
-from qrsdp_sim.lake.store import MARKER_NAME, Lake, PartitionMarker, utc_now_iso
+from qrsdp_sim.kafka.dead_letter import DeadLetters
+from qrsdp_sim.kafka.decode import (
+    DecodedBatch,
+    Marker,
+    Rejected,
+    SessionRows,
+    decode_items,
+    rows_messages,
+    run_messages,
+)
+from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC
+from qrsdp_sim.lake.landing import events_table
+from qrsdp_sim.lake.store import Lake, utc_now_iso
+from qrsdp_sim.records import RECORD_SIZE
 
 log = logging.getLogger(__name__)
 
 GROUP_ID = "parquet-writer"
-# Dictionary-encode only the low-cardinality columns: trying a dictionary on ts_ns, seq, order_id,
-# price and qty and falling back costs half the encoding time and makes the objects larger.
-DICTIONARY_COLUMNS = ["symbol", "date", "type", "side", "_landed_at"]
+# Encoding of the objects (measured on 10,000-record chunks of engine sessions, benchmarks/bench_kafka.py):
+# dictionaries for the few-valued columns (prices cluster around the mid, sizes on round lots); the
+# increasing ones (ts_ns, seq, order_id) delta-encoded -- trying a dictionary on them and falling back
+# costs half the encoding time; LZ4: with the delta encoding a chunk encodes in ~30% less CPU than
+# with zstd and plain ints, and is still ~10% smaller.
+DICTIONARY_COLUMNS = ["symbol", "date", "type", "side", "price_ticks", "qty", "_landed_at"]
+DELTA_COLUMNS = {name: "DELTA_BINARY_PACKED" for name in ("ts_ns", "seq", "order_id")}
+MAX_ATTEMPTS = 3  # a write failing with anything but an I/O error is set aside after this many tries
+MAX_KNOWN_SESSIONS = 4096  # sessions whose objects are remembered for completion (bounded memory)
+# Pending messages of a partition are landed once they hold this much, whatever their offsets: a flood
+# of large messages (garbage up to the broker's 1 MB limit) can never pile up batch_records of them.
+MAX_PENDING_BYTES = 64 << 20
 
 
 @dataclass
@@ -71,14 +96,23 @@ class ConsumerStats:
     objects_written: int = 0
     markers_written: int = 0
     incomplete_sessions: int = 0
+    superseded_markers: int = 0  # complete, but a marker with a larger count was already there
     dead_lettered: int = 0
+    dead_letter_kinds: dict[str, int] = field(default_factory=dict)  # kind -> count
+    dead_letter_retries: int = 0  # rounds in which the dead-letter topic had not confirmed yet
     write_retries: int = 0
+    write_errors: int = 0  # writes that failed with something other than an I/O error
+    fenced_writes: int = 0  # writes dropped because their partition is no longer this consumer's
     commits: int = 0
     completed: list[tuple[str, str]] = field(default_factory=list)
     client: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+
+
+class Fenced(Exception):
+    """A write of a partition this consumer no longer owns (revoked or lost): dropped, never retried."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,25 +122,27 @@ class ConsumerStats:
 
 class _Job:
     """One lake write: an object (``rows``) or a landing's completion markers (``rows`` None, with
-    ``known``: what this consumer wrote of those sessions, object name -> :class:`_Written`)."""
+    ``known``: what this consumer wrote of those sessions, object name -> :class:`Written`)."""
 
-    __slots__ = ("future", "known", "landing", "rows")
+    __slots__ = ("attempts", "future", "known", "landing", "rows")
 
     def __init__(self, landing: _Landing, rows: SessionRows | None,
-                 known: dict[tuple[str, Any], dict[str, _Written]] | None = None) -> None:
+                 known: dict[tuple[str, Any], dict[str, Written]] | None = None) -> None:
         self.landing = landing
         self.rows = rows
         self.known = known
+        self.attempts = 0
         self.future: cf.Future | None = None
 
 
 class _Landing:
     """One chunk of a partition (offsets below ``end``): its objects, then its markers."""
 
-    __slots__ = ("completion", "end", "markers", "partition", "unwritten")
+    __slots__ = ("completion", "end", "markers", "owner", "partition", "unwritten")
 
-    def __init__(self, partition: int, end: int, markers: list) -> None:
+    def __init__(self, partition: int, owner: str, end: int, markers: list[Marker]) -> None:
         self.partition = partition
+        self.owner = owner
         self.end = end
         self.markers = markers
         self.unwritten = 0  # object writes not yet succeeded
@@ -116,13 +152,15 @@ class _Landing:
 class _Partition:
     """Pending items of one assigned partition (offset order) and its landings in flight."""
 
-    __slots__ = ("committed", "count", "done_through", "end", "entries", "flush_now", "landings", "since",
-                 "start", "starts")
+    __slots__ = ("bytes", "committed", "count", "done_through", "end", "entries", "flush_now", "landings",
+                 "owner", "since", "start", "starts")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str) -> None:
+        self.owner = owner  # token of this ownership of the partition (object names, fencing)
         self.entries: list[Any] = []  # Run, RawMessage or confluent Message
         self.starts: list[int] = []  # first offset of each entry
         self.count = 0  # pending messages
+        self.bytes = 0  # their size, about (bounded: MAX_PENDING_BYTES)
         self.start = 0  # first pending offset
         self.end = 0  # next offset after the pending ones
         self.since = 0.0  # when the oldest pending message arrived
@@ -132,27 +170,14 @@ class _Partition:
         self.committed: int | None = None
 
 
-class _Written:
-    """What this consumer wrote into one object: byte size, rows, seqs as intervals (or the seqs
-    themselves when they are scattered) and the ts_ns range -- what completion checks need."""
-
-    __slots__ = ("rows", "seq", "size", "spans", "ts_max", "ts_min")
-
-    def __init__(self, rows: SessionRows, size: int) -> None:
-        self.size = size
-        self.rows = len(rows.records)
-        seq = rows.seq
-        breaks = np.flatnonzero(np.diff(seq) != 1) + 1
-        if len(breaks) <= 64:
-            edges = [0, *breaks.tolist(), len(seq)]
-            self.spans = [(int(seq[a]), int(seq[b - 1])) for a, b in itertools.pairwise(edges) if b > a]
-            self.seq = None
-        else:
-            self.spans = []
-            self.seq = np.array(seq, dtype=np.int64)
-        ts = rows.records["ts_ns"]
-        self.ts_min = int(ts.min()) if len(ts) else None
-        self.ts_max = int(ts.max()) if len(ts) else None
+def _message_size(m: Any) -> int:
+    """About how much memory a raw message holds: its value and key, plus its headers for the bridge's
+    raw messages (rare: markers and malformed ones; every confluent-kafka message is raw, and reading
+    its headers here would cost more than the rest of its handling)."""
+    size = 64 + len(m.value() or b"") + len(m.key() or b"")
+    if isinstance(m, RawMessage):
+        size += sum(len(name) + len(value or b"") for name, value in m.headers() or ())
+    return size
 
 
 def _entry_end(entry: Any) -> int:
@@ -193,7 +218,7 @@ class ParquetConsumer:
         batch_records: int = 10_000,
         batch_seconds: float = 5.0,
         max_backoff: float = 10.0,
-        compression: str = "zstd",
+        compression: str = "lz4",
         client: str | None = None,
         writers: int = 6,
         commit_interval: float = 0.1,
@@ -222,17 +247,17 @@ class ParquetConsumer:
         else:
             self._source = ConfluentSource(brokers, topic, group_id, self._on_revoke, batch_records)
         self.stats.client = self._source.name
-        self._dlq = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "acks": "all",
-                              "log_level": 3, "on_delivery": self._on_dlq_delivery})
-        self._dlq_errors: list[str] = []
-        self._dlq_unflushed = 0
+        self._dead = DeadLetters(brokers, dead_letter_topic)
+        self._dead_blocked = False  # the dead-letter topic has not confirmed: take nothing, commit nothing
         self._put_fs = _s3_put_filesystem(lake)
         self._local_dirs: set[str] = set()
         self._writers = cf.ThreadPoolExecutor(writers, thread_name_prefix="lake-writer")
         self._max_in_flight = 2 * writers
         self._parts: dict[int, _Partition] = {}
+        # partition -> owner token of the partitions this consumer owns (read by the writer threads)
+        self._owners: dict[int, str] = {}
         # (partition, symbol, date) -> object name -> what this consumer wrote there (until completed)
-        self._known: dict[tuple[int, str, Any], dict[str, _Written]] = {}
+        self._known: dict[tuple[int, str, Any], dict[str, Written]] = {}
         self._in_flight: dict[cf.Future, _Job] = {}
         self._failed: list[_Job] = []  # writes to retry once the backoff has passed
         self._delay = 0.25
@@ -263,6 +288,9 @@ class ParquetConsumer:
                 if self._failed:
                     self._retry_failed()
                     continue
+                if self._dead_blocked:
+                    self._commit(force=True)  # confirms the dead letters first (with backoff)
+                    continue
                 if len(self._in_flight) >= self._max_in_flight:
                     # Enough writes queued: take nothing more until one finishes (backpressure).
                     cf.wait(list(self._in_flight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
@@ -287,8 +315,7 @@ class ParquetConsumer:
             try:
                 self._source.close()
             finally:
-                self._dlq.flush(10)
-                self._dlq = None  # its delivery callback refers back here: release the client now
+                self._dead.close()
                 self._writers.shutdown()
         return self.stats
 
@@ -305,10 +332,19 @@ class ParquetConsumer:
         wait = min(due) - time.monotonic() if due else 0.2
         return min(max(wait, 0.0), 0.2)
 
-    # -- revocation --------------------------------------------------------
+    # -- ownership (fencing) ----------------------------------------------
+    def _owns(self, landing: _Landing) -> bool:
+        return self._owners.get(landing.partition) == landing.owner
+
+    def _check_owner(self, landing: _Landing) -> None:
+        """In a writer thread, right before publishing anything: is the partition still ours?"""
+        if self._owners.get(landing.partition) != landing.owner:
+            raise Fenced(f"partition {landing.partition} is no longer owned by this consumer ({landing.owner})")
+
     def _on_revoke(self, partitions: list[int], lost: bool) -> None:
         """Land and commit what is held of the revoked partitions before the rebalance goes on; a lost
-        partition (our group session expired) belongs to another member already: drop it."""
+        partition (our group session expired) belongs to another member already: drop it, and fence
+        every write of it still queued or under way."""
         self._in_callback = True
         try:
             revoked = set(partitions)
@@ -321,6 +357,8 @@ class ParquetConsumer:
                 self._commit(force=True, only=revoked)
             for p in revoked:
                 self._parts.pop(p, None)
+                self._owners.pop(p, None)
+            self._failed = [j for j in self._failed if self._owns(j.landing)]
             for key in [k for k in self._known if k[0] in revoked]:
                 del self._known[key]
         finally:
@@ -330,17 +368,21 @@ class ParquetConsumer:
     def _accept(self, item: Any, now: float) -> None:
         if isinstance(item, Run):
             p, first, n = item.partition, item.first_offset, len(item.records)
+            size = n * RECORD_SIZE
         else:
             p, first, n = item.partition(), item.offset(), 1
+            size = _message_size(item)
         part = self._parts.get(p)
         if part is None:
-            part = self._parts[p] = _Partition()
+            part = self._parts[p] = _Partition(secrets.token_hex(4))
+            self._owners[p] = part.owner
         if not part.count:
             part.start = first
             part.since = now
         part.entries.append(item)
         part.starts.append(first)
         part.count += n
+        part.bytes += size
         part.end = first + n
         self.stats.messages += n
         if n == 1 and not isinstance(item, Run) and not item.value():
@@ -352,7 +394,7 @@ class ParquetConsumer:
         for p, part in self._parts.items():
             if not part.count or (only is not None and p not in only):
                 continue
-            if force or part.flush_now or now - part.since >= self.batch_seconds:
+            if force or part.flush_now or now - part.since >= self.batch_seconds or part.bytes >= MAX_PENDING_BYTES:
                 upto = part.end
             else:
                 upto = part.end // self.batch_records * self.batch_records
@@ -391,6 +433,7 @@ class ParquetConsumer:
         part.entries = rest
         part.starts = [e.first_offset if isinstance(e, Run) else e.offset() for e in rest]
         part.count = sum(len(e.records) if isinstance(e, Run) else 1 for e in rest)
+        part.bytes = sum(len(e.records) * RECORD_SIZE if isinstance(e, Run) else _message_size(e) for e in rest)
         part.start = upto
         part.since = now
         if not part.count:
@@ -398,21 +441,33 @@ class ParquetConsumer:
         else:
             part.flush_now = any(not isinstance(e, Run) and not e.value() for e in rest)
 
+    def _decode(self, chunk: list[Any]) -> DecodedBatch:
+        """The chunk decoded; should the decoder ever fail, every message of the chunk is set aside."""
+        try:
+            return decode_items(chunk, self.topic)
+        except Exception as exc:  # a decoder bug must not stop the consumer (the fuzz tests say it never does)
+            log.exception("decoding a chunk of %d items failed; dead-lettering its messages", len(chunk))
+            out = DecodedBatch()
+            for entry in chunk:
+                for m in run_messages(entry, self.topic) if isinstance(entry, Run) else [entry]:
+                    out.rejected.append(Rejected(m, "decoder_error", f"the decoder failed: {type(exc).__name__}: {exc}"))
+            return out
+
     def _submit_chunk(self, p: int, part: _Partition, chunk: list[Any], end: int) -> None:
-        decoded = decode_items(chunk, self.topic)
-        landing = _Landing(p, end, decoded.markers)
+        decoded = self._decode(chunk)
+        landing = _Landing(p, part.owner, end, decoded.markers)
         part.landings.append(landing)
-        for message, reason in decoded.rejected:
-            self._dead_letter(message, reason)
+        for message, kind, reason in decoded.rejected:
+            self._dead_letter(message, kind, reason)
         for rows in decoded.sessions:
             landing.unwritten += 1
             self._start(_Job(landing, rows))
 
     def _start(self, job: _Job) -> None:
         if job.rows is not None:
-            job.future = self._writers.submit(self._write_rows, job.landing.partition, job.rows)
+            job.future = self._writers.submit(self._write_rows, job.landing, job.rows)
         else:
-            job.future = self._writers.submit(self._complete_all, job.landing.markers, job.known)
+            job.future = self._writers.submit(self._complete_all, job.landing, job.known)
         self._in_flight[job.future] = job
 
     # -- completion of writes ---------------------------------------------
@@ -423,28 +478,20 @@ class ParquetConsumer:
         for fut in done:
             job = self._in_flight.pop(fut)
             exc = fut.exception()
+            if isinstance(exc, Fenced) or not self._owns(job.landing):
+                self.stats.fenced_writes += 1  # the partition moved on: whatever this write did is moot
+                continue
             if exc is not None:
-                if not isinstance(exc, OSError):
-                    raise exc
-                self._failed.append(job)
-                log.warning("lake write failed (%s)", exc)
+                self._write_failed(job, exc)
                 continue
             if job.rows is not None:
                 job.landing.unwritten -= 1
                 self.stats.objects_written += 1
                 self.stats.records_landed += len(job.rows.records)
                 name, written = fut.result()
-                key = (job.landing.partition, job.rows.symbol, job.rows.date)
-                self._known.setdefault(key, {})[name] = written
+                self._remember(job.landing.partition, job.rows, name, written)
             else:
-                for (symbol, day, *_), outcome in zip(job.landing.markers, fut.result(), strict=True):
-                    if outcome is None:
-                        self.stats.incomplete_sessions += 1
-                    else:
-                        self.stats.markers_written += 1
-                        self.stats.completed.append(outcome)
-                        self._known.pop((job.landing.partition, symbol, day), None)
-                job.landing.markers = []
+                self._account_markers(job, fut.result())
         if done and not self._failed:
             self._delay = 0.25
         for part in self._parts.values():
@@ -455,16 +502,71 @@ class ParquetConsumer:
                 if head.markers:
                     if head.completion is None:
                         # Every earlier write of the partition is done: what we know we wrote is final.
-                        known = {(sym, day): dict(self._known.get((head.partition, sym, day), {}))
-                                 for sym, day, *_ in head.markers}
+                        known = {(m.symbol, m.date): dict(self._known.get((head.partition, m.symbol, m.date), {}))
+                                 for m in head.markers}
                         head.completion = _Job(head, None, known)
                         self._start(head.completion)
                     break
                 part.landings.popleft()
                 part.done_through = head.end
 
+    def _remember(self, partition: int, rows: SessionRows, name: str, written: Written) -> None:
+        key = (partition, rows.symbol, rows.date)
+        objects = self._known.get(key)
+        if objects is None:
+            if len(self._known) >= MAX_KNOWN_SESSIONS:  # sessions that never end: forget the oldest
+                del self._known[next(iter(self._known))]
+            objects = self._known[key] = {}
+        objects[name] = written
+
+    def _account_markers(self, job: _Job, outcomes: list[str | BaseException]) -> None:
+        landing = job.landing
+        for marker, outcome in zip(landing.markers, outcomes, strict=True):
+            if outcome == COMPLETE:
+                self.stats.markers_written += 1
+                self.stats.completed.append((marker.symbol, marker.date.isoformat()))
+                self._known.pop((landing.partition, marker.symbol, marker.date), None)
+            elif outcome == INCOMPLETE:
+                self.stats.incomplete_sessions += 1
+            elif isinstance(outcome, BaseException):
+                self.stats.write_errors += 1
+                self._dead_letter(marker.message, "completion",
+                                  f"completing the session failed: {type(outcome).__name__}: {outcome}")
+            else:  # SUPERSEDED: a longer session is complete there; what we wrote of it is moot
+                self.stats.superseded_markers += 1
+                self._known.pop((landing.partition, marker.symbol, marker.date), None)
+        landing.markers = []
+
+    def _write_failed(self, job: _Job, exc: BaseException) -> None:
+        """An I/O error is retried until it succeeds (the lake is down); anything else is retried
+        MAX_ATTEMPTS times, then the write's records are set aside in the dead-letter topic."""
+        if isinstance(exc, OSError):
+            self._failed.append(job)
+            log.warning("lake write failed (%s)", exc)
+            return
+        job.attempts += 1
+        self.stats.write_errors += 1
+        log.error("lake write of partition %d failed (attempt %d of %d): %s: %s", job.landing.partition,
+                  job.attempts, MAX_ATTEMPTS, type(exc).__name__, exc)
+        if job.attempts < MAX_ATTEMPTS:
+            self._failed.append(job)
+            return
+        reason = f"writing to the lake failed {MAX_ATTEMPTS} times: {type(exc).__name__}: {exc}"
+        if job.rows is not None:
+            for m in rows_messages(job.rows, self.topic, job.landing.partition):
+                self._dead_letter(m, "lake_write", reason)
+            job.landing.unwritten -= 1
+        else:
+            for marker in job.landing.markers:
+                self._dead_letter(marker.message, "completion", reason)
+            job.landing.markers = []
+
     def _retry_failed(self) -> None:
         """The lake failed: wait (taking no messages, committing nothing), then write again."""
+        self._failed = [j for j in self._failed if self._owns(j.landing)]  # never retry a lost partition's
+        if not self._failed:
+            self._source.release()
+            return
         self.stats.write_retries += 1
         log.warning("lake write failed; retrying %d write(s) in %.2f s", len(self._failed), self._delay)
         self._source.hold(self._delay, in_callback=self._in_callback)
@@ -496,29 +598,25 @@ class ParquetConsumer:
 
     # -- commits -----------------------------------------------------------
     def _commit(self, *, force: bool = False, only: set[int] | None = None) -> None:
-        """Commit each partition's landed offset (every ``commit_interval`` s, or when nothing is in
-        flight, or forced); dead-lettered messages are confirmed first."""
+        """Commit each owned partition's landed offset (every ``commit_interval`` s, or when nothing is
+        in flight, or forced); dead-lettered messages are confirmed first."""
         offsets = {p: part.done_through for p, part in self._parts.items()
                    if part.done_through is not None and part.done_through != part.committed
                    and (only is None or p in only)}
-        if not offsets:
+        if not offsets and not self._dead_blocked:
             return
         now = time.monotonic()
         if not force and self._in_flight and now - self._last_commit < self.commit_interval:
             return
-        if self._dlq_unflushed:
-            # Dead-lettered messages must be in the DLQ before their offsets are committed.
-            undelivered = self._dlq.flush(30)
-            if undelivered or self._dlq_errors:
-                raise RuntimeError(
-                    f"dead-letter topic {self.dead_letter_topic}: {undelivered} undelivered, errors "
-                    f"{self._dlq_errors[:3]}; offsets not committed (the messages are read again on restart)"
-                )
-            self._dlq_unflushed = 0
+        if self._dead.unconfirmed and not self._confirm_dead_letters():
+            return
+        if not offsets:
+            return
         try:
             self._source.commit(offsets)
         except (BridgeRequestError, KafkaException) as exc:
-            # e.g. the partitions moved to another member meanwhile: it re-lands from the last commit
+            # e.g. the partitions moved to another member meanwhile (the group generation fences the
+            # commit): the new owner re-lands from the last commit
             log.warning("commit of %s failed: %s", offsets, exc)
             return
         finally:
@@ -528,17 +626,35 @@ class ParquetConsumer:
         self.stats.commits += 1
         self.last_commit_at = time.monotonic()
 
+    def _confirm_dead_letters(self) -> bool:
+        """Dead-lettered messages must be in the dead-letter topic before their offsets are committed.
+        When they are not (yet), back off -- taking no messages -- and say so."""
+        if self._dead.confirm(30.0):
+            if self._dead_blocked:
+                self._dead_blocked = False
+                self._source.release()
+            return True
+        self._dead_blocked = True
+        self.stats.dead_letter_retries += 1
+        log.warning("dead-letter topic %s has not confirmed %d message(s); committing nothing, retrying in "
+                    "%.2f s", self.dead_letter_topic, self._dead.unconfirmed, self._delay)
+        self._source.hold(self._delay, in_callback=self._in_callback)
+        self._delay = min(self._delay * 2, self.max_backoff)
+        return False
+
     # -- lake writes (writer threads) -------------------------------------
-    def _write_rows(self, partition: int, rows: SessionRows) -> tuple[str, _Written]:
+    def _write_rows(self, landing: _Landing, rows: SessionRows) -> tuple[str, Written]:
         table = events_table(rows.records, rows.symbol, rows.date, landed_at=utc_now_iso())
         table = table.set_column(table.schema.get_field_index("seq"), "seq", [rows.seq])
         buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression=self.compression, use_dictionary=DICTIONARY_COLUMNS)
+        pq.write_table(table, buf, compression=self.compression, use_dictionary=DICTIONARY_COLUMNS,
+                       column_encoding=DELTA_COLUMNS)
         data = buf.getvalue()
         pdir = self.lake.partition_dir("events", rows.symbol, rows.date)
-        name = f"events-{partition}-{rows.first_offset}.parquet"
+        name = f"events-{landing.partition}-{rows.first_offset}-{landing.owner}.parquet"
+        self._check_owner(landing)
         self._put(posixpath.join(pdir, name), data)
-        return name, _Written(rows, data.size)
+        return name, Written(rows, data.size)
 
     def _put(self, path: str, data: Any) -> None:
         """Write one whole object: on S3 a single PUT (no directory objects: the prefix is the
@@ -551,104 +667,29 @@ class ParquetConsumer:
         if pdir not in self._local_dirs:
             self.lake.fs.create_dir(pdir, recursive=True)
             self._local_dirs.add(pdir)
-        tmp = posixpath.join(pdir, f".{name}.tmp")
+        tmp = posixpath.join(pdir, f".{name}.{threading.get_ident()}.tmp")
         with self.lake.fs.open_output_stream(tmp) as out:
             out.write(data)
         self.lake.fs.move(tmp, path)
 
-    def _complete_all(self, markers: list, known: dict) -> list[tuple[str, str] | None]:
-        return [self._complete(symbol, day, eos, session, known.get((symbol, day)))
-                for symbol, day, eos, _offset, session in markers]
-
-    def _complete(self, symbol: str, day, eos: EndOfSession, session: dict | None = None,
-                  known: dict[str, _Written] | None = None) -> tuple[str, str] | None:
-        """Write the partition's _SUCCESS if the lake holds every seq of the session; returns
-        (symbol, date), or None when the session is incomplete.
-
-        The partition is listed; objects this consumer wrote itself (``known``: same name and byte
-        size in the listing) are counted from memory, every other object (written before a restart,
-        by another member, ...) is read (``seq`` and ``ts_ns``). With the marker's session
-        description, the session's ``raw/sessions`` row is landed first (what the marts need
-        besides the events).
-        """
-        known = known or {}
-        pdir = self.lake.partition_dir("events", symbol, day)
-        infos = [
-            i for i in self.lake.fs.get_file_info(pafs.FileSelector(pdir, allow_not_found=True))
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
-        ]
-        files = [i.path for i in infos]
-        mine = []
-        others = []
-        for info in infos:
-            w = known.get(info.base_name)
-            if w is not None and w.size == info.size:
-                mine.append(w)
-            else:
-                others.append(info.path)
-        seqs = None
-        ts_bounds = [(w.ts_min, w.ts_max) for w in mine if w.ts_min is not None]
-        if others:
-            cols = pads.dataset(others, filesystem=self.lake.fs, format="parquet").to_table(columns=["seq", "ts_ns"])
-            if cols.num_rows:
-                seqs = cols["seq"].to_numpy()
-                lo, hi = (v.as_py() for v in pc.min_max(cols["ts_ns"]).values())
-                ts_bounds.append((lo, hi))
-        total_rows = sum(w.rows for w in mine) + (0 if seqs is None else len(seqs))
-        distinct = 0
-        if 0 < eos.events <= total_rows:  # fewer rows than events can never be complete
-            n = eos.events
-            present = np.zeros(n, dtype=bool)
-            for w in mine:
-                for lo, hi in w.spans:
-                    if lo < n and hi >= 0:
-                        present[max(lo, 0) : min(hi, n - 1) + 1] = True
-                if w.seq is not None:
-                    present[w.seq[(w.seq >= 0) & (w.seq < n)]] = True
-            if seqs is not None:
-                present[seqs[(seqs >= 0) & (seqs < n)]] = True
-            distinct = int(np.count_nonzero(present))
-        first_ts = min(lo for lo, _ in ts_bounds) if ts_bounds else None
-        last_ts = max(hi for _, hi in ts_bounds) if ts_bounds else None
-        if distinct != eos.events:
-            log.warning(
-                "%s %s: end of session says %d events but the lake holds %d distinct seqs; not marking complete "
-                "(republish the session from its .qrsdp file)", symbol, day, eos.events, distinct,
-            )
-            return None
-        if session is not None:
-            info = SessionInfo(
-                symbol=symbol, date=day, seed=int(session["seed"]), open_ticks=int(session["open_ticks"]),
-                close_ticks=int(eos.close_ticks), tick_size=int(session["tick_size"]),
-                market_open_ns=int(session["market_open_ns"]), session_seconds=int(session["session_seconds"]),
-                events=eos.events, first_ts_ns=first_ts, last_ts_ns=last_ts, source=f"kafka:{self.topic}",
-            )
-            self.lake.write_partition("sessions", symbol, day, sessions_table(info),
-                                      marker_extra={"source": "kafka"})
-        marker = PartitionMarker(
-            table="events", symbol=symbol, date=day, rows=eos.events,
-            files=tuple(sorted(posixpath.basename(f) for f in files)), landed_at=utc_now_iso(),
-            extra={"source": "kafka", "close_ticks": eos.close_ticks},
-        )
-        self._put(posixpath.join(pdir, MARKER_NAME), marker.to_json().encode())
-        return symbol, day.isoformat()
+    def _complete_all(self, landing: _Landing, known: dict) -> list[str | BaseException]:
+        """Each marker's outcome (COMPLETE, INCOMPLETE, SUPERSEDED), or the exception that makes it
+        impossible (its marker is then set aside). I/O errors and fencing fail the whole job."""
+        outcomes: list[str | BaseException] = []
+        for marker in landing.markers:
+            try:
+                outcomes.append(complete_session(
+                    self.lake, marker, known.get((marker.symbol, marker.date)) or {}, topic=self.topic,
+                    put=self._put, check_owner=lambda: self._check_owner(landing)))
+            except (OSError, Fenced):
+                raise
+            except Exception as exc:
+                log.exception("%s %s: completing the session failed", marker.symbol, marker.date)
+                outcomes.append(exc)
+        return outcomes
 
     # -- dead letters ------------------------------------------------------
-    def _on_dlq_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self._dlq_errors.append(str(err))
-
-    def _dead_letter(self, message: Any, reason: str) -> None:
-        headers = list(message.headers() or ())
-        headers += [
-            ("dlq_reason", reason.encode()),
-            ("dlq_source", f"{message.topic()}/{message.partition()}/{message.offset()}".encode()),
-        ]
-        self._dlq.produce(self.dead_letter_topic, message.value(), message.key(), headers=headers)
-        self._dlq.poll(0)
-        self._dlq_unflushed += 1
+    def _dead_letter(self, message: Any, kind: str, reason: str) -> None:
+        self._dead.send(message, kind, reason)
         self.stats.dead_lettered += 1
-        n = self.stats.dead_lettered
-        if n <= 10 or n & (n - 1) == 0:  # the first ten, then every power of two: never a log flood
-            log.warning("dead-lettered %s/%d@%d (%d so far): %s", message.topic(), message.partition(),
-                        message.offset(), n, reason)
+        self.stats.dead_letter_kinds[kind] = self.stats.dead_letter_kinds.get(kind, 0) + 1

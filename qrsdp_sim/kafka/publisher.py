@@ -111,7 +111,23 @@ class KafkaPublisher:
         return sink
 
     def end_session(self, sink: KafkaSink | BridgeSessionSink, session: dict[str, Any]) -> None:
-        sink.end_of_session(sink.records_sent, int(session["close_ticks"]), session)
+        """Send the session's end-of-session marker with the session's own event count.
+
+        The count is the engine's (``session["events"]``), never what the sink happened to send: if the
+        sink failed part-way with any exception (the runner isolates it and goes on), the events it never
+        sent are counted failed and the marker still says how many the session has, so every consumer
+        sees the session as incomplete (``qrsdp republish`` completes it) instead of a shorter one.
+        """
+        events = int(session.get("events", sink.records_sent))
+        missing = events - sink.records_sent
+        if missing > 0:
+            log.warning("%s: the Kafka sink failed part-way: %d of %d events sent; the rest count as failed "
+                        "(`qrsdp republish` the session's file)", sink.symbol, sink.records_sent, events)
+            with self._lock:
+                sink.stats.count_unsent(missing, f"the Kafka sink failed part-way: {sink.records_sent:,} of "
+                                                 f"{events:,} events sent")
+        sink.stats.events = events
+        sink.end_of_session(events, int(session["close_ticks"]), session)
         if self._producer is not None:
             self._producer.poll(0)
 
@@ -128,11 +144,15 @@ class KafkaPublisher:
         else:
             self._close_bridge()
         with self._lock:
+            for st in self._sessions.values():
+                st.complete = st.events is not None and st.failed == 0 and st.delivered == st.events + 1
             sessions = {f"{s}/{d}": st.to_dict() for (s, d), st in sorted(self._sessions.items())}
             totals = {
                 "produced": sum(st.produced for st in self._sessions.values()),
                 "delivered": sum(st.delivered for st in self._sessions.values()),
                 "failed": sum(st.failed for st in self._sessions.values()),
+                "incomplete_sessions": [f"{s}/{d}" for (s, d), st in sorted(self._sessions.items())
+                                        if not st.complete],
             }
         self._totals = {"brokers": self.brokers, "topic": self.topic, "client": self.client,
                         "broker_down_at_start": self.down_reason, **totals, "sessions": sessions}
@@ -149,7 +169,8 @@ class KafkaPublisher:
             self._producer.flush(0)  # serves the purge delivery reports (failures)
         with self._lock:
             for stats in self._sessions.values():
-                stats.delivered = max(0, stats.produced - stats.failed)
+                # failed = unsent (never handed over) + handed over but reported failed
+                stats.delivered = max(0, stats.produced - (stats.failed - stats.unsent))
 
     def _close_bridge(self) -> None:
         """Merge the bridge's per (symbol, date) counters into the sessions' stats.

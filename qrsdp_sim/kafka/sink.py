@@ -62,10 +62,21 @@ def producer_config(brokers: str, **overrides: object) -> dict[str, object]:
 
 @dataclass
 class DeliveryStats:
-    produced: int = 0  # handed to librdkafka
+    """Delivery of one session's messages (its events and its end-of-session marker)."""
+
+    produced: int = 0  # handed to the client
     delivered: int = 0  # acknowledged by the broker
-    failed: int = 0  # delivery failed, or never queued
+    failed: int = 0  # delivery failed, or never handed to the client (``unsent``)
+    unsent: int = 0  # of ``failed``: never handed to the client (broker down, queue full, sink failed)
+    events: int | None = None  # the session's event count, once it ended (its marker's count)
+    complete: bool = False  # every event and the marker acknowledged (set when the publisher closes)
     first_error: str | None = None
+
+    def count_unsent(self, count: int, reason: str) -> None:
+        self.failed += count
+        self.unsent += count
+        if self.first_error is None:
+            self.first_error = reason
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -100,7 +111,9 @@ class KafkaSink:
         self._close_timeout = close_timeout
         # A shared producer (KafkaPublisher) is flushed by its owner, not by close().
         self._owns_producer = producer is None
-        self._producer = producer or Producer(
+        # `is None`, not `or`: a confluent-kafka Producer with an empty queue is falsy (len() == 0), and
+        # `producer or Producer(...)` used to give each session a private, never-flushed producer.
+        self._producer = producer if producer is not None else Producer(
             producer_config(brokers, on_delivery=self._on_delivery, **config_overrides)
         )
         self._lock = threading.Lock()
@@ -149,19 +162,24 @@ class KafkaSink:
         except BufferError:
             # Queue full (broker gone for long): never block the simulation.
             self._count_unqueued(n - queued, "local queue full")
+        except BaseException:
+            # Anything else: what was queued counts; the rest of the batch is neither sent nor counted here
+            # (``records_sent`` stops at what was queued; the publisher counts the rest of the session failed).
+            self.stats.produced += queued
+            self._seq += queued
+            raise
         self.stats.produced += queued
         self._seq += n
         self._producer.poll(0)
 
     def _count_unqueued(self, count: int, reason: str) -> None:
         with self._lock:
-            self.stats.failed += count
-            if self.stats.first_error is None:
-                self.stats.first_error = reason
+            self.stats.count_unsent(count, reason)
 
     @property
     def records_sent(self) -> int:
-        """Records appended so far (the session's event count once it has ended)."""
+        """Records accounted for so far: handed to the client or counted failed (short of the session's
+        event count only when an append failed part-way)."""
         return self._seq
 
     def end_of_session(self, events: int, close_ticks: int, session: dict | None = None) -> None:
@@ -210,5 +228,5 @@ class KafkaSink:
             # Purged messages were reported as failed; anything still queued is lost for this run.
             still_queued = len(self._producer)
             self.stats.failed += still_queued
-            self.stats.delivered = max(0, self.stats.produced - self.stats.failed)
+            self.stats.delivered = max(0, self.stats.produced - (self.stats.failed - self.stats.unsent))
         self._producer = None  # break the producer -> callback -> sink cycle: the client goes now

@@ -17,14 +17,17 @@ import datetime as dt
 import os
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from qrsdp_sim.book.replay import NO_PRICE, BookStates, replay_book
 from qrsdp_sim.eventlog.reader import EventLogReader
 from qrsdp_sim.lake.store import Lake, LakeError, PartitionMarker, utc_now_iso
 from qrsdp_sim.records import RECORD_DTYPE
+
+if TYPE_CHECKING:  # the replay (numba, ~1 s to import) is loaded where books are replayed, not by the
+    from qrsdp_sim.book.replay import BookStates  # Kafka consumer, which needs only the tables below
 
 _LANDED_AT = pa.timestamp("us", tz="UTC")
 
@@ -145,6 +148,8 @@ def book_states_table(
     landed_at: str | None = None,
 ) -> pa.Table:
     """The ``book_states`` rows of one session (empty sides become nulls)."""
+    from qrsdp_sim.book.replay import NO_PRICE
+
     n = len(states)
     bid_none = states.bid_price == NO_PRICE
     ask_none = states.ask_price == NO_PRICE
@@ -328,6 +333,8 @@ def land_book_states(
 
     ``strict``: a stream that does not replay raises ``BookReplayError`` and nothing is landed.
     """
+    from qrsdp_sim.book.replay import replay_book
+
     recs = read_records(lake, symbol, date) if records is None else records
     states = replay_book(recs, strict=strict)
     landed_at = utc_now_iso()

@@ -182,6 +182,7 @@ func (c *consumer) options() []kgo.Opt {
 		kgo.FetchMaxPartitionBytes(int32(c.cfg.fetchMaxPartBytes)),
 		kgo.FetchMaxWait(time.Duration(c.cfg.fetchMaxWaitMs)*time.Millisecond),
 		kgo.BrokerMaxReadBytes(int32(max(c.cfg.fetchMaxBytes, 100<<20)+(1<<20))),
+		kgo.WithPools(&fetchPools{}),
 	)
 	if c.cfg.subscribe {
 		bal, _ := balancerOf(c.cfg.balancer)
@@ -642,6 +643,7 @@ func (c *consumer) emit(fs kgo.Fetches) {
 		c.runs.Add(int64(runs))
 		c.raw.Add(int64(raw))
 		c.out.writeLocked(c.scratch)
+		recycle(p.Records) // copied into the frames: their memory goes back to the pools
 		if cap(c.scratch) > 64<<20 {
 			c.scratch = nil // do not keep a huge buffer after a burst
 		}

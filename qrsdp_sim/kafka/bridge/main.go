@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,7 +47,30 @@ func main() {
 	// A reader that went away is an error on write (handled: the consumer stops, the producer
 	// finishes its flush), not a SIGPIPE that kills the process before it has flushed.
 	signal.Ignore(syscall.SIGPIPE)
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	stop := startCPUProfile(os.Getenv("QRSDP_BRIDGE_CPUPROFILE"), os.Stderr)
+	code := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// startCPUProfile writes a CPU profile to path (unset: nothing) until the returned stop is called:
+// where a benchmark's bridge time goes (`go tool pprof -top BINARY PROFILE`).
+func startCPUProfile(path string, stderr io.Writer) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "qrsdp-kafka-bridge: QRSDP_BRIDGE_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

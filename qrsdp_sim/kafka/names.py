@@ -1,0 +1,27 @@
+"""Checks of what users type for Kafka: bootstrap servers and topic names (one-line errors)."""
+
+from __future__ import annotations
+
+import re
+
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def check_brokers(text: str, flag: str = "--kafka-brokers") -> str:
+    """``HOST:PORT[,HOST:PORT...]`` with ports 1-65535, else ValueError naming ``flag``."""
+    servers = [s.strip() for s in (text or "").split(",")]
+    if not text or not all(servers):
+        raise ValueError(f"{flag} {text!r}: expected HOST:PORT[,HOST:PORT...]")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not _HOST_RE.fullmatch(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{flag} {text!r}: {server!r} is not HOST:PORT (port 1-65535)")
+    return ",".join(servers)
+
+
+def check_topic(name: str, flag: str = "--kafka-topic") -> str:
+    """A legal Kafka topic name (1-249 characters of A-Z a-z 0-9 . _ -, not '.' or '..'), else ValueError."""
+    if not _TOPIC_RE.fullmatch(name or "") or name in (".", ".."):
+        raise ValueError(f"{flag} {name!r}: a topic name is 1-249 characters of A-Z a-z 0-9 . _ -")
+    return name
