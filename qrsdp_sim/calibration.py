@@ -66,7 +66,7 @@ from qrsdp_sim.calibration_sessions import (
 )
 from qrsdp_sim.engine.decorators import DEC_NONE, dec_integral, dec_on_event
 from qrsdp_sim.engine.models.base import DEFAULT_IMPROVE
-from qrsdp_sim.engine.models.hlr import DEFAULT_N_MAX, HLRCurves
+from qrsdp_sim.engine.models.hlr import DEFAULT_N_MAX, HLR, HLRCurves
 from qrsdp_sim.eventlog.reader import EventLogReader
 
 __all__ = [
@@ -500,6 +500,7 @@ def collect_statistics(
         if log.config is not None:
             _check_header(log, h)
             open_ns = int(log.config.market_open_ns)
+            _note_model_mismatch(stats, log.config.model)
             if queue_unit is not None and queue_unit != ctx.unit:
                 stats.note(f"--queue-unit {queue_unit:g} not used where the run's manifest gives the unit")
         for text in log.notes:
@@ -511,6 +512,22 @@ def collect_statistics(
         stats.files.append(str(log.path))
     assert stats is not None
     return stats
+
+
+def _note_model_mismatch(stats: QueueStatistics, model: Any) -> None:
+    """Note when the run's HLR model multiplies its curves otherwise than the exposure weights assume."""
+    hlr = model if isinstance(model, HLR) else getattr(model, "base", None)
+    if not isinstance(hlr, HLR):
+        return
+    run = (hlr.curves.spread_sensitivity, hlr.curves.imbalance_sensitivity, hlr.improve_per_tick)
+    used = (stats.spread_sensitivity, stats.imbalance_sensitivity, stats.improve_per_tick)
+    if run != used:
+        stats.note(
+            "the run's HLR model has spread sensitivity {:g}, imbalance sensitivity {:g}, improve {:g}; "
+            "the exposure weights assume {:g}, {:g}, {:g} (--spread-sens, --imbalance-sens, --improve)".format(
+                *run, *used
+            )
+        )
 
 
 def _check_header(log: CalibrationLog, header: Any) -> None:

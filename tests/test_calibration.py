@@ -552,6 +552,9 @@ def test_calibrate_command_on_a_run_directory(small_run, tmp_path):
     assert "note: metaorders were on" in res.output
     meta = HLRCurves.load(out).meta
     assert meta["queue_unit"] == unit and meta["queue_units"][0]["source"] == UNIT_MANIFEST
+    assert "sensitivity" not in res.output  # the run's HLR sensitivities are the ones assumed
+    other = runner.invoke(app, ["calibrate", str(d), "-o", str(out), "--no-plot", "--spread-sens", "0.1"])
+    assert "note: the run's HLR model has spread sensitivity 0.3" in other.output
     help_text = runner.invoke(app, ["calibrate", "--help"]).output
     for words in ("--queue-unit", "--no-manifest", "queue units", "business time", "Metaorders"):
         assert words in help_text
