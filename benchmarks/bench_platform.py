@@ -1,107 +1,196 @@
-"""Data-platform throughput: land N symbols x D days of sessions, then time ``dbt build`` over them.
+"""Data-platform throughput and the cost of a night, through the Dagster pipeline itself.
 
-    uv run python benchmarks/bench_platform.py --days 5 --session-seconds 23400 [--out DIR]
+    uv run python benchmarks/bench_platform.py                       # all three parts below
+    uv run python benchmarks/bench_platform.py --only pipeline --days 5 --session-seconds 23400
+    uv run python benchmarks/bench_platform.py --only nightly --history 5,20,60
+    uv run python benchmarks/bench_platform.py --only backfill --backfill-days 250
 
-Steps (the same library calls and the same dbt command the Dagster assets use):
-simulate each symbol-date chained (engine), land it (raw/events + raw/sessions), replay it
-into raw/book_states, then one ``dbt build`` for every partition (staging views, both marts,
-every data test). Prints one JSON object with the timings and rows per second.
+Each part runs ``qrsdp_pipeline`` in process (as ``qrsdp demo`` does) on a temporary data dir and
+Dagster instance, and prints one JSON object per measurement:
+
+* ``pipeline``: symbols x days of sessions in one run; seconds and events/s per step (session_log,
+  raw_events, book_states, qrsdp_dbt = ``dbt build`` with every test) and end to end (the run's
+  wall time, Dagster's start-up included; Python start-up and imports excluded).
+* ``nightly``: the nightly job -- one new trading date for every symbol -- timed with 5, 20 and 60
+  dates of history already simulated, landed and modelled (history built by single-run backfills
+  of the same configuration); the median of 3 nights in a row per size; the cost should not grow
+  with the history.
+* ``backfill``: one single-run backfill of symbols x N dates of short sessions (no argument-size
+  limit: dbt gets the partitions as a file).
+
+The machine is shared in development: figures are indicative; run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+STEPS = ("session_log", "raw_events", "book_states", "qrsdp_dbt")
+
+
+def run_pipeline(data: Path, symbols: list[str], first: dt.date, last: dt.date, session_seconds: int,
+                 *, plots: bool = True) -> dict:  # fmt: skip
+    """qrsdp_pipeline over symbols x first..last in one run; per-step seconds and the run's wall time."""
+    import dagster as dg
+
+    from qrsdp_dagster.definitions import defs
+    from qrsdp_dagster.partitions import range_tags
+
+    instance = dg.DagsterInstance.get()
+    started = time.perf_counter()
+    result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+        instance=instance,
+        tags=range_tags(symbols, first, last),
+        run_config={
+            "resources": {
+                "simulation": {
+                    "config": {
+                        "data_dir": str(data), "session_seconds": session_seconds, "fsync": False,
+                        "price_plots": plots,
+                    }
+                },
+                "lake": {"config": {"uri": (data / "lake").as_uri()}},
+                "warehouse": {
+                    "config": {"duckdb_path": str(data / "warehouse" / "qrsdp.duckdb"), "min_events_per_session": 100}
+                },
+            },
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        },
+        raise_on_error=False,
+    )
+    wall = time.perf_counter() - started
+    if not result.success:
+        failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        raise SystemExit(f"pipeline run failed: {failures}")
+    starts, ends = {}, {}
+    for entry in instance.all_logs(result.run_id):
+        ev = entry.dagster_event
+        if ev is None or not ev.step_key:
+            continue
+        if ev.event_type_value == "STEP_START":
+            starts[ev.step_key] = entry.timestamp
+        elif ev.event_type_value == "STEP_SUCCESS":
+            ends[ev.step_key] = entry.timestamp
+    steps = {}
+    for key, t0 in starts.items():
+        name = next((s for s in STEPS if s in key), key)
+        steps[name] = round(ends[key] - t0, 2)
+    checks = [
+        e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    return {"wall_seconds": round(wall, 2), "steps": steps, "checks": len(checks),
+            "checks_passed": sum(c.passed for c in checks)}  # fmt: skip
+
+
+def warm_dbt(data: Path) -> None:
+    """What a warm machine has after the first run: dbt's parse of this project for this warehouse
+    (dbt re-parses everything when the warehouse path in its profile changes, so a fresh data dir
+    would otherwise pay for a full parse once)."""
+    import subprocess
+    import sys
+
+    from qrsdp_dagster.settings import SETTINGS
+
+    env = {**os.environ, "QRSDP_DUCKDB_PATH": str((data / "warehouse" / "qrsdp.duckdb").resolve())}
+    project = str(SETTINGS.dbt_project_dir)
+    subprocess.run([str(Path(sys.executable).with_name("dbt")), "parse", "--quiet", "--project-dir", project,
+                    "--profiles-dir", project, "--target-path", str(data / "dbt" / "target")],
+                   env=env, check=True)  # fmt: skip
+
+
+def session_events(data: Path) -> int:
+    return sum(json.loads(p.read_text())["events"] for p in (data / "sessions").glob("*/*.json"))
+
+
+def part_pipeline(args, symbols, start) -> None:
+    from qrsdp_sim.engine.calendar import trading_dates
+
+    data = Path(tempfile.mkdtemp(prefix="qrsdp-bench-pipeline-", dir=args.tmp))
+    warm_dbt(data)
+    dates = trading_dates(start, args.days)
+    out = run_pipeline(data, symbols, dates[0], dates[-1], args.session_seconds)
+    events = session_events(data)
+    print(json.dumps({
+        "part": "pipeline", "symbols": len(symbols), "days": len(dates), "session_seconds": args.session_seconds,
+        "events": events, **out,
+        "events_per_second": {k: round(events / v) for k, v in out["steps"].items() if v},
+        "end_to_end_events_per_second": round(events / out["wall_seconds"]),
+    }, indent=2), flush=True)  # fmt: skip
+
+
+def part_nightly(args, symbols, start) -> None:
+    from qrsdp_sim.engine.calendar import trading_dates
+
+    data = Path(tempfile.mkdtemp(prefix="qrsdp-bench-nightly-", dir=args.tmp))
+    warm_dbt(data)
+    history = sorted(int(h) for h in args.history.split(","))
+    dates = trading_dates(start, history[-1] + len(history) * args.repeats)
+    have = 0  # dates simulated so far
+    curve = []
+    for size in history:
+        if size > have:  # backfill the history up to `size` dates (one run)
+            run_pipeline(data, symbols, dates[have], dates[size - 1], args.nightly_seconds, plots=False)
+            have = size
+        nights = []  # a few nights in a row (history grows by one date each): the median is less noisy
+        for _ in range(args.repeats):
+            nights.append(run_pipeline(data, symbols, dates[have], dates[have], args.nightly_seconds))
+            have += 1
+        night = sorted(nights, key=lambda n: n["wall_seconds"])[len(nights) // 2]
+        curve.append({"history_dates": size, "night_seconds": night["wall_seconds"], "steps": night["steps"],
+                      "all_nights_seconds": [n["wall_seconds"] for n in nights]})  # fmt: skip
+        print(json.dumps({"part": "nightly", **curve[-1]}), flush=True)
+    walls = [c["night_seconds"] for c in curve]
+    print(json.dumps({
+        "part": "nightly", "symbols": len(symbols), "session_seconds": args.nightly_seconds,
+        "curve": {c["history_dates"]: c["night_seconds"] for c in curve},
+        "spread_vs_first": f"{(max(walls) - min(walls)) / walls[0]:+.0%}",
+        "qrsdp_dbt_seconds": {c["history_dates"]: c["steps"].get("qrsdp_dbt") for c in curve},
+    }), flush=True)  # fmt: skip
+
+
+def part_backfill(args, symbols, start) -> None:
+    from qrsdp_sim.engine.calendar import trading_dates
+
+    data = Path(tempfile.mkdtemp(prefix="qrsdp-bench-backfill-", dir=args.tmp))
+    dates = trading_dates(start, args.backfill_days)
+    out = run_pipeline(data, symbols, dates[0], dates[-1], args.backfill_seconds, plots=False)
+    print(json.dumps({
+        "part": "backfill", "partitions": len(symbols) * len(dates), "session_seconds": args.backfill_seconds,
+        "events": session_events(data), **out, "data": str(data),
+    }), flush=True)  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=("pipeline", "nightly", "backfill"), action="append")
     ap.add_argument("--symbols", default="AAPL,MSFT")
     ap.add_argument("--days", type=int, default=5)
     ap.add_argument("--session-seconds", type=int, default=23_400)
-    ap.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--history", default="5,20,60", help="history sizes (trading dates) for the nightly curve")
+    ap.add_argument("--nightly-seconds", type=int, default=3_600, help="session length of the nightly part")
+    ap.add_argument("--repeats", type=int, default=3, help="nights timed per history size (median reported)")
+    ap.add_argument("--backfill-days", type=int, default=250)
+    ap.add_argument("--backfill-seconds", type=int, default=60)
+    ap.add_argument("--tmp", default=None, help="where the temporary data dirs go")
     args = ap.parse_args()
+    os.environ["QRSDP_SYMBOLS"] = args.symbols
+    home = tempfile.mkdtemp(prefix="qrsdp-bench-home-", dir=args.tmp)
+    os.environ["DAGSTER_HOME"] = home
+    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    from qrsdp_dagster.settings import SETTINGS
 
-    import datetime as dt
-
-    from qrsdp_sim.engine.calendar import DEFAULT_START, trading_dates
-    from qrsdp_sim.engine.runner import RunSpec, session_path, simulate_symbol_date
-    from qrsdp_sim.lake import Lake, land_book_states, land_session_file
-
-    out = args.out or Path(tempfile.mkdtemp(prefix="qrsdp-bench-"))
-    symbols = [s.strip() for s in args.symbols.split(",")]
-    dates = trading_dates(DEFAULT_START, args.days)
-    spec = RunSpec(session_seconds=args.session_seconds)
-    lake = Lake.from_uri(out / "lake")
-    t = {"simulate": 0.0, "land_events": 0.0, "book_states": 0.0}
-    events = 0
-    for sym in symbols:
-        open_ticks = 10_000
-        for day in dates:
-            path = session_path(out / "sessions", sym, day)
-            t0 = time.perf_counter()
-            res = simulate_symbol_date(spec, sym, day, open_ticks, path, fsync=False)
-            t1 = time.perf_counter()
-            land_session_file(lake, path, sym, day, close_ticks=res.close_ticks)
-            t2 = time.perf_counter()
-            land_book_states(lake, sym, day)
-            t3 = time.perf_counter()
-            t["simulate"] += t1 - t0
-            t["land_events"] += t2 - t1
-            t["book_states"] += t3 - t2
-            events += res.events
-            open_ticks = res.close_ticks
-
-    env = {**os.environ, "QRSDP_DUCKDB_PATH": str(out / "warehouse.duckdb")}
-    dbt_vars = {
-        "lake_root": lake.query_root,
-        "partitions": [{"symbol": s, "date": d.isoformat()} for s in symbols for d in dates],
-        "max_events_per_session": 50_000_000,
-    }
-    dbt = Path(sys.executable).with_name("dbt")
-    cmd = [str(dbt), "build", "--project-dir", str(ROOT / "dbt_project"), "--profiles-dir", str(ROOT / "dbt_project"),
-           "--target-path", str(out / "dbt_target"), "--log-path", str(out / "dbt_target"),
-           "--vars", json.dumps(dbt_vars)]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    dbt_wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-5000:])
-        raise SystemExit(f"dbt build failed ({proc.returncode})")
-    results = json.loads((out / "dbt_target" / "run_results.json").read_text())
-    node_seconds = sum(r["execution_time"] for r in results["results"])
-    statuses = {}
-    for r in results["results"]:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    print(
-        json.dumps(
-            {
-                "symbols": len(symbols),
-                "days": len(dates),
-                "session_seconds": args.session_seconds,
-                "events": events,
-                "rows_scanned_per_pass": 2 * events,  # raw events + book states
-                "seconds": {k: round(v, 2) for k, v in t.items()},
-                "dbt_build_wall_seconds": round(dbt_wall, 2),
-                "dbt_elapsed_seconds": round(results["elapsed_time"], 2),
-                "dbt_node_seconds_sum": round(node_seconds, 2),
-                "dbt_statuses": statuses,
-                "events_per_second_dbt_wall": round(events / dbt_wall),
-                "lake_bytes": sum(f.stat().st_size for f in (out / "lake").rglob("*.parquet")),
-                "out": str(out),
-                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
-            indent=2,
+    symbols = list(SETTINGS.symbols)
+    parts = args.only or ["pipeline", "nightly", "backfill"]
+    for part in parts:
+        {"pipeline": part_pipeline, "nightly": part_nightly, "backfill": part_backfill}[part](
+            args, symbols, SETTINGS.start_date
         )
-    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 * ``qrsdp_pipeline``   -- every asset for a partition or a partition range (UI, schedule, backfills).
 * ``qrsdp_downstream`` -- book_states and the dbt assets (what the landing sensor requests).
-* ``qrsdp_slice``      -- the CI / demo entry point: its run config names a slice (symbols x
-  trading dates) and it runs ``qrsdp_pipeline`` over that rectangle as one run, in date order::
+* ``qrsdp_slice``      -- the CI entry point for Dagster's CLI: its run config names a slice
+  (symbols x trading dates) and it runs ``qrsdp_pipeline`` over that rectangle as one run, in
+  date order (``qrsdp demo`` runs ``qrsdp_pipeline`` over its rectangle directly)::
 
       dagster job execute -m qrsdp_dagster.definitions -j qrsdp_slice -c qrsdp_dagster/configs/ci_slice.yaml
 """
@@ -63,6 +64,9 @@ def materialize_slice(context: OpExecutionContext, config: SliceConfig) -> dg.Ma
         raise dg.Failure(f"qrsdp_pipeline run {result.run_id} failed for the slice; see that run's logs")
 
 
-@dg.job(description="Run the whole pipeline over a slice of symbols x trading dates (CI and `qrsdp demo`).")
+@dg.job(
+    description="Run qrsdp_pipeline over a slice of symbols x trading dates given in run config (the CI "
+    "entry point for `dagster job execute`; `qrsdp demo` runs qrsdp_pipeline directly)."
+)
 def qrsdp_slice():
     materialize_slice()

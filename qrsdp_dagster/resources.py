@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import importlib.metadata
 import json
 import os
 import sys
@@ -23,6 +25,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
+from packaging.version import Version
 
 from qrsdp_dagster.settings import SETTINGS, Settings
 from qrsdp_sim.engine.factor import MarketFactor
@@ -57,6 +60,10 @@ class SimulationResource(dg.ConfigurableResource):
     hawkes_cap: float = 5.0
     hawkes_base: str = "simple"
     factor_loading: float = 0.0
+    # chaining onto a session simulated with another configuration is refused unless this is set
+    allow_config_change: bool = False
+    # a trade-price plot per session, written beside the file (PNG) and referenced in the metadata
+    price_plots: bool = True
 
     @property
     def sessions_dir(self) -> Path:
@@ -88,6 +95,9 @@ class SimulationResource(dg.ConfigurableResource):
 
     def manifest_file(self, symbol: str, date: dt.date) -> Path:
         return self.session_file(symbol, date).with_suffix(MANIFEST_SUFFIX)
+
+    def plot_file(self, symbol: str, date: dt.date) -> Path:
+        return self.session_file(symbol, date).with_suffix(".png")
 
     def read_manifest(self, symbol: str, date: dt.date) -> dict[str, Any] | None:
         path = self.manifest_file(symbol, date)
@@ -182,17 +192,17 @@ class WarehouseResource(dg.ConfigurableResource):
     min_events_per_session: int = 1000
     max_events_per_session: int = 20_000_000
 
-    def dbt_vars(self, lake: Lake, partitions: list[tuple[str, dt.date]]) -> dict[str, Any]:
-        return {
-            "lake_root": lake.query_root,
-            "partitions": [{"symbol": s, "date": d.isoformat()} for s, d in partitions],
-            "min_events_per_session": self.min_events_per_session,
-            "max_events_per_session": self.max_events_per_session,
+    def dbt_env(self, lake: Lake, partitions_file: Path | None = None) -> dict[str, str]:
+        """Environment the dbt subprocess needs: the DuckDB file, the lake, the run's partitions file,
+        the data-quality bounds, and for an s3:// lake httpfs and the S3 secret. Everything per run
+        goes here rather than into ``--vars`` (which would make dbt re-parse the project)."""
+        env = {
+            "QRSDP_DUCKDB_PATH": str(Path(self.duckdb_path).resolve()),
+            "QRSDP_LAKE_ROOT": lake.query_root,
+            "QRSDP_MIN_EVENTS_PER_SESSION": str(self.min_events_per_session),
+            "QRSDP_MAX_EVENTS_PER_SESSION": str(self.max_events_per_session),
+            "QRSDP_DBT_PARTITIONS_FILE": str(partitions_file) if partitions_file else "",
         }
-
-    def dbt_env(self, lake: Lake) -> dict[str, str]:
-        """Environment the dbt subprocess needs (profile path; S3 secret for an s3:// lake)."""
-        env = {"QRSDP_DUCKDB_PATH": str(Path(self.duckdb_path).resolve()), "QRSDP_LAKE_ROOT": lake.query_root}
         if not lake.is_local and lake.s3 is not None:
             import duckdb
             import duckdb_extension_httpfs
@@ -211,10 +221,11 @@ class WarehouseResource(dg.ConfigurableResource):
         return env
 
     @contextlib.contextmanager
-    def environment(self, lake: Lake) -> Iterator[None]:
+    def environment(self, lake: Lake, partitions_file: Path | None = None) -> Iterator[None]:
         """Export dbt_env() to os.environ for the duration (dbt runs as a subprocess that inherits it)."""
-        saved = {k: os.environ.get(k) for k in self.dbt_env(lake)}
-        os.environ.update(self.dbt_env(lake))
+        env = self.dbt_env(lake, partitions_file)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             yield
         finally:
@@ -228,6 +239,21 @@ class WarehouseResource(dg.ConfigurableResource):
         import duckdb
 
         return duckdb.connect(str(self.duckdb_path), read_only=read_only)
+
+
+class QrsdpDbtCliResource(DbtCliResource):
+    """dagster-dbt's CLI resource without two start-up costs it pays on every invocation: a
+    ``dbt --version`` subprocess (a whole dbt start, several seconds on 2 cores) to learn the
+    version -- here read from the installed dbt-core, which is the dbt next to this Python -- and an
+    in-process dbt adapter, used only to fetch extra metadata (row counts, column schemas) that
+    these assets do not ask for. ``tests/test_dagster_pipeline.py`` runs the real dbt through it."""
+
+    @functools.cached_property
+    def _cli_version(self) -> Version:
+        return Version(importlib.metadata.version("dbt-core"))
+
+    def _initialize_dbt_core_adapter(self, args: Any) -> Any:
+        return None
 
 
 def dbt_executable() -> str:
@@ -262,7 +288,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         "warehouse": WarehouseResource(
             duckdb_path=str(s.duckdb_path), dbt_project_dir=str(s.dbt_project_dir)
         ),
-        "dbt": DbtCliResource(
+        "dbt": QrsdpDbtCliResource(
             project_dir=str(s.dbt_project_dir),
             profiles_dir=str(s.dbt_project_dir),
             dbt_executable=dbt_executable(),

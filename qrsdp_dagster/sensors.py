@@ -2,11 +2,15 @@
 
 ``lake_landing_sensor``: newly landed, complete ``raw/events`` partitions -> downstream runs.
 
-A partition is complete when its ``_SUCCESS`` marker exists. For each marker not seen
-before (the cursor maps partition -> landed_at), the sensor requests ``qrsdp_downstream``
-(book_states + dbt) for exactly that partition -- unless the landing was done by a
-Dagster run that is still going (its own downstream steps will follow) or book_states
-was already materialised after the landing.
+A partition is complete when its ``_SUCCESS`` marker exists; every marker written is also
+announced in the lake's landing log (``raw/_landings/events/<hour>/<landed_at>_<symbol>_<date>.json``,
+see :mod:`qrsdp_sim.lake.store`). The cursor is a position in that log (hour, last entry name),
+so each evaluation lists only the hours since the cursor and reads only the new entries: its
+work is proportional to what was landed since, never to the size of the lake. For each new
+entry the sensor requests ``qrsdp_downstream`` (book_states + dbt) for exactly that partition --
+unless the landing was done by a Dagster run that is still going (the entry is kept in the cursor
+and looked at again; its own downstream steps will usually follow) or book_states was already
+materialised after the landing.
 """
 
 import datetime as dt
@@ -20,8 +24,12 @@ import dagster as dg
 from qrsdp_dagster.jobs import qrsdp_downstream
 from qrsdp_dagster.partitions import SETTINGS, session_key
 from qrsdp_dagster.resources import KafkaResource, LakeResource
+from qrsdp_sim.lake import Lake, PartitionMarker
+from qrsdp_sim.lake.store import landing_hour
 
 MAX_REQUESTS_PER_TICK = 50
+MAX_HOURS_PER_TICK = 48
+"""Hours of landing log read per evaluation: a sensor switched off for long catches up over ticks."""
 
 
 def _downstream_done_since(instance: dg.DagsterInstance, key: str, landed_at: str) -> bool:
@@ -33,47 +41,130 @@ def _downstream_done_since(instance: dg.DagsterInstance, key: str, landed_at: st
     return records[0].timestamp >= dt.datetime.fromisoformat(landed_at).timestamp()
 
 
+GRACE = dt.timedelta(hours=2)
+"""How long an hour of the log stays open: an entry is named by the landing's start time but
+written at its end, so a long landing can add to an hour the sensor has already read."""
+
+
+@dataclass
+class LandingCursor:
+    """Position in the landing log: ``hour`` is the oldest hour still read; ``done`` names the
+    entries already handled in the open hours (``hour`` .. now); ``waiting`` the entries whose
+    landing run was still going (looked at again on every evaluation)."""
+
+    hour: str = ""
+    done: dict[str, list[str]] | None = None
+    waiting: list[list[str]] | None = None  # [hour, name]
+
+    @classmethod
+    def parse(cls, text: str | None) -> "LandingCursor":
+        d = json.loads(text) if text else {}
+        if not isinstance(d, dict) or "hour" not in d:  # none, or the former full-listing sensor's
+            return cls(done={}, waiting=[])
+        return cls(hour=d["hour"], done=dict(d.get("done", {})), waiting=list(d.get("waiting", [])))
+
+    def dump(self) -> str:
+        return json.dumps({"hour": self.hour, "done": self.done or {}, "waiting": self.waiting or []})
+
+
+def _hours_since(lake: Lake, cursor: LandingCursor, now: dt.datetime) -> list[str]:
+    """The log's hours to read: from the cursor's hour to now (at most MAX_HOURS_PER_TICK); without
+    a cursor, the hours present in the log (listed once)."""
+    if not cursor.hour:
+        import pyarrow.fs as pafs
+
+        infos = lake.fs.get_file_info(pafs.FileSelector(lake.landings_dir("events"), allow_not_found=True))
+        present = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+        if not present:
+            return [landing_hour(now)]
+        cursor.hour = present[0]
+    start = dt.datetime.strptime(cursor.hour, "%Y-%m-%dT%H").replace(tzinfo=dt.UTC)
+    hours = []
+    moment = start
+    while moment <= now and len(hours) < MAX_HOURS_PER_TICK:
+        hours.append(landing_hour(moment))
+        moment += dt.timedelta(hours=1)
+    return hours
+
+
+def _request_for(
+    context: dg.SensorEvaluationContext, store: Lake, marker: PartitionMarker
+) -> dg.RunRequest | str | None:
+    """A RunRequest, "wait" while the landing run is going, or None (not ours, superseded, done)."""
+    if marker.symbol not in SETTINGS.symbols or marker.date < SETTINGS.start_date:
+        return None  # not a partition of this code location
+    current = store.read_marker("events", marker.symbol, marker.date)
+    if current is None or current.landed_at != marker.landed_at:
+        return None  # being landed again, or landed again since: that landing has its own entry
+    key = str(session_key(marker.symbol, marker.date))
+    run_id = marker.extra.get("dagster_run_id")
+    run = context.instance.get_run_by_id(run_id) if run_id else None
+    if run is not None and not run.is_finished:
+        return "wait"
+    if _downstream_done_since(context.instance, key, marker.landed_at):
+        return None
+    return dg.RunRequest(
+        partition_key=key,
+        run_key=f"{key}@{marker.landed_at}",
+        tags={"qrsdp/trigger": "lake_landing_sensor", "qrsdp/landed_at": marker.landed_at},
+    )
+
+
 @dg.sensor(
     job=qrsdp_downstream,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests book_states + dbt for every newly landed, complete raw_events partition.",
+    description="Requests book_states + dbt for every newly landed, complete raw_events partition "
+    "(follows the lake's landing log from a cursor: work per check grows with what is new, not with the lake).",
 )
 def lake_landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    first = SETTINGS.start_date
-    requests = []
-    waiting = 0
-    for marker in lake.lake().complete_partitions("events"):
-        if marker.symbol not in SETTINGS.symbols or marker.date < first:
-            continue  # not a partition of this code location
-        key = str(session_key(marker.symbol, marker.date))
-        if seen.get(key) == marker.landed_at:
-            continue
-        run_id = marker.extra.get("dagster_run_id")
-        run = context.instance.get_run_by_id(run_id) if run_id else None
-        if run is not None and not run.is_finished:
-            waiting += 1  # decide once the landing run is over
-            continue
-        seen[key] = marker.landed_at
-        if _downstream_done_since(context.instance, key, marker.landed_at):
-            continue
-        requests.append(
-            dg.RunRequest(
-                partition_key=key,
-                run_key=f"{key}@{marker.landed_at}",
-                tags={"qrsdp/trigger": "lake_landing_sensor", "qrsdp/landed_at": marker.landed_at},
-            )
-        )
-        if len(requests) >= MAX_REQUESTS_PER_TICK:
+    store = lake.lake()
+    cursor = LandingCursor.parse(context.cursor)
+    now = dt.datetime.now(dt.UTC)
+    requests: list[dg.RunRequest] = []
+    waiting: list[list[str]] = []
+    for hour, name in cursor.waiting or []:  # landing runs that were going at the last evaluation
+        for entry, marker in store.landings("events", hour, after=name[:-1]):
+            if entry == name:
+                outcome = _request_for(context, store, marker)
+                if outcome == "wait":
+                    waiting.append([hour, name])
+                elif outcome is not None:
+                    requests.append(outcome)
+    read = 0
+    full = False
+    for hour in _hours_since(store, cursor, now):
+        done = set(cursor.done.get(hour, []))
+        for name, marker in store.landings("events", hour):
+            if name in done:
+                continue
+            if len(requests) >= MAX_REQUESTS_PER_TICK:
+                full = True
+                break
+            read += 1
+            done.add(name)
+            outcome = _request_for(context, store, marker)
+            if outcome == "wait":
+                waiting.append([hour, name])
+            elif outcome is not None:
+                requests.append(outcome)
+        cursor.done[hour] = sorted(done)
+        if full:
             break
-    context.update_cursor(json.dumps(seen, sort_keys=True))
+    # hours older than the grace period are closed: forget their names, start after them
+    open_from = landing_hour(now - GRACE)
+    for hour in sorted(cursor.done):
+        if hour < open_from and not full:
+            del cursor.done[hour]
+            cursor.hour = max(cursor.hour, (dt.datetime.strptime(hour, "%Y-%m-%dT%H") + dt.timedelta(hours=1))
+                              .strftime("%Y-%m-%dT%H"))  # fmt: skip
+    cursor.waiting = waiting
+    context.update_cursor(cursor.dump())
     if requests:
         return requests
     return dg.SkipReason(
-        f"no newly landed partitions ({waiting} waiting for their landing run to finish)"
-        if waiting
-        else "no newly landed partitions"
+        f"no newly landed partitions ({read} new landing log entries"
+        + (f"; {len(waiting)} waiting for their landing run to finish)" if waiting else ")")
     )
 
 

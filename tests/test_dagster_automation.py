@@ -57,14 +57,11 @@ def test_sensor_requests_exactly_the_newly_landed_partitions(lake_uri, tmp_path)
         )
         assert all(r.job_name in (None, "qrsdp_downstream") for r in result)
         assert len({r.run_key for r in result}) == 2
-        assert set(json.loads(cursor)) == {
-            str(session_key(SYMBOLS[0], DATES[0])),
-            str(session_key(SYMBOLS[1], DATES[1])),
-        }
 
-        # nothing new: nothing requested
+        # nothing new: nothing requested, and nothing of the log read again
         result, cursor = evaluate(instance, lake_uri, cursor)
         assert requested(result) == []
+        assert "(0 new landing log entries)" in result.skip_message
 
         # the partition completes, another is landed again: exactly those two
         land_records(lake, SYMBOLS[1], DATES[2], random_session(100, 3))
@@ -73,6 +70,63 @@ def test_sensor_requests_exactly_the_newly_landed_partitions(lake_uri, tmp_path)
         assert requested(result) == sorted(
             [str(session_key(SYMBOLS[1], DATES[2])), str(session_key(SYMBOLS[0], DATES[0]))]
         )
+
+
+def test_sensor_work_follows_what_is_new_not_the_lake(lake_uri, monkeypatch):
+    """The sensor reads the landing log from its cursor: after 40 landings it reads one entry for
+    one new landing, and hours past the grace period leave the cursor."""
+    import qrsdp_dagster.sensors as sensors
+
+    lake = Lake.from_uri(lake_uri)
+    day = DATES[0]
+    for i in range(40):
+        land_records(lake, f"X{i:03d}", day, random_session(50, i))  # symbols this location ignores
+    with dg.instance_for_test() as instance:
+        result, cursor = evaluate(instance, lake_uri)
+        assert "(40 new landing log entries)" in result.skip_message
+        reads: list[str] = []
+        real = Lake.landings
+        monkeypatch.setattr(Lake, "landings", lambda self, table, hour, after="": reads.append(hour)
+                            or real(self, table, hour, after))  # fmt: skip
+        land_records(lake, SYMBOLS[0], day, random_session(100, 99))
+        result, cursor = evaluate(instance, lake_uri, cursor)
+        assert requested(result) == [str(session_key(SYMBOLS[0], day))]
+        assert len(reads) <= 3  # the open hours only (grace period), not one read per landing
+        # later, the hours read are closed: the cursor keeps no names of them
+        later = dt.datetime.now(dt.UTC) + sensors.GRACE + dt.timedelta(hours=2)
+        monkeypatch.setattr(sensors, "dt", _FrozenDt(later))
+        result, cursor = evaluate(instance, lake_uri, cursor)
+        state = json.loads(cursor)
+        assert (
+            all(hour >= state["hour"] for hour in state["done"])
+            and sum(map(len, state["done"].values())) == 0
+        )
+
+
+class _FrozenDt:
+    """The datetime module as the sensor sees it, with datetime.now() fixed."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.datetime = _FrozenDatetime(now)
+
+    def __getattr__(self, name):
+        return getattr(dt, name)
+
+
+class _FrozenDatetime:
+    """dt.datetime with a fixed now() (strptime and the rest passed through)."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self._now = now
+
+    def now(self, tz=None):
+        return self._now
+
+    def __getattr__(self, name):
+        return getattr(_REAL_DATETIME, name)
+
+
+_REAL_DATETIME = dt.datetime
 
 
 def test_sensor_leaves_partitions_whose_downstream_is_handled(lake_uri):

@@ -21,6 +21,7 @@ from qrsdp_dagster.settings import parse_symbols
 EXPECTED_ASSETS = {
     "session_log", "raw_events", "book_states",
     "staging/stg_events", "staging/stg_book_states", "staging/stg_sessions",
+    "staging/stg_event_landings", "staging/stg_event_checks", "staging/stg_book_state_checks",
     "marts/fct_ohlcv_1min", "marts/fct_session_summary",
 }  # fmt: skip
 
@@ -48,10 +49,12 @@ def test_definitions_load_with_the_asset_graph():
     assert parents["session_log"] == {"session_log"}  # chained to its own previous date
     assert parents["raw_events"] == {"session_log"}
     assert parents["book_states"] == {"raw_events"}
-    assert parents["staging/stg_events"] == {"raw_events"}
+    assert parents["staging/stg_event_landings"] == {"raw_events"}
+    assert parents["staging/stg_events"] == {"raw_events", "staging/stg_event_landings"}
+    assert parents["staging/stg_event_checks"] == {"staging/stg_events", "staging/stg_event_landings"}
     assert parents["staging/stg_book_states"] == {"book_states"}
     assert parents["marts/fct_session_summary"] == {
-        "staging/stg_events", "staging/stg_book_states", "staging/stg_sessions",
+        "staging/stg_events", "staging/stg_book_states", "staging/stg_sessions", "staging/stg_book_state_checks",
     }  # fmt: skip
     for key in graph.get_all_asset_keys():
         assert graph.get(key).partitions_def == session_partitions
@@ -59,8 +62,25 @@ def test_definitions_load_with_the_asset_graph():
     for name in ("stg_events_unique_symbol_date_seq", "stg_events_removals_match_earlier_add",
                  "fct_session_summary_sessions_chain", "fct_ohlcv_1min_ohlc_sane",
                  "stg_events_rows_per_session_in_range", "stg_events_ts_non_decreasing_by_seq",
-                 "stg_events_no_duplicate_add_order_id"):  # fmt: skip
+                 "stg_events_no_duplicate_add_order_id", "stg_events_removals_within_added_qty",
+                 "stg_events_sweeps_fill_in_queue_order", "fct_ohlcv_1min_volume_is_executed_shares",
+                 "session_file_intact", "raw_events_rows_match_session",
+                 "book_states_replay_consistent"):  # fmt: skip
         assert name in checks
+
+
+def test_every_asset_has_an_owner_and_a_description_and_every_check_a_description():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        spec = graph.get(key)
+        assert spec.owners == ["team:qrsdp"], key
+        assert (spec.description or "").strip(), key
+    for check_key in graph.asset_check_keys:
+        spec = graph.get_check_spec(check_key)
+        assert len((spec.description or "").strip()) > 20, check_key
+    # the Python assets have checks of their own
+    owners = {c.asset_key.to_user_string() for c in graph.asset_check_keys}
+    assert {"session_log", "raw_events", "book_states"} <= owners
 
 
 def test_jobs_sensor_schedule_and_resources():

@@ -77,7 +77,7 @@ def test_slice_materialises_every_asset_and_passes_every_check(slice_run):
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    assert len(checks) >= 40
+    assert len(checks) == len(defs.resolve_asset_graph().asset_check_keys) == 37  # 34 dbt tests + 3 Python
     assert [c.check_name for c in checks if not c.passed] == []
     for s in SYMBOLS:
         for d in DATES:
@@ -94,7 +94,10 @@ def test_prices_chain_across_partitions_with_per_partition_metadata(slice_run):
         assert first["open_ticks"].value == SETTINGS.symbols[s]
         assert second["open_ticks"].value == first["close_ticks"].value
         assert "previous" not in first["open_from"].value and str(DATES[0]) in second["open_from"].value
-        assert "data:image/png;base64," in second["price_path"].value
+        plot = Path(second["price_plot"].value)  # a file beside the session; no image in the event log
+        assert plot == tmp / "sessions" / s / f"{DATES[1]}.png" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert not any("base64" in str(v.value) for v in second.values())
+        assert second["session_seconds"].value == 300 and "session_seconds=300" in second["config"].value
         assert second["file_bytes"].value == (tmp / "sessions" / s / f"{DATES[1]}.qrsdp").stat().st_size
         assert second["compression"].value > 1
         landed = latest_metadata(instance, "raw_events", str(session_key(s, DATES[1])))
@@ -123,22 +126,54 @@ def test_single_partition_rerun_is_idempotent(slice_run):
         assert con.sql("select count(*) from marts.fct_session_summary").fetchone()[0] == 4
 
 
-def test_missing_previous_date_fails_naming_the_partition(tmp_path):
-    later = trading_dates(SETTINGS.start_date, 4)[3]
-    prev = trading_dates(SETTINGS.start_date, 4)[2]
-    with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
-            instance=instance,
-            run_config=run_config(tmp_path),
-            partition_key=str(session_key(SYMBOLS[0], later)),
-            asset_selection=[dg.AssetKey("session_log")],
-            raise_on_error=False,
-        )
-    assert not result.success
+def failure_text(result) -> str:
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    text = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
-    assert f"'{session_key(SYMBOLS[0], prev)}'" in text
-    assert not (tmp_path / "sessions" / SYMBOLS[0] / f"{later}.qrsdp").exists()
+    return failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+
+
+def test_missing_previous_date_fails_before_simulating_naming_the_first_missing_date(slice_run):
+    """The slice holds 2 dates per symbol; a range starting on the 5th date (3rd and 4th missing) stops
+    at once -- no session of the range is simulated -- and names the 3rd date as where to start."""
+    tmp, instance, _ = slice_run
+    dates = trading_dates(SETTINGS.start_date, 6)
+    result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+        instance=instance,
+        run_config=run_config(tmp),
+        tags=range_tags(SYMBOLS[:1], dates[4], dates[5]),
+        asset_selection=[dg.AssetKey("session_log")],
+        raise_on_error=False,
+    )
+    assert not result.success
+    text = failure_text(result)
+    assert f"backfill {SYMBOLS[0]} from {dates[2]} (the first trading date without a session) to {dates[4]}" in text
+    assert f"'{dates[2]}|{SYMBOLS[0]}'" in text
+    assert not (tmp / "sessions" / SYMBOLS[0] / f"{dates[4]}.qrsdp").exists()
+    assert not (tmp / "sessions" / SYMBOLS[0] / f"{dates[5]}.qrsdp").exists()
+
+
+def test_chaining_onto_another_configuration_is_refused_unless_allowed(slice_run):
+    """The slice ran 300-second sessions; the next date with 600-second sessions is refused with the
+    difference named, and goes through (recorded in the metadata) when explicitly allowed."""
+    tmp, instance, _ = slice_run
+    nxt = trading_dates(SETTINGS.start_date, 3)[2]
+    key = str(session_key(SYMBOLS[0], nxt))
+    other = run_config(tmp, session_seconds=600)
+    result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+        instance=instance, run_config=other, partition_key=key,
+        asset_selection=[dg.AssetKey("session_log")], raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    assert "another configuration (session_seconds: 300 -> 600)" in failure_text(result)
+    assert not (tmp / "sessions" / SYMBOLS[0] / f"{nxt}.qrsdp").exists()
+    other["resources"]["simulation"]["config"]["allow_config_change"] = True
+    result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+        instance=instance, run_config=other, partition_key=key,
+        asset_selection=[dg.AssetKey("session_log")], raise_on_error=False,
+    )  # fmt: skip
+    assert result.success
+    meta = latest_metadata(instance, "session_log", key)
+    assert meta["config_changed"].value == "session_seconds: 300 -> 600"
+    assert meta["session_seconds"].value == 600
 
 
 def test_ci_command_line_runs_the_slice_job(tmp_path):
@@ -161,3 +196,51 @@ def test_ci_command_line_runs_the_slice_job(tmp_path):
         assert con.sql("select count(*), min(date), max(date) from marts.fct_session_summary").fetchone() == (
             4, dt.date(2026, 1, 2), dt.date(2026, 1, 5),
         )  # fmt: skip
+
+
+def test_python_asset_checks_go_red_on_bad_data(tmp_path, monkeypatch):
+    """Each Python asset's check fails (and, being blocking, fails the run) on data that disagrees."""
+    import json
+
+    import qrsdp_dagster.assets.simulation as simulation_assets
+
+    key = str(session_key(SYMBOLS[0], DATES[0]))
+    with dg.instance_for_test() as instance:
+
+        def run(assets: list[str]):
+            result = defs.resolve_job_def("qrsdp_pipeline").execute_in_process(
+                instance=instance, run_config=run_config(tmp_path), partition_key=key,
+                asset_selection=[dg.AssetKey(a) for a in assets], raise_on_error=False,
+            )  # fmt: skip
+            return result, {
+                e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+                for e in result.all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            }
+
+        # a session file that reads back short (here: its reader hands back one record less)
+        real = simulation_assets.read_records
+        monkeypatch.setattr(simulation_assets, "read_records", lambda path: real(path)[:-1])
+        result, checks = run(["session_log"])
+        assert checks == {"session_file_intact": False} and not result.success
+        monkeypatch.setattr(simulation_assets, "read_records", real)
+        result, checks = run(["session_log"])
+        assert checks == {"session_file_intact": True} and result.success
+        # the manifest says more events than the file holds
+        manifest = tmp_path / "sessions" / SYMBOLS[0] / f"{DATES[0]}.json"
+        doc = json.loads(manifest.read_text())
+        doc["events"] += 1
+        manifest.write_text(json.dumps(doc))
+        result, checks = run(["raw_events"])
+        assert checks == {"raw_events_rows_match_session": False} and not result.success
+        doc["events"] -= 1
+        manifest.write_text(json.dumps(doc))
+        result, checks = run(["raw_events"])
+        assert checks == {"raw_events_rows_match_session": True}
+        # the landing recorded another close than the replay ends at
+        marker = tmp_path / "lake" / "raw" / "events" / f"symbol={SYMBOLS[0]}" / f"date={DATES[0]}" / "_SUCCESS"
+        doc = json.loads(marker.read_text())
+        doc["close_ticks"] += 3
+        marker.write_text(json.dumps(doc))
+        result, checks = run(["book_states"])
+        assert checks == {"book_states_replay_consistent": False} and not result.success

@@ -1,9 +1,12 @@
 """dbt assets over ``dbt_project/`` (dbt-duckdb), partitioned like the lake.
 
-A run passes its symbol-dates to dbt as ``--vars {"partitions": [...]}``: staging views
-stay unfiltered, the incremental marts replace exactly those partitions, and the tests
-(Dagster asset checks) are evaluated on those partitions -- except the cross-session
-continuity test, which always sees every session. dbt tests failing fail the run.
+A run writes its symbol-dates to a CSV file (``<data>/dbt/partitions/<run id>.csv``) and names it
+in the environment (QRSDP_DBT_PARTITIONS_FILE); the dbt command line is always just ``dbt build``
+(+ Dagster's node selection), whatever the number of partitions, and carries no ``--vars`` (new
+``--vars`` would make dbt re-parse the whole project on every run). dbt reads only those
+partitions' files, the incremental models replace exactly those partitions, and the tests
+(Dagster asset checks) are evaluated on those partitions -- the cross-session continuity test
+also reads each partition's neighbouring sessions. dbt tests failing fail the run.
 
 The dbt sources ``lake.events``/``lake.sessions`` are the ``raw_events`` asset and
 ``lake.book_states`` is ``book_states`` (``meta.dagster.asset_key`` in _sources.yml).
@@ -13,7 +16,7 @@ DuckDB has one writer at a time: the dbt step runs in the ``qrsdp_duckdb`` pool,
 """
 
 import fcntl
-import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,13 @@ from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from qrsdp_dagster.partitions import SETTINGS, chain_order, session_partitions
-from qrsdp_dagster.resources import LakeResource, SimulationResource, WarehouseResource, dbt_executable
+from qrsdp_dagster.resources import (
+    LakeResource,
+    QrsdpDbtCliResource,
+    SimulationResource,
+    WarehouseResource,
+    dbt_executable,
+)
 
 DBT_POOL = "qrsdp_duckdb"
 _SOURCE_SUFFIXES = {".sql", ".yml", ".yaml"}
@@ -53,15 +62,49 @@ def ensure_manifest(project_dir: Path) -> Path:
     with open(project_dir / "target" / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stale():
-            DbtCliResource(
-                project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
-            ).cli(["parse", "--quiet"], target_path=Path("target")).wait()
+            # parse against the warehouse a run of this location uses by default: the partial parse
+            # saved here (copied into each run's target) stays valid for it (a different DuckDB
+            # path in the profile makes dbt parse everything again)
+            saved = os.environ.get("QRSDP_DUCKDB_PATH")
+            os.environ["QRSDP_DUCKDB_PATH"] = saved or str(Path(SETTINGS.duckdb_path).resolve())
+            try:
+                QrsdpDbtCliResource(
+                    project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
+                ).cli(["parse", "--quiet"], target_path=Path("target")).wait()
+            finally:
+                if saved is None:
+                    os.environ.pop("QRSDP_DUCKDB_PATH", None)
     return manifest
 
 
 class QrsdpDbtTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: dict[str, Any]) -> str | None:
         return "analytics"
+
+    def get_owners(self, dbt_resource_props: dict[str, Any]) -> list[str]:
+        return ["team:qrsdp"]
+
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project) -> dg.AssetCheckSpec | None:
+        """dagster-dbt leaves a test's own description out of its check: put it in (checks have no
+        owner field in Dagster; the owner goes to the check's metadata, like its asset's)."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        description = " ".join((manifest["nodes"][unique_id].get("description") or "").split())
+        return spec._replace(
+            description=description or spec.description, metadata={**(spec.metadata or {}), "owner": "team:qrsdp"}
+        )
+
+
+def write_partitions_file(path: Path, partitions: list[tuple[str, Any]]) -> Path:
+    """The run's partitions as the CSV dbt reads (header ``symbol,date``), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write("symbol,date\n")
+        fh.writelines(f"{symbol},{date.isoformat()}\n" for symbol, date in partitions)
+    os.replace(tmp, path)
+    return path
 
 
 DBT_MANIFEST = ensure_manifest(SETTINGS.dbt_project_dir)
@@ -87,16 +130,17 @@ def qrsdp_dbt(
 ) -> Iterator[Any]:
     store = lake.lake()
     partitions = chain_order(context.partition_keys)
-    dbt_vars = warehouse.dbt_vars(store, partitions)
     Path(warehouse.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
-    target = Path(simulation.data_dir) / "dbt" / "target"
-    context.log.info(f"dbt build for {len(partitions)} partition(s) into {warehouse.duckdb_path}")
+    dbt_dir = Path(simulation.data_dir) / "dbt"
+    selection = write_partitions_file(dbt_dir / "partitions" / f"{context.run_id}.csv", partitions)
+    context.log.info(f"dbt build for {len(partitions)} partition(s) (listed in {selection}) into {warehouse.duckdb_path}")
     # DuckDB allows one writing process: serialise dbt runs on this machine whatever the
     # instance's pool limits are (a second run waits here instead of failing on the lock).
-    with open(f"{warehouse.duckdb_path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with warehouse.environment(store):
-            invocation = dbt.cli(
-                ["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target
-            )
-        yield from invocation.stream()
+    try:
+        with open(f"{warehouse.duckdb_path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with warehouse.environment(store, selection):
+                invocation = dbt.cli(["build"], context=context, target_path=dbt_dir / "target")
+            yield from invocation.stream()
+    finally:
+        selection.unlink(missing_ok=True)

@@ -9,10 +9,15 @@ Every landing replaces the partition's objects and writes its ``_SUCCESS`` marke
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from qrsdp_dagster.assets import blocking_check, check_result
 from qrsdp_dagster.partitions import chain_order, session_key, session_partitions
 from qrsdp_dagster.resources import LakeResource, SimulationResource
 from qrsdp_sim.book import BookReplayError
 from qrsdp_sim.lake import land_book_states, land_session_file
+
+RAW_EVENTS_CHECK = "raw_events_rows_match_session"
+BOOK_STATES_CHECK = "book_states_replay_consistent"
+
 
 
 @dg.asset(
@@ -24,10 +29,20 @@ from qrsdp_sim.lake import land_book_states, land_session_file
     owners=["team:qrsdp"],
     description="The session's events as Parquet: raw/events/symbol=SYM/date=YYYY-MM-DD/*.parquet "
     "(symbol, date, seq, the record fields, _landed_at), plus its raw/sessions row.",
+    check_specs=[
+        blocking_check(
+            RAW_EVENTS_CHECK,
+            "raw_events",
+            "Each landed partition is complete (_SUCCESS written) and holds as many rows as the "
+            "session has events (its manifest).",
+        )
+    ],
 )
-def raw_events(context: AssetExecutionContext, simulation: SimulationResource, lake: LakeResource) -> None:
+def raw_events(context: AssetExecutionContext, simulation: SimulationResource, lake: LakeResource):
     store = lake.lake()
-    for symbol, date in chain_order(context.partition_keys):
+    problems: list[str] = []
+    partitions = chain_order(context.partition_keys)
+    for symbol, date in partitions:
         key = str(session_key(symbol, date))
         manifest = simulation.read_manifest(symbol, date)
         path = simulation.session_file(symbol, date)
@@ -43,6 +58,10 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
         context.log.info(
             f"{key}: landed {events.rows:,} events ({events.bytes:,} bytes) in {events.seconds:.2f}s"
         )
+        marker = store.read_marker("events", symbol, date)
+        if marker is None or marker.rows != manifest["events"] or events.rows != manifest["events"]:
+            problems.append(f"{key}: {events.rows:,} rows landed (marker: {marker and marker.rows}), "
+                            f"the session has {manifest['events']:,} events")  # fmt: skip
         context.add_asset_metadata(
             {
                 "rows": dg.MetadataValue.int(events.rows),
@@ -57,6 +76,8 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
             },
             partition_key=key,
         )
+    yield dg.MaterializeResult()
+    yield check_result(RAW_EVENTS_CHECK, problems, len(partitions))
 
 
 @dg.asset(
@@ -68,10 +89,20 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
     owners=["team:qrsdp"],
     description="Best bid/ask price and size after every event, from replaying the landed events through "
     "an order-level book (compiled); raw/book_states/symbol=SYM/date=YYYY-MM-DD/*.parquet.",
+    check_specs=[
+        blocking_check(
+            BOOK_STATES_CHECK,
+            "book_states",
+            "The replay agrees with the session: one state per landed event, no event flagged, "
+            "and the final floor mid equals the close recorded at landing (the engine's close).",
+        )
+    ],
 )
-def book_states(context: AssetExecutionContext, lake: LakeResource) -> None:
+def book_states(context: AssetExecutionContext, lake: LakeResource):
     store = lake.lake()
-    for symbol, date in chain_order(context.partition_keys):
+    problems: list[str] = []
+    partitions = chain_order(context.partition_keys)
+    for symbol, date in partitions:
         key = str(session_key(symbol, date))
         try:
             report, states = land_book_states(store, symbol, date)
@@ -79,6 +110,15 @@ def book_states(context: AssetExecutionContext, lake: LakeResource) -> None:
             raise dg.Failure(f"book_states {key}: the landed events do not replay: {exc}") from exc
         spread = states.spread[states.two_sided]
         context.log.info(f"{key}: replayed {report.rows:,} events, landed in {report.seconds:.2f}s")
+        landed = store.read_marker("events", symbol, date)
+        close = landed.extra.get("close_ticks") if landed is not None else None
+        final_mid = (int(states.bid_price[-1]) + int(states.ask_price[-1])) // 2 if len(states) else None
+        if landed is None or report.rows != landed.rows:
+            problems.append(f"{key}: {report.rows:,} states for {landed and landed.rows} landed events")
+        if states.n_flagged:
+            problems.append(f"{key}: {states.n_flagged:,} events flagged by the replay")
+        if close is not None and final_mid != close:
+            problems.append(f"{key}: replayed close {final_mid} != engine close {close}")
         context.add_asset_metadata(
             {
                 "rows": dg.MetadataValue.int(report.rows),
@@ -96,3 +136,5 @@ def book_states(context: AssetExecutionContext, lake: LakeResource) -> None:
             },
             partition_key=key,
         )
+    yield dg.MaterializeResult()
+    yield check_result(BOOK_STATES_CHECK, problems, len(partitions))

@@ -4,20 +4,25 @@ Price chaining across partitions: a session opens at the previous trading date's
 for that symbol (read from that session's manifest); sessions on the first date open at
 the symbol's configured p0. The asset depends on itself one trading date back, so
 backfills run dates in order per symbol; a run covering several dates (single-run
-backfill or a partition range) simulates them symbol by symbol in date order. A
-partition whose previous date was never simulated fails and names the partition to run.
+backfill or a partition range) simulates them symbol by symbol in date order.
+
+Before simulating anything, the run checks every symbol of its selection (qrsdp_dagster.chain):
+a symbol whose previous session is missing, or was simulated with another configuration, stops
+the run at once with a message naming the first date to backfill from (or the differences).
+Each partition's metadata records its configuration; its price plot is a PNG beside the file.
 """
 
-import base64
 import datetime as dt
-import io
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
 from dagster import AssetExecutionContext
 
+from qrsdp_dagster.assets import blocking_check, check_result
+from qrsdp_dagster.chain import chain_problems, describe_config, session_config
 from qrsdp_dagster.partitions import chain_order, previous_session, session_key, session_partitions, split_key
 from qrsdp_dagster.resources import KafkaResource, SimulationResource
 from qrsdp_sim.engine.calendar import previous_trading_date
@@ -52,8 +57,8 @@ def opening_price(simulation: SimulationResource, symbol: str, date: dt.date) ->
     return int(manifest["close_ticks"]), f"close of {symbol} {prev}"
 
 
-def price_path_markdown(records: np.ndarray, tick_size: int, market_open_ns: int, title: str) -> str:
-    """A small PNG of the traded price over the session, embedded in Markdown."""
+def write_price_plot(records: np.ndarray, tick_size: int, market_open_ns: int, title: str, path: Path) -> Path:
+    """A small PNG of the traded price over the session (a file: the event log only references it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,10 +75,14 @@ def price_path_markdown(records: np.ndarray, tick_size: int, market_open_ns: int
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
     plt.close(fig)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    tmp.replace(path)
+    return path
+
+
+SESSION_FILE_CHECK = "session_file_intact"
 
 
 @dg.asset(
@@ -84,12 +93,32 @@ def price_path_markdown(records: np.ndarray, tick_size: int, market_open_ns: int
     kinds={"python", "numba"},
     owners=["team:qrsdp"],
     description="One simulated trading session per symbol-date (.qrsdp event log, LZ4 chunks); "
-    "opens at the previous trading date's close.",
+    "opens at the previous trading date's close. A run first checks that every symbol's previous "
+    "session exists and has the run's configuration (session length, model, ...), and stops naming "
+    "the first date to backfill from otherwise. Metadata: events, open/close, the configuration, "
+    "the file, a price plot (PNG beside the file).",
+    check_specs=[
+        blocking_check(
+            SESSION_FILE_CHECK,
+            "session_log",
+            "Each session's .qrsdp file reads back whole: as many records and bytes as its "
+            "manifest says, ending at the close the engine reported.",
+        )
+    ],
 )
-def session_log(context: AssetExecutionContext, simulation: SimulationResource, kafka: KafkaResource) -> None:
+def session_log(context: AssetExecutionContext, simulation: SimulationResource, kafka: KafkaResource):
+    partitions = chain_order(context.partition_keys)
+    problems = chain_problems(simulation, partitions)
+    if problems:
+        raise ChainError(
+            description="session_log: nothing was simulated.\n" + "\n".join(f"- {p}" for p in problems),
+            metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))},
+        )
     publisher = kafka.publisher()
+    config = session_config({**simulation.spec().manifest_fields(), "base_seed": simulation.base_seed})
     metadata: dict[str, dict[str, Any]] = {}
-    for symbol, date in chain_order(context.partition_keys):
+    bad_files: list[str] = []
+    for symbol, date in partitions:
         key = str(session_key(symbol, date))
         open_ticks, open_source = opening_price(simulation, symbol, date)
         started = time.perf_counter()
@@ -98,6 +127,9 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
         )
         wall = time.perf_counter() - started
         records = read_records(result.file)
+        if len(records) != manifest["events"] or Path(result.file).stat().st_size != manifest["file_bytes"]:
+            bad_files.append(f"{key}: {len(records):,} records / {Path(result.file).stat().st_size:,} bytes read, "
+                             f"manifest says {manifest['events']:,} / {manifest['file_bytes']:,}")  # fmt: skip
         context.log.info(
             f"{key}: {result.events:,} events, open {result.open_ticks} -> close {result.close_ticks} ticks, "
             f"{result.file_bytes:,} bytes in {wall:.2f}s"
@@ -114,13 +146,17 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
                 "compression": dg.MetadataValue.float(round(result.compression or 0.0, 3)),
                 "events_per_second": dg.MetadataValue.float(round(result.events / wall if wall else 0.0, 1)),
                 "wall_seconds": dg.MetadataValue.float(round(wall, 3)),
-                "price_path": dg.MetadataValue.md(
-                    price_path_markdown(
-                        records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}"
-                    )
-                ),
+                "session_seconds": dg.MetadataValue.int(manifest["session_seconds"]),
+                "model": dg.MetadataValue.text(str(manifest["model"].get("name", manifest["model"]))),
+                "config": dg.MetadataValue.text(describe_config(config)),
             }
         )
+        if open_changed := open_source_change(simulation, symbol, date, config):
+            metadata[key]["config_changed"] = dg.MetadataValue.text(open_changed)
+        if simulation.price_plots:
+            plot = write_price_plot(records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}",
+                                    simulation.plot_file(symbol, date))  # fmt: skip
+            metadata[key]["price_plot"] = dg.MetadataValue.path(plot)
     if publisher is not None:
         # One flush for the whole run (bounded), then per-session delivery totals.
         totals = publisher.close()
@@ -136,3 +172,16 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
             meta["kafka_failed"] = dg.MetadataValue.int(int(stats.get("failed", 0)))
     for key, meta in metadata.items():
         context.add_asset_metadata(meta, partition_key=key)
+    yield dg.MaterializeResult()
+    yield check_result(SESSION_FILE_CHECK, bad_files, len(metadata))
+
+
+def open_source_change(simulation: SimulationResource, symbol: str, date: dt.date, config: dict) -> str:
+    """When chaining across a configuration change was allowed: what changed (else "")."""
+    if not simulation.allow_config_change or date == dt.date.fromisoformat(simulation.first_date):
+        return ""
+    from qrsdp_dagster.chain import config_differences
+
+    prev = simulation.read_manifest(symbol, previous_trading_date(date))
+    changes = config_differences(session_config(prev or {}), config)
+    return "; ".join(changes)

@@ -24,13 +24,25 @@ DAGSTER_YAML = """\
 # Written by `qrsdp ui` / `qrsdp demo`. Local, persistent Dagster instance for QRSDP.
 telemetry:
   enabled: false
-concurrency:
-  runs:
+# Dagster's queued run coordinator, which also refuses (cancels before queuing, with the reason)
+# a run whose sessions cannot chain: see qrsdp_dagster/run_coordinator.py
+run_coordinator:
+  module: qrsdp_dagster.run_coordinator
+  class: ChainCheckingRunCoordinator
+  config:
     max_concurrent_runs: 4
+concurrency:
   pools:
     # the dbt step (pool qrsdp_duckdb) writes the DuckDB file: one at a time
     default_limit: 1
 """
+
+# What earlier versions wrote; replaced by the above when found unchanged.
+_FORMER_DAGSTER_YAMLS = (
+    DAGSTER_YAML.split("# Dagster's queued")[0]
+    + "concurrency:\n  runs:\n    max_concurrent_runs: 4\n  pools:\n"
+    "    # the dbt step (pool qrsdp_duckdb) writes the DuckDB file: one at a time\n    default_limit: 1\n",
+)
 
 EXAMPLE_QUERY = """\
 select symbol, date, n_events, n_trades, open, close,
@@ -58,7 +70,7 @@ def ensure_dagster_home(data_dir: Path) -> Path:
     home = data_dir / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
-    if not cfg.exists():
+    if not cfg.exists() or cfg.read_text() in _FORMER_DAGSTER_YAMLS:
         cfg.write_text(DAGSTER_YAML)
     return home
 
@@ -126,7 +138,7 @@ def demo(
 
     with duckdb.connect(str(SETTINGS.duckdb_path), read_only=True) as con:
         print(con.sql(EXAMPLE_QUERY), flush=True)
-    console.print(f"done in {wall:.1f} s. Browse the runs and the asset graph with: [bold]qrsdp ui[/bold]")
+    console.print(f"done in {wall:.1f} s. Browse the runs and the asset graph with: [bold]uv run qrsdp ui[/bold]")
 
 
 def _run_pipeline(defs, instance, symbols, dates, session_seconds: int, verbose: bool):

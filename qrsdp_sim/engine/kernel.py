@@ -50,7 +50,7 @@ from qrsdp_sim.engine.models.base import (
 from qrsdp_sim.engine.models.constant import constant_rates
 from qrsdp_sim.engine.models.hlr import hlr_rates
 from qrsdp_sim.engine.models.simple_imbalance import simple_rates
-from qrsdp_sim.engine.rng import below, exponential, uniform, uniform_pos
+from qrsdp_sim.engine.rng import below, exponential_zig, uniform, uniform_pos
 from qrsdp_sim.engine.sizes import draw_size
 
 # return status
@@ -268,7 +268,7 @@ def run_kernel(
         accepted = False
         m_hi = dec_bound(dec_kind, dec_params, dec_state, t)
         while True:
-            tc = t + exponential(rng) / (total * m_hi)
+            tc = t + exponential_zig(rng) / (total * m_hi)
             if tc >= t_limit:
                 break
             if dec_kind == DEC_NONE:

@@ -157,5 +157,6 @@ def complete_session(
     )
     check_owner()
     put(posixpath.join(pdir, MARKER_NAME), done.to_json().encode())
+    lake.announce(done)  # the landing log the Dagster sensor follows
     return COMPLETE
 

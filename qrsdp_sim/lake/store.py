@@ -17,12 +17,18 @@ Object names are deterministic, so landing a partition again replaces it. A part
 is *complete* once its ``_SUCCESS`` marker (a small JSON document with the row count)
 exists; the marker is deleted first and written last by every landing, so a reader
 that trusts only marked partitions never sees a half-landed one.
+
+Every marker is also *announced* once written: a copy goes to an append-only landing log,
+``<root>/raw/_landings/<table>/<YYYY-MM-DDTHH>/<landed_at>_<symbol>_<date>.json`` (the hour of
+``landed_at``, UTC). A watcher (the Dagster landing sensor) lists only the hours since its
+cursor, so its work per check is proportional to what was landed since, not to the lake.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import posixpath
 import re
@@ -36,6 +42,8 @@ import pyarrow.parquet as pq
 
 MARKER_NAME = "_SUCCESS"
 TABLES = ("events", "book_states", "sessions")
+LANDINGS_DIR = "_landings"
+_log = logging.getLogger(__name__)
 _PART_RE = re.compile(r"symbol=([^/]+)/date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -220,7 +228,42 @@ class Lake:
             extra=marker_extra or {},
         )
         self._write_bytes(posixpath.join(pdir, MARKER_NAME), marker.to_json().encode())
+        self.announce(marker)
         return marker
+
+    # -- landing log ------------------------------------------------------
+    def landings_dir(self, table: str, hour: str | None = None) -> str:
+        """``raw/_landings/<table>`` (or one hour of it, ``YYYY-MM-DDTHH``)."""
+        base = posixpath.join(self.table_dir(table).rsplit("/", 1)[0], LANDINGS_DIR, table)
+        return base if hour is None else posixpath.join(base, hour)
+
+    def announce(self, marker: PartitionMarker) -> str:
+        """Add a written marker to the landing log (call right after writing the marker)."""
+        stamp = dt.datetime.fromisoformat(marker.landed_at).astimezone(dt.UTC)
+        name = f"{stamp.strftime('%Y%m%dT%H%M%S%f')}_{marker.symbol}_{marker.date.isoformat()}.json"
+        path = posixpath.join(self.landings_dir(marker.table, landing_hour(stamp)), name)
+        if self.is_local:  # on S3 the prefix is the directory: no directory objects
+            self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        self._write_bytes(path, marker.to_json().encode())
+        return path
+
+    def landings(self, table: str, hour: str, after: str = "") -> list[tuple[str, PartitionMarker]]:
+        """(name, marker) of the landing log entries of ``hour`` whose name sorts after ``after``,
+        in name (= landing time) order. Unreadable entries are skipped (and named in the log)."""
+        selector = pafs.FileSelector(self.landings_dir(table, hour), allow_not_found=True)
+        names = sorted(
+            i.base_name
+            for i in self.fs.get_file_info(selector)
+            if i.type == pafs.FileType.File and i.base_name.endswith(".json") and i.base_name > after
+        )
+        out = []
+        for name in names:
+            try:
+                with self.fs.open_input_stream(posixpath.join(self.landings_dir(table, hour), name)) as fh:
+                    out.append((name, PartitionMarker.from_json(fh.read())))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                _log.warning("landing log %s/%s/%s unreadable, skipped: %s", table, hour, name, exc)
+        return out
 
     def delete_partition(self, table: str, symbol: str, date: dt.date | str) -> None:
         pdir = self.partition_dir(table, symbol, date)
@@ -306,6 +349,11 @@ class Lake:
             for i in self.fs.get_file_info(pafs.FileSelector(pdir, allow_not_found=True))
             if i.type == pafs.FileType.File
         )
+
+
+def landing_hour(moment: dt.datetime) -> str:
+    """The landing log's bucket of a UTC moment: ``YYYY-MM-DDTHH``."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H")
 
 
 def utc_now_iso() -> str:

@@ -1,7 +1,8 @@
 {{ guard_full_refresh() }}
 -- 1-minute OHLCV bars per symbol and trading date, from executions (one bar per minute
 -- that traded; minute 0 starts at the market open). Prices in currency units
--- (ticks * tick_size / 10,000) and in ticks. Incremental: the run's partitions are replaced.
+-- (ticks * tick_size / 10,000) and in ticks; volume = executed shares. Incremental: the run's
+-- partitions are replaced.
 
 with sessions as (
 
@@ -20,7 +21,7 @@ trades as (
         price_ticks,
         qty
     from {{ ref('stg_events') }}
-    where is_trade and {{ partition_filter() }}
+    where is_trade
 
 ),
 

@@ -1,28 +1,7 @@
--- Top of book after each event (from the compiled replay), deduplicated like stg_events.
-
-with source as (
-
-    select * from {{ source('lake', 'book_states') }}
-
-),
-
-deduplicated as (
-
-    select
-        symbol,
-        date,
-        seq,
-        ts_ns,
-        best_bid_ticks,
-        best_bid_qty,
-        best_ask_ticks,
-        best_ask_qty,
-        replay_flags,
-        min(_landed_at) as landed_at
-    from source
-    group by all
-
-)
+{%- set lineage = source('lake', 'book_states') %}
+-- Top of book after each event of the run's partitions (from the compiled replay), as a view
+-- over the lake in stored order. book_states is written by one replay per partition, whole and
+-- in seq order; a repeated seq is a defect the uniqueness test reports (not collapsed).
 
 select
     cast(symbol as varchar) as symbol,
@@ -36,5 +15,5 @@ select
     cast(best_ask_ticks - best_bid_ticks as integer) as spread_ticks,
     cast((cast(best_bid_ticks as bigint) + best_ask_ticks) // 2 as integer) as mid_floor_ticks,
     cast(replay_flags as utinyint) as replay_flags,
-    landed_at
-from deduplicated
+    _landed_at as landed_at
+from {{ lake_table('book_states') }}

@@ -1,30 +1,36 @@
--- One row per order-book event, typed and named. At-least-once landing is harmless:
--- identical copies of an event (same symbol, date, seq and record) collapse to one row.
--- Two *different* records under one (symbol, date, seq) are kept, so the unique test fails
--- loudly instead of one of them being dropped silently.
+{%- set lineage = source('lake', 'events') %}
+{%- set reordered = partitions_where(ref('stg_event_landings'), 'not in_seq_order') %}
+-- One row per order-book event of the run's partitions, typed and named (a view: the events are
+-- read where they are, in the lake, never copied). At-least-once landing is harmless: identical
+-- copies of an event (same symbol, date, seq and record) collapse to one row. Two *different*
+-- records under one (symbol, date, seq) are both kept, so the uniqueness test fails loudly.
+-- Only partitions not stored as seq 0..n-1 (stg_event_landings.in_seq_order) can hold copies,
+-- so only those pay for the deduplicating GROUP BY; the view is written for the run's list.
 
-with source as (
+with deduplicated as (
 
-    select * from {{ source('lake', 'events') }}
-
-),
-
-deduplicated as (
+    {%- if has_run_partitions_besides(reordered) %}
 
     select
-        symbol,
-        date,
-        seq,
-        ts_ns,
-        type,
-        side,
-        price_ticks,
-        qty,
-        order_id,
+        symbol, date, seq, ts_ns, type, side, price_ticks, qty, order_id,
+        _landed_at as landed_at,
+        1 as landed_copies
+    from {{ lake_table('events', exclude=reordered) }}
+    {%- endif %}
+
+    {%- if reordered %}
+    {%- if has_run_partitions_besides(reordered) %}
+
+    union all
+    {%- endif %}
+
+    select
+        symbol, date, seq, ts_ns, type, side, price_ticks, qty, order_id,
         min(_landed_at) as landed_at,
         count(*) as landed_copies
-    from source
+    from {{ lake_table('events', parts=reordered) }}
     group by all
+    {%- endif %}
 
 )
 
@@ -54,5 +60,5 @@ select
     cast(qty as bigint) as qty,
     cast(order_id as ubigint) as order_id,
     landed_at,
-    landed_copies
+    cast(landed_copies as bigint) as landed_copies
 from deduplicated

@@ -1,10 +1,7 @@
--- One row per session: the simulation parameters that the events do not carry.
-
-with source as (
-
-    select * from {{ source('lake', 'sessions') }}
-
-)
+{{ guard_full_refresh() }}
+{%- set lineage = source('lake', 'sessions') %}
+-- One row per session: the simulation parameters that the events do not carry. Incremental:
+-- a run reads and replaces only its own partitions' raw/sessions rows.
 
 select
     cast(symbol as varchar) as symbol,
@@ -19,5 +16,5 @@ select
     cast(events as bigint) as landed_events,
     source as source_file,
     _landed_at as landed_at
-from source
+from {{ lake_table('sessions') }}
 qualify row_number() over (partition by symbol, date order by _landed_at desc) = 1
