@@ -1,13 +1,15 @@
 """``qrsdp calibrate`` (alias ``qrsdp_calibrate``): HLR curves from ``.qrsdp`` logs.
 
 Replays the logs, estimates lambda^L_i(n), lambda^C_i(n) and lambda^M(n) (events at queue
-size n / time spent at n, see ``qrsdp_sim.calibration``), writes the curves JSON that
+size n / exposure at n, see ``qrsdp_sim.calibration``), writes the curves JSON that
 ``qrsdp run --model hlr --hlr-curves`` reads, a PNG of estimated vs reference curves, and
-prints the error against the reference per curve.
+prints which queue unit and which time each session was calibrated with, and the error
+against the reference per curve.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -22,7 +24,13 @@ def _fail(message: str) -> NoReturn:
 def calibrate_command(
     logs: Annotated[
         list[Path],
-        typer.Argument(metavar="LOGS...", help=".qrsdp files, or directories searched for *.qrsdp."),
+        typer.Argument(
+            metavar="LOGS...",
+            help=".qrsdp files, run directories (with manifest.json) or directories searched for *.qrsdp. "
+            "A log of a run (OUTPUT/SYMBOL/DATE.qrsdp next to OUTPUT/manifest.json) is calibrated with its "
+            "session's queue unit, business clock and excitation, rebuilt from the manifest; any other log "
+            "in calendar time.",
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Curves JSON to write (input of --hlr-curves).")
@@ -60,6 +68,23 @@ def calibrate_command(
     improve: Annotated[
         float, typer.Option("--improve", help="Improving-add probability per tick of spread beyond one.")
     ] = 0.5,
+    queue_unit: Annotated[
+        float | None,
+        typer.Option(
+            "--queue-unit",
+            metavar="SHARES",
+            help="Shares per queue unit (queue size n = ceil(shares / unit)) for logs without a manifest "
+            "(default: their mean ADD size, rounded). Logs of a run use the run's unit.",
+        ),
+    ] = None,
+    no_manifest: Annotated[
+        bool,
+        typer.Option(
+            "--no-manifest",
+            help="Ignore run manifests: every log in calendar time, without excitation, with --queue-unit "
+            "or the mean ADD size.",
+        ),
+    ] = False,
     min_events: Annotated[
         int,
         typer.Option(
@@ -73,7 +98,13 @@ def calibrate_command(
         ),
     ] = 2000,
 ) -> None:
-    """Estimate HLR intensity curves from .qrsdp logs by replaying the book."""
+    """Estimate HLR intensity curves from .qrsdp logs by replaying the book.
+
+    Queue sizes are in queue units; a market order (the EXECUTE records of one aggressive order) is
+    one event. Exposure is business time weighted by the excitation multiplier for logs of a run,
+    calendar time otherwise. Metaorders cannot be undone from a log (their sign is latent): calibrate
+    runs made without them (--metaorder-share 0) to recover the curves exactly.
+    """
     from qrsdp_sim.calibration import calibrate, curve_errors, log_files
     from qrsdp_sim.engine.models.hlr import HLRCurves, HLRCurvesError
 
@@ -83,6 +114,8 @@ def calibrate_command(
         _fail("--min-events and --error-min-events must be >= 1")
     if not improve >= 0:
         _fail(f"--improve must be >= 0, got {improve}")
+    if queue_unit is not None and not (math.isfinite(queue_unit) and queue_unit > 0):
+        _fail(f"--queue-unit must be a number of shares > 0, got {queue_unit}")
     files = log_files(logs)
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
@@ -106,6 +139,8 @@ def calibrate_command(
             imbalance_sensitivity=ref_is if imbalance_sens is None else imbalance_sens,
             improve_per_tick=improve,
             min_events=min_events,
+            queue_unit=queue_unit,
+            use_manifests=not no_manifest,
         )
         if ref is None:
             ref = HLRCurves.default(stats.levels)
@@ -117,8 +152,11 @@ def calibrate_command(
         _fail(str(exc))
     typer.echo(
         f"{stats.sessions} session(s), {stats.events:,} model events over {stats.seconds:,.0f} s "
-        f"({stats.improving_adds:,} improving adds, {stats.unattributed:,} outside the windows)"
+        f"({stats.business_seconds:,.0f} s of business time; {stats.improving_adds:,} improving adds, "
+        f"{stats.unattributed:,} outside the windows)"
     )
+    for line in stats.describe():
+        typer.echo(line)
     typer.echo(f"curves: {output}" + (f"   plot: {plot_path}" if plot_path else ""))
     try:
         rows = curve_errors(stats, ref, min_events=error_min_events)
@@ -139,5 +177,9 @@ def calibrate_command(
 def register(app: typer.Typer) -> None:
     app.command(
         "calibrate",
-        help="Estimate HLR intensity curves from .qrsdp logs (curves JSON for --hlr-curves + plot).",
+        help="Estimate HLR intensity curves from .qrsdp logs (curves JSON for --hlr-curves + plot). "
+        "Queue sizes are in queue units (n = ceil(shares / unit)); a market order that walks the queue is "
+        "one event. Logs of a run are calibrated in business time weighted by the excitation multiplier, "
+        "both rebuilt from the run's manifest.json; other logs in calendar time. Metaorders cannot be undone "
+        "from a log (their sign is latent): calibrate runs made with --metaorder-share 0 for exact curves.",
     )(calibrate_command)

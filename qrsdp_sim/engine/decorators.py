@@ -40,7 +40,8 @@ Kinds:
     mean multiplier is 1 / (1 - n). ``D_j``, ``t_D``: the decayed values computed at the last
     candidate time, reused when that candidate is accepted (saves J exponentials per event).
 
-A new decorator adds a kind code and a branch in each of these three functions.
+A new decorator adds a kind code and a branch in each of these three functions (and in
+``dec_integral``, which the kernel does not use: calibration replays a session's multiplier with it).
 """
 
 from __future__ import annotations
@@ -188,6 +189,73 @@ def dec_on_event(kind, params, state, t, etype, trigger=True):
         state[H_T] = t
     elif kind == DEC_EXCITE:
         _excite_on_event(params, state, t, trigger)
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def _capped_decay_integral(e, betas, j, off, cap, dt):
+    """Exact integral over [0, dt] of min(S(s), cap), S(s) = sum_i d_i e^(-betas[i] s) with
+    d_i = e[i] e^(-betas[i] off) >= 0 (the components ``off`` after their last update).
+
+    S decreases, so min(S, cap) is cap until S reaches the cap at s* and S after it: the
+    integral is cap s* + sum_i d_i e^(-beta_i s*) (1 - e^(-beta_i (dt - s*))) / beta_i. s* solves
+    S(s*) = cap by Newton's method from s = 0; S is convex, so the iterates rise monotonically to s*.
+    """
+    s0 = 0.0
+    tot = 0.0
+    for i in range(j):
+        d = e[i] * np.exp(-betas[i] * off)
+        s0 += d
+        tot += d * -np.expm1(-betas[i] * dt) / betas[i]
+    if s0 <= cap:  # below the cap throughout (the usual case)
+        return tot
+    s_end = 0.0
+    for i in range(j):
+        s_end += e[i] * np.exp(-betas[i] * (off + dt))
+    if s_end >= cap:
+        return cap * dt
+    x = 0.0
+    for _ in range(200):
+        f = -cap
+        df = 0.0
+        for i in range(j):
+            v = e[i] * np.exp(-betas[i] * (off + x))
+            f += v
+            df += betas[i] * v
+        if f <= 0.0 or df <= 0.0:
+            break
+        step = f / df
+        x += step
+        if step <= 1e-15 * (1.0 + x):
+            break
+    x = min(x, dt)
+    tot = cap * x
+    for i in range(j):
+        tot += e[i] * np.exp(-betas[i] * (off + x)) * -np.expm1(-betas[i] * (dt - x)) / betas[i]
+    return tot
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def dec_integral(kind, params, state, t0, t1):
+    """Exact integral of the multiplier over [t0, t1] when no event falls inside (the state is the one
+    after the last event, at or before t0), cap included. Reads ``state``, never writes it.
+
+    Not used by the kernel (its thinning needs no integral); calibration weights exposure with it
+    (``qrsdp_sim.calibration``), replaying the state with ``dec_on_event`` between intervals.
+    ``replay_integrals`` is the uncapped form of the same integral.
+    """
+    dt = t1 - t0
+    if dt <= 0.0:
+        return 0.0
+    if kind == DEC_HAWKES:
+        return dt + _capped_decay_integral(
+            state[H_E : H_E + 1], params[H_BETA : H_BETA + 1], 1, t0 - state[H_T], params[H_CAP], dt
+        )
+    if kind == DEC_EXCITE:
+        j = int(params[X_J])
+        return dt + _capped_decay_integral(
+            state[:j], params[X_BETA : X_BETA + j], j, t0 - state[j], params[X_CAP], dt
+        )
+    return dt
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

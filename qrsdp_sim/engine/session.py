@@ -113,6 +113,13 @@ class SessionConfig:
             return None
         return self.realism.clock.grid(int(self.seed), float(self.session_seconds), self.market_seed)
 
+    def decorator(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """The session's intensity decorator ``(kind, params, fresh state)``: a model with its own
+        time-varying multiplier (HawkesIntensity) supplies it, and it takes the place of the realism
+        layer's excitation. A fresh state on every call (the kernel mutates it)."""
+        make_decorator = getattr(self.model, "decorator", None)
+        return make_decorator() if make_decorator is not None else self.realism.excitation.decorator()
+
     def header(self) -> LogHeader:
         return LogHeader(
             seed=int(self.seed),
@@ -195,10 +202,7 @@ class SessionDriver:
         self._params = config.model.params_vector()
         self._tables = np.ascontiguousarray(config.model.tables(K), dtype=np.float64)
         realism = config.realism
-        # a model with its own time-varying multiplier (HawkesIntensity) supplies its decorator, which
-        # takes the place of the realism layer's excitation; fresh state per session either way
-        make_decorator = getattr(config.model, "decorator", None)
-        self._dec = make_decorator() if make_decorator is not None else realism.excitation.decorator()
+        self._dec = config.decorator()
         sizes = realism.sizes
         self._sz_limit = sizes.limit.table()
         self._sz_market = sizes.market.table()
@@ -244,6 +248,11 @@ class SessionDriver:
     @property
     def business_seconds(self) -> float:
         return float(self.fst[F_TIME])
+
+    @property
+    def decorator_state(self) -> np.ndarray:
+        """A copy of the decorator's state after the events so far (tests compare replays with it)."""
+        return self._dec[2].copy()
 
     def _tob_array(self, rows: int) -> np.ndarray:
         return np.full((rows, TOB_COLS) if self._tob else (0, TOB_COLS), -1, dtype=np.int64)

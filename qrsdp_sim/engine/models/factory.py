@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from qrsdp_sim.engine.models.base import IntensityModel
+from qrsdp_sim.engine.models.constant import ConstantRates
 from qrsdp_sim.engine.models.hawkes import HawkesIntensity, HawkesParams
 from qrsdp_sim.engine.models.hlr import HLR, HLRCurves
 from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
@@ -58,3 +59,28 @@ def with_exo_loading(model: IntensityModel, loading: float) -> IntensityModel:
     if not hasattr(model, "exo_loading"):
         raise ValueError(f"model {model.name!r} has no imbalance input for the market factor")
     return replace(model, exo_loading=float(loading))  # type: ignore[type-var]
+
+
+def model_from_dict(d: Any) -> IntensityModel:
+    """The model a ``to_dict()`` describes (the ``model`` object of a run's manifest).
+
+    Raises ValueError naming what is wrong; the model is not validated against a level count.
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("params"), dict):
+        raise ValueError("model: expected an object with 'name' and 'params'")
+    name, p = d.get("name"), dict(d["params"])
+    try:
+        if name == "simple":
+            return SimpleImbalance(**p)
+        if name == "hlr":
+            curves = HLRCurves.from_json_dict(p.pop("curves"), source="model.params.curves")
+            return HLR(curves=curves, **p)
+        if name == "hawkes":
+            base = model_from_dict(p.pop("base"))
+            return HawkesIntensity(base=base, hawkes=HawkesParams(**p))
+        if name == "constant":
+            p["rates"] = tuple(float(r) for r in p.get("rates", ()))
+            return ConstantRates(**p)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"model {name!r}: invalid parameters ({exc})") from None
+    raise ValueError(f"model: unknown name {name!r} (known: {', '.join((*MODEL_NAMES, 'constant'))})")
