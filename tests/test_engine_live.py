@@ -107,7 +107,7 @@ def test_a_session_stopped_midway_leaves_no_file_and_is_named(tmp_path):
     [entry] = res.interrupted
     assert entry["symbol"] == "AAA" and entry["date"] == third.isoformat() and entry["file"] is None
     assert entry["records_delivered"] == seen[-1] and entry["records_simulated"] > seen[-1]
-    assert 0 < entry["sim_seconds"] < SECONDS
+    assert 0 < entry["delivered_seconds"] < SECONDS
     assert entry["open_ticks"] == res.sessions[1].result.close_ticks  # chained like any session
     path = tmp_path / "out" / "AAA" / f"{third}.qrsdp"
     assert not path.exists() and not partial_path(path).exists()
@@ -296,7 +296,8 @@ def test_simulate_session_stops_at_the_next_batch(speed):
     exc = info.value
     assert exc.delivered == len(sink.records) < len(full.records)
     assert np.array_equal(sink.records, full.records[: exc.delivered])  # a prefix of the session
-    assert exc.records >= exc.delivered and exc.seed == 3 and 0 < exc.sim_seconds < 600
+    assert exc.records >= exc.delivered and exc.seed == 3 and 0 < exc.delivered_seconds < 600
+    assert exc.delivered_seconds == (int(sink.records["ts_ns"][-1]) - cfg.market_open_ns) / 1e9  # as delivered
 
 
 def test_simulate_to_file_stopped_leaves_nothing(tmp_path):

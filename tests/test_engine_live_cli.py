@@ -155,7 +155,7 @@ def test_sigterm_interrupts_paced_sessions_that_would_take_hours(tmp_path, live_
     assert sorted((e["symbol"], e["date"], e["file"]) for e in live["interrupted"]) == [
         ("AAA", "2026-01-01", None), ("BBB", "2026-01-01", None)]
     for e in live["interrupted"]:
-        assert e["sim_seconds"] < 23_400 and e["records_delivered"] <= e["records_simulated"]
+        assert e["delivered_seconds"] < 23_400 and e["records_delivered"] <= e["records_simulated"]
     assert [p.name for p in run.out.rglob(".*")] == []
 
 
@@ -223,3 +223,28 @@ def test_live_run_with_kafka_delivers_every_finished_session(tmp_path, live_runs
     assert f"{publish['delivered']:,} delivered, 0 failed" in err
     if interrupted:
         assert "stay incomplete: no file, no end-of-session marker" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_first_signal_requests_a_stop_the_second_ends_the_process(sig):
+    """What ``qrsdp run --days 0`` installs: the first signal only sets the stop (the run then finishes
+    cleanly); a second one, for a shutdown that takes too long, ends the process as the signal's default
+    action would. Outside the block the previous handlers are back."""
+    code = f"""
+import os, signal
+from qrsdp_sim.cli.run_live import stop_on_signals
+from qrsdp_sim.engine.live import StopRequest
+before = signal.getsignal({int(sig)})
+stop = StopRequest()
+with stop_on_signals(stop):
+    os.kill(os.getpid(), {int(sig)})
+    print("first:", stop.is_set(), stop.reason, flush=True)
+print("restored:", signal.getsignal({int(sig)}) is before, flush=True)
+with stop_on_signals(StopRequest()):
+    os.kill(os.getpid(), {int(sig)})
+    os.kill(os.getpid(), {int(sig)})
+    print("survived the second signal", flush=True)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.splitlines() == [f"first: True {sig.name}", "restored: True"], (res.stdout, res.stderr)
+    assert res.returncode == -sig, res.stderr

@@ -7,7 +7,6 @@ command with a single ``Error: ...`` line on stderr and exit status 2.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -662,23 +661,13 @@ def _report_publish(publish: dict[str, Any], output: Path, no_file: set[str] | N
 def _execute_run(
     spec, secs, output: Path, workers: int, realtime_speed: float | None, publisher=None
 ) -> RunResult:
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
+    from qrsdp_sim.cli.progress import run_progress
     from qrsdp_sim.engine.runner import run
 
     dates = spec.dates()
     day_index = {d: i for i, d in enumerate(dates)}
     total = float(spec.session_seconds * len(dates))
-    columns = (
-        TextColumn("[bold]{task.description:<8}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[date]}  {task.fields[events]:>12,} events"),
-        TimeElapsedColumn(),
-    )
-    with Progress(
-        *columns, transient=False, disable=not sys.stderr.isatty() and not os.environ.get("QRSDP_PROGRESS")
-    ) as bar:
+    with run_progress() as bar:
         tasks = {s.symbol: bar.add_task(s.symbol, total=total, date="", events=0) for s in secs}
         events_done: dict[str, int] = {s.symbol: 0 for s in secs}
         last_seen: dict[str, tuple[Any, int]] = {}

@@ -8,9 +8,8 @@ manifest is current anyway: it lists every finished session and names those in p
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,9 +34,7 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
             signal.raise_signal(signum)
             return
         received.append(signum)
-        stop.request(name)
-        # os.write: a handler may run while the main thread is inside a buffered write to stderr
-        os.write(2, f"{name}: stopping at the next batch boundary (send it again to stop at once)\n".encode())
+        stop.request(name)  # nothing else here: a handler may run inside the main thread's own writes
 
     for s in STOP_SIGNALS:
         signal.signal(s, handler)
@@ -52,20 +49,30 @@ def execute_live(spec, secs, output: Path, workers: int, realtime_speed: float |
                  stop: StopRequest, last_date) -> Any:
     """Run until ``stop``; a progress bar per security on a terminal and one line per finished session."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    from qrsdp_sim.engine.live import run_live
 
     console = Console(stderr=True, highlight=False)
-    columns = (
-        TextColumn("[bold]{task.description:<8}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[date]}  {task.fields[events]:>12,} events"),
-        TimeElapsedColumn(),
-    )
-    show_bar = sys.stderr.isatty() or bool(os.environ.get("QRSDP_PROGRESS"))
-    with Progress(*columns, console=console, transient=False, disable=not show_bar) as bar:
+
+    def announce_stop() -> None:  # a thread of its own: the signal handler must not write
+        stop.wait()
+        if stop.reason in {s.name for s in STOP_SIGNALS}:
+            console.print(f"{stop.reason}: stopping at the next batch boundary (send it again to stop at once)",
+                          markup=False, soft_wrap=True)
+
+    announcer = threading.Thread(target=announce_stop, name="qrsdp-live-stop", daemon=True)
+    announcer.start()
+    try:
+        return _run_with_progress(spec, secs, output, workers, realtime_speed, publisher, stop, last_date, console)
+    finally:
+        if stop.is_set():
+            announcer.join()  # its line comes before the closing report
+
+
+def _run_with_progress(spec, secs, output: Path, workers: int, realtime_speed: float | None, publisher,
+                       stop: StopRequest, last_date, console) -> Any:
+    from qrsdp_sim.cli.progress import run_progress
+    from qrsdp_sim.engine.live import run_live
+
+    with run_progress(console) as bar:
         tasks = {s.symbol: bar.add_task(s.symbol, total=float(spec.session_seconds), date="", events=0)
                  for s in secs}
 
@@ -101,7 +108,7 @@ def report_live_end(result) -> None:
     console.print(line, markup=False, soft_wrap=True)
     for entry in result.interrupted:
         console.print(
-            f"interrupted: {entry['symbol']} {entry['date']} after {entry['sim_seconds']:g} of "
+            f"interrupted: {entry['symbol']} {entry['date']} at {entry['delivered_seconds']:g} of "
             f"{entry['session_seconds']:,} simulated seconds ({entry['records_delivered']:,} records handed "
             f"to the sinks): no file, not in the manifest's sessions",
             markup=False,

@@ -93,7 +93,7 @@ def _interrupted_entry(
         "open_ticks": int(open_ticks),
         "records_simulated": exc.records,
         "records_delivered": exc.delivered,
-        "sim_seconds": round(exc.sim_seconds, 3),
+        "delivered_seconds": round(exc.delivered_seconds, 3),
         "session_seconds": spec.session_seconds,
         "file": None,
     }

@@ -65,16 +65,17 @@ class SimulationError(RuntimeError):
 class SessionInterrupted(Exception):
     """The session was stopped (its ``stop`` event was set) before its end.
 
-    ``records`` were simulated, ``delivered`` of them handed to the sink (fewer when paced),
-    ``sim_seconds`` is how far the session got. ``simulate_to_file`` publishes no file for it.
+    ``records`` were simulated, the first ``delivered`` of them handed to the sink (the kernel runs
+    ahead of delivery, a paced one by up to a batch); ``delivered_seconds`` is the event time, since
+    the open, of the last record handed over. ``simulate_to_file`` publishes no file for it.
     """
 
-    def __init__(self, seed: int, records: int, delivered: int, sim_seconds: float) -> None:
-        super().__init__(f"session {seed} stopped after {sim_seconds:.1f} simulated seconds")
+    def __init__(self, seed: int, records: int, delivered: int, delivered_seconds: float) -> None:
+        super().__init__(f"session {seed} stopped at {delivered_seconds:.1f} simulated seconds")
         self.seed = seed
         self.records = records
         self.delivered = delivered
-        self.sim_seconds = sim_seconds
+        self.delivered_seconds = delivered_seconds
 
 
 @dataclass(frozen=True)
@@ -373,19 +374,25 @@ def simulate_session(
     pacer = Pacer(realtime_speed, config.market_open_ns, stop=stop) if realtime_speed else None
     counts = np.zeros(6, dtype=np.int64)
     delivered = 0
+    last_ns = int(config.market_open_ns)  # event time of the last record handed over
+
+    def interrupted(n: int) -> SessionInterrupted:
+        return SessionInterrupted(int(config.seed), driver.records, n, (last_ns - config.market_open_ns) / 1e9)
+
     for records, _ in driver.batches():
         if stop is not None and stop.is_set():
-            raise SessionInterrupted(int(config.seed), driver.records, delivered, driver.sim_seconds)
+            raise interrupted(delivered)
         counts += np.bincount(records["type"], minlength=6)[:6]
         if pacer is not None:
             handed = pacer.deliver(sink, records)
             if handed < len(records):
-                raise SessionInterrupted(
-                    int(config.seed), driver.records, delivered + handed, driver.sim_seconds
-                )
+                if handed:
+                    last_ns = int(records["ts_ns"][handed - 1])
+                raise interrupted(delivered + handed)
         else:
             sink.append(records)
         delivered = driver.records
+        last_ns = int(records["ts_ns"][-1])
         if progress is not None:
             progress(driver.sim_seconds, driver.records)
     return driver.result(time.perf_counter() - started, counts)
