@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -172,3 +173,88 @@ def test_console_aliases_exist():
         assert res.returncode == 0, res.stderr
         assert ("--securities" in res.stdout) == (alias == "run_alias")
         assert (re.search(r"SEED\W+SECONDS\W+\[OUT\]", res.stdout) is not None) == (alias == "cli_alias")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--excitation", "1.0"], "--excitation: excitation branching ratio must be in [0, 1)"),
+        (["--excitation", "-0.1"], "--excitation"),
+        (["--odd-lot-share", "2"], "--odd-lot-share must be a number in [0, 1]"),
+        (["--odd-lot-share", "0.9", "--large-order-share", "0.2"], "must not exceed 1"),
+        (["--partial-cancel-share", "nan"], "--partial-cancel-share"),
+        (["--seasonality", "0,2"], "--seasonality"),
+        (["--seasonality", "sideways"], "--seasonality: expected 'u', 'flat' or OPEN,CLOSE"),
+        (["--activity", "0.5@-3"], "--activity"),
+        (["--activity", "loud"], "--activity: expected SIGMA@SECONDS"),
+        (["--activity-common", "1.5"], "--activity-common must be a number in [0, 1]"),
+        (["--excitation-timescales", "0,1"], "--excitation-timescales"),
+        (["--metaorder-share", "1.2"], "--metaorder-share"),
+        (["--metaorder-tail", "1"], "--metaorder-tail"),
+        (["--plain", "--excitation", "0.3"], "--plain switches every realism layer off; drop --excitation"),
+        (["--realism", "/nonexistent/r.json"], "--realism /nonexistent/r.json: cannot read"),
+        (["--realism", "{garbage}"], "invalid JSON"),
+        (["--realism", "{wrong}"], "not a valid realism document"),
+    ],
+)
+def test_invalid_realism_options_stop_with_one_line_naming_the_option(tmp_path, args, message):
+    (tmp_path / "garbage.json").write_text("{not json")
+    (tmp_path / "wrong.json").write_text('{"sizes": 3}')
+    args = [a.replace("{garbage}", str(tmp_path / "garbage.json")).replace("{wrong}", str(tmp_path / "wrong.json"))
+            for a in args]  # fmt: skip
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", "--output", str(out), "--seconds", "30", *args])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], res.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_plain_reproduces_the_seed_models(tmp_path):
+    from qrsdp_sim.engine import SimpleImbalance
+    from qrsdp_sim.engine.realism import Realism
+
+    out = tmp_path / "plain"
+    res = runner.invoke(app, ["run", "--plain", "--seconds", "120", "--output", str(out), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["params"]["base_L"] == 20.0 and Realism.from_dict(m["realism"]).is_plain
+    rec = read_records(out / m["sessions"][0]["file"])
+    assert np.all(rec["qty"] == 1)
+    cfg = SessionConfig(seed=m["sessions"][0]["seed"], session_seconds=120, model=SimpleImbalance.seed(),
+                        realism=Realism.plain())  # fmt: skip
+    simulate_to_file(cfg, tmp_path / "api.qrsdp", fsync=False)
+    assert (tmp_path / "api.qrsdp").read_bytes() == (out / m["sessions"][0]["file"]).read_bytes()
+
+
+def test_realism_file_reproduces_a_run_from_its_manifest(tmp_path):
+    first = tmp_path / "a"
+    args = ["run", "--seconds", "300", "--securities", "AAA:10000,BBB:20000", "--odd-lot-share", "0.3",
+            "--seasonality", "3,2", "--activity", "0.5@120", "--excitation", "0.4", "--metaorder-share", "0.3"]
+    res = runner.invoke(app, [*args, "--output", str(first)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((first / "manifest.json").read_text())
+    realism = m["securities"][0]["realism"]
+    assert realism["sizes"]["limit"]["odd_lot_share"] == 0.3
+    assert realism["clock"]["profile"]["open_ratio"] == 3.0
+    assert realism["clock"]["activity"]["sigmas"] == [0.5]
+    assert realism["excitation"]["branching"] == 0.4 and realism["metaorders"]["share"] == 0.3
+    (tmp_path / "realism.json").write_text(json.dumps(realism))
+    second = tmp_path / "b"
+    res = runner.invoke(app, ["run", "--seconds", "300", "--securities", "AAA:10000,BBB:20000", "--realism",
+                              str(tmp_path / "realism.json"), "--output", str(second)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    for f in ("AAA/2026-01-02.qrsdp", "BBB/2026-01-02.qrsdp"):
+        assert (first / f).read_bytes() == (second / f).read_bytes()
+    # and the defaults differ from these settings (the options did something)
+    third = tmp_path / "c"
+    assert runner.invoke(app, ["run", "--seconds", "300", "--securities", "AAA:10000,BBB:20000", "--output",
+                               str(third)]).exit_code == 0  # fmt: skip
+    assert (third / "AAA/2026-01-02.qrsdp").read_bytes() != (first / "AAA/2026-01-02.qrsdp").read_bytes()
+
+
+def test_the_command_line_does_not_load_the_engine_until_a_command_needs_it():
+    """Services (parquet-consumer, itch-stream, republish ...) start without numba (about 1 s)."""
+    code = "import sys, qrsdp_sim.cli; print('numba' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stdout + res.stderr

@@ -11,12 +11,13 @@ import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from qrsdp_sim.engine.clock import ActivityFactor, IntradayProfile
-from qrsdp_sim.engine.realism import Realism
+if TYPE_CHECKING:  # the engine (numba) is imported only when a realism is built, not by every command
+    from qrsdp_sim.engine.clock import ActivityFactor, IntradayProfile
+    from qrsdp_sim.engine.realism import Realism
 
 PANEL = "Realism (defaults: a large-tick US equity; docs/realism.md)"
 
@@ -160,6 +161,8 @@ class RealismArgs:
 
     def build(self) -> Realism:
         """The realism layers; raises RealismArgError naming the option at fault."""
+        from qrsdp_sim.engine.realism import Realism
+
         if self.plain:
             if self.realism_file is not None:
                 raise RealismArgError("--plain and --realism exclude each other")
@@ -217,6 +220,8 @@ def _share(flag: str, value: float) -> float:
 
 
 def _load(path: Path) -> Realism:
+    from qrsdp_sim.engine.realism import Realism
+
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -244,12 +249,17 @@ def _floats(flag: str, text: str, sep: str = ",") -> list[float]:
 
 
 def _profile(text: str) -> IntradayProfile:
+    from qrsdp_sim.engine.clock import IntradayProfile
+
     t = text.strip().lower()
     if t == "u":
         return IntradayProfile()
     if t == "flat":
         return IntradayProfile.flat()
-    vals = _floats("--seasonality", t)
+    try:
+        vals = [float(x) for x in t.split(",")]
+    except ValueError:
+        vals = []
     if len(vals) != 2:
         raise RealismArgError(f"--seasonality: expected 'u', 'flat' or OPEN,CLOSE, got {text!r}")
     profile = replace(IntradayProfile(), open_ratio=vals[0], close_ratio=vals[1])
@@ -258,6 +268,8 @@ def _profile(text: str) -> IntradayProfile:
 
 
 def _activity(text: str) -> ActivityFactor:
+    from qrsdp_sim.engine.clock import ActivityFactor
+
     t = text.strip().lower()
     if t in ("off", "0", "none"):
         return ActivityFactor.off()

@@ -88,6 +88,7 @@ class IntradayProfile:
                 raise ValueError(
                     f"seasonality {name.replace('_', ' ')} must be in (0, 1] (a fraction of the session), got {v}"
                 )
+        self.values(np.array([0.5]))  # raises if the profile is not a positive rate everywhere
 
     def shape(self, x: np.ndarray) -> np.ndarray:
         """The unnormalised profile at fractions ``x`` of the session (positive for valid parameters)."""
