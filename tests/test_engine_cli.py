@@ -30,7 +30,18 @@ runner = CliRunner(env={"COLUMNS": "200"})
         (["--securities", "ABCDEFGHI:100"], "invalid symbol 'ABCDEFGHI'"),
         (["--securities", "AAPL"], "expected SYMBOL:P0_TICKS"),
         (["--symbol", "A.B"], "invalid symbol 'A.B'"),
-        (["--days", "0"], "--days must be >= 1"),
+        (["--days", "-1"], "--days must be >= 1, or 0 for a live run"),
+        (["--days", "3", "--start-date", "9999-12-30"], "the calendar ends (9999-12-31) before 3 trading date(s)"),
+        (["--days", "0", "--realtime", "--workers", "1", "--securities", "A:100,B:200"],
+         "--workers must be >= the number of securities (2)"),
+        (["--days", "0", "--workers", "0"], "--workers must be >= 1"),
+        (["--kafka-brokers", "localhost:99999"], "--kafka-brokers 'localhost:99999'"),
+        (["--kafka-brokers", "localhost"], "'localhost' is not HOST:PORT"),
+        (["--kafka-brokers", "a:1,,b:2"], "expected HOST:PORT[,HOST:PORT...]"),
+        (["--kafka-brokers", "a b:9092"], "'a b:9092' is not HOST:PORT"),
+        (["--kafka-brokers", "h:1", "--kafka-topic", "bad topic"], "--kafka-topic 'bad topic'"),
+        (["--kafka-brokers", "h:1", "--start-date", "1999-12-31"], "the years the Kafka consumers accept"),
+        (["--kafka-brokers", "h:1", "--days", "0", "--start-date", "2101-01-03"], "from 2101-01-03"),
         (["--seconds", "0"], "--seconds must be >= 1"),
         (["--market-open", "9h30"], "invalid market open"),
         (["--realtime", "--speed", "0"], "--speed must be > 0"),
@@ -52,6 +63,16 @@ def test_invalid_arguments_stop_with_one_line_before_any_work(tmp_path, args, me
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], res.stderr
     assert not out.exists() or not any(out.iterdir())  # nothing simulated
+
+
+def test_kafka_brokers_from_the_environment_are_checked_too(tmp_path):
+    out = tmp_path / "out"
+    res = CliRunner(env={"COLUMNS": "200", "QRSDP_KAFKA_BROKERS": "broker:port"}).invoke(
+        app, ["run", "--output", str(out)])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == ("Error: --kafka-brokers 'broker:port': 'broker:port' is not HOST:PORT "
+                                  "(port 1-65535) (from QRSDP_KAFKA_BROKERS)")
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_unwritable_output_is_rejected(tmp_path):

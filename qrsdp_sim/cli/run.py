@@ -7,7 +7,6 @@ command with a single ``Error: ...`` line on stderr and exit status 2.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -289,7 +288,14 @@ def run_command(
     seed: Annotated[
         int, typer.Option("--seed", help="Base seed; each session's seed derives from (seed, symbol, date).")
     ] = 42,
-    days: Annotated[int, typer.Option("--days", help="Number of consecutive weekdays to simulate.")] = 1,
+    days: Annotated[
+        int,
+        typer.Option(
+            "--days",
+            help="Number of consecutive weekdays to simulate; 0 = live: one trading date after another "
+            "until SIGTERM/SIGINT (the sessions in progress are recorded as interrupted; exit 0).",
+        ),
+    ] = 1,
     seconds: Annotated[
         int, typer.Option("--seconds", help="Length of each session in simulated seconds.")
     ] = 23_400,
@@ -340,8 +346,14 @@ def run_command(
         Path | None, typer.Option("--perf-doc", help="Also write the closing table as a markdown file here.")
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", help="Securities simulated at the same time (threads).")
-    ] = 2,
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Securities simulated at the same time (threads; default 2, and with --days 0 one per "
+            "security, which --realtime needs).",
+            show_default=False,
+        ),
+    ] = None,
     kafka_brokers: Annotated[
         str | None,
         typer.Option(
@@ -437,11 +449,17 @@ def run_command(
             factor_loading=factor_loading,
             realism=rargs,
         )
+        workers = _resolve_workers(workers, days, realtime, secs)
+        if kafka_brokers:  # empty (e.g. QRSDP_KAFKA_BROKERS=""): no Kafka, as before
+            kafka_brokers, kafka_topic = _check_kafka(kafka_brokers, kafka_topic, spec)
         _check_writable_dir(output, "output directory")
         if perf_doc is not None:
             _check_writable_file(perf_doc, "--perf-doc file")
     except ArgError as exc:
         _fail(str(exc))
+    if days == 0:
+        _run_live(spec, secs, output, workers, speed if realtime else None, kafka_brokers, kafka_topic, perf_doc)
+        return
     publisher = None
     if kafka_brokers:
         from qrsdp_sim.kafka.publisher import KafkaPublisher
@@ -451,6 +469,71 @@ def run_command(
     _report(result, perf_doc, spec)
     if publisher is not None:
         _report_publish(result.manifest["publish"], output)
+
+
+def _resolve_workers(workers: int | None, days: int, realtime: bool, secs) -> int:
+    """``--workers``: 2 by default, one per security in a live run; a paced live run needs that many."""
+    if workers is None:
+        return len(secs) if days == 0 else 2
+    if days == 0 and realtime and workers < len(secs):
+        raise ArgError(
+            f"--days 0 --realtime paces every security of a date at once: --workers must be >= the number "
+            f"of securities ({len(secs)}), got {workers} (or leave --workers out)"
+        )
+    return workers
+
+
+def _check_kafka(brokers: str, topic: str, spec) -> tuple[str, str]:
+    """The broker list and topic as Kafka needs them, and dates the platform's consumers accept."""
+    from qrsdp_sim.engine.calendar import iter_trading_dates
+    from qrsdp_sim.kafka.names import FIRST_KAFKA_DATE, LAST_KAFKA_DATE, check_brokers, check_topic
+
+    try:
+        brokers = check_brokers(brokers)
+    except ValueError as exc:
+        from_env = os.environ.get("QRSDP_KAFKA_BROKERS") == brokers
+        raise ArgError(f"{exc}{' (from QRSDP_KAFKA_BROKERS)' if from_env else ''}") from None
+    try:
+        topic = check_topic(topic)
+    except ValueError as exc:
+        raise ArgError(str(exc)) from None
+    first = next(iter_trading_dates(spec.start_date))
+    last = spec.dates()[-1] if spec.days else None
+    if first < FIRST_KAFKA_DATE or (last or first) > LAST_KAFKA_DATE:
+        span = f"{first} .. {last}" if last else f"from {first}"
+        raise ArgError(
+            f"--kafka-brokers: the run's dates ({span}) leave {FIRST_KAFKA_DATE.year}-{LAST_KAFKA_DATE.year}, "
+            "the years the Kafka consumers accept: choose another --start-date or --days"
+        )
+    return brokers, topic
+
+
+def _run_live(spec, secs, output: Path, workers: int, realtime_speed: float | None, kafka_brokers: str | None,
+              kafka_topic: str, perf_doc: Path | None) -> None:
+    """``--days 0``: until SIGTERM/SIGINT; exit 0 after a requested stop, 1 when a session failed."""
+    from qrsdp_sim.cli.run_live import execute_live, report_live_end, stop_on_signals
+    from qrsdp_sim.engine.live import StopRequest
+    from qrsdp_sim.kafka.names import LAST_KAFKA_DATE
+
+    stop = StopRequest()
+    with stop_on_signals(stop):  # before the publisher: its broker check can take seconds
+        publisher = None
+        if kafka_brokers:
+            from qrsdp_sim.kafka.publisher import KafkaPublisher
+
+            publisher = KafkaPublisher(kafka_brokers, kafka_topic)
+        try:
+            result = execute_live(spec, secs, output, workers, realtime_speed, publisher, stop,
+                                  LAST_KAFKA_DATE if publisher is not None else None)
+        except Exception as exc:
+            typer.echo(f"Error: the live run failed: {type(exc).__name__}: {exc}; "
+                       f"{output / 'manifest.json'} lists the sessions that finished", err=True)
+            raise typer.Exit(1) from None
+    _report(result, perf_doc, spec)
+    report_live_end(result)
+    if publisher is not None:
+        _report_publish(result.manifest["publish"], output,
+                        no_file={f"{e['symbol']}/{e['date']}" for e in result.interrupted})
 
 
 def _build_run(
@@ -480,8 +563,8 @@ def _build_run(
 
     if seed < 0 or seed >= 2**63:
         raise ArgError(f"--seed must be in [0, 2**63), got {seed}")
-    if days < 1:
-        raise ArgError(f"--days must be >= 1, got {days}")
+    if days < 0:
+        raise ArgError(f"--days must be >= 1, or 0 for a live run (until SIGTERM/SIGINT), got {days}")
     if seconds < 1:
         raise ArgError(f"--seconds must be >= 1, got {seconds}")
     if depth < 1:
@@ -490,7 +573,7 @@ def _build_run(
         raise ArgError(f"--levels must be in [1, 64], got {levels}")
     if chunk_size < 1:
         raise ArgError(f"--chunk-size must be >= 1, got {chunk_size}")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ArgError(f"--workers must be >= 1, got {workers}")
     if realtime and not speed > 0:
         raise ArgError(f"--speed must be > 0, got {speed}")
@@ -544,7 +627,11 @@ def _build_run(
     return spec, secs
 
 
-def _report_publish(publish: dict[str, Any], output: Path) -> None:
+def _report_publish(publish: dict[str, Any], output: Path, no_file: set[str] | None = None) -> None:
+    """The Kafka totals; a warning with the way to close the gap when some session is incomplete.
+
+    ``no_file``: sessions a live run interrupted (``SYMBOL/DATE``): incomplete on Kafka and without a
+    file, so there is nothing to republish (their partial events stay without an end-of-session marker)."""
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -553,7 +640,10 @@ def _report_publish(publish: dict[str, Any], output: Path) -> None:
         f"{publish['produced']:,} produced, "
         f"{publish['delivered']:,} delivered, {publish['failed']:,} failed"
     )
-    incomplete = publish.get("incomplete_sessions") or []
+    incomplete = [k for k in publish.get("incomplete_sessions") or [] if k not in (no_file or ())]
+    if no_file:
+        console.print(f"Kafka: {len(no_file)} interrupted session(s) ({', '.join(sorted(no_file))}) stay "
+                      "incomplete: no file, no end-of-session marker", markup=False, soft_wrap=True)
     if publish["failed"] or incomplete:
         errors = [st.get("first_error") for st in publish.get("sessions", {}).values() if st.get("first_error")]
         reason = publish.get("broker_down_at_start") or (errors[0] if errors else None)
@@ -571,23 +661,13 @@ def _report_publish(publish: dict[str, Any], output: Path) -> None:
 def _execute_run(
     spec, secs, output: Path, workers: int, realtime_speed: float | None, publisher=None
 ) -> RunResult:
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
+    from qrsdp_sim.cli.progress import run_progress
     from qrsdp_sim.engine.runner import run
 
     dates = spec.dates()
     day_index = {d: i for i, d in enumerate(dates)}
     total = float(spec.session_seconds * len(dates))
-    columns = (
-        TextColumn("[bold]{task.description:<8}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[date]}  {task.fields[events]:>12,} events"),
-        TimeElapsedColumn(),
-    )
-    with Progress(
-        *columns, transient=False, disable=not sys.stderr.isatty() and not os.environ.get("QRSDP_PROGRESS")
-    ) as bar:
+    with run_progress() as bar:
         tasks = {s.symbol: bar.add_task(s.symbol, total=total, date="", events=0) for s in secs}
         events_done: dict[str, int] = {s.symbol: 0 for s in secs}
         last_seen: dict[str, tuple[Any, int]] = {}

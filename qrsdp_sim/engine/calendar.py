@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Iterator
 
 DEFAULT_START = dt.date(2026, 1, 2)
 DEFAULT_MARKET_OPEN = "09:30"
@@ -24,16 +26,27 @@ def next_weekday(day: dt.date) -> dt.date:
     return day
 
 
+def iter_trading_dates(start: dt.date) -> Iterator[dt.date]:
+    """Consecutive weekdays from ``start`` (rolled forward to a weekday) to the end of the calendar
+    (9999-12-31): a live run's dates."""
+    day = start
+    while True:
+        while day.weekday() >= 5:
+            if day == dt.date.max:
+                return
+            day += dt.timedelta(days=1)
+        yield day
+        if day == dt.date.max:
+            return
+        day += dt.timedelta(days=1)
+
+
 def trading_dates(start: dt.date, days: int) -> list[dt.date]:
-    """``days`` consecutive weekdays starting at ``start`` (rolled forward to a weekday)."""
+    """``days`` consecutive weekdays starting at ``start`` (rolled forward to a weekday); fewer when
+    the calendar ends first (9999-12-31)."""
     if days < 0:
         raise ValueError(f"days must be >= 0, got {days}")
-    out: list[dt.date] = []
-    day = next_weekday(start)
-    while len(out) < days:
-        out.append(day)
-        day = next_weekday(day + dt.timedelta(days=1))
-    return out
+    return list(itertools.islice(iter_trading_dates(start), days))
 
 
 def previous_trading_date(day: dt.date) -> dt.date:

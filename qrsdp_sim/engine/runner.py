@@ -33,7 +33,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qrsdp_sim.engine.calendar import DEFAULT_MARKET_OPEN, DEFAULT_START, parse_market_open, trading_dates
+from qrsdp_sim.engine.calendar import (
+    DEFAULT_MARKET_OPEN,
+    DEFAULT_START,
+    iter_trading_dates,
+    parse_market_open,
+    trading_dates,
+)
 from qrsdp_sim.engine.clock import market_seed
 from qrsdp_sim.engine.factor import MarketFactor
 from qrsdp_sim.engine.models.base import IntensityModel
@@ -73,7 +79,7 @@ class RunSpec:
     """Settings shared by every session of a run (and by orchestrator partitions)."""
 
     base_seed: int = 42
-    days: int = 1
+    days: int = 1  # 0: a live run (engine.live.run_live), dates without end
     start_date: dt.date = DEFAULT_START
     session_seconds: int = 23_400
     levels_per_side: int = 5
@@ -118,12 +124,16 @@ class RunSpec:
     def validate(self, p0_ticks: int = 10_000) -> None:
         if self.base_seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.base_seed}")
-        if self.days < 1:
-            raise ValueError(f"days must be >= 1, got {self.days}")
+        if self.days < 0:
+            raise ValueError(f"days must be >= 0 (0: live, until stopped), got {self.days}")
         if self.chunk_capacity < 1:
             raise ValueError(f"chunk size must be >= 1, got {self.chunk_capacity}")
+        first = next(iter_trading_dates(self.start_date), None)
+        if first is None or len(self.dates()) < self.days:
+            raise ValueError(f"the calendar ends (9999-12-31) before {max(self.days, 1)} trading date(s) "
+                             f"from {self.start_date.isoformat()}")
         self.factor.validate()
-        self.session_config("SIM", self.dates()[0], p0_ticks).validate()
+        self.session_config("SIM", first, p0_ticks).validate()
 
     def manifest_fields(self) -> dict[str, Any]:
         return {
@@ -235,11 +245,13 @@ def simulate_symbol_date(
     progress: Callable[[float, int], None] | None = None,
     realtime_speed: float | None = None,
     fsync: bool = True,
+    stop: threading.Event | None = None,
 ) -> SessionResult:
     """Simulate one symbol-date opening at ``open_ticks`` into ``path`` (a ``.qrsdp`` file).
 
     The orchestrator's per-partition entry point. ``open_ticks`` is the symbol's ``p0``
     on its first date and the previous trading date's ``close_ticks`` afterwards.
+    ``stop``: see ``simulate_session`` (raises ``SessionInterrupted``; no file is left).
     """
     config = spec.session_config(symbol, date, open_ticks)
     return simulate_to_file(
@@ -251,7 +263,40 @@ def simulate_symbol_date(
         fsync=fsync,
         exo=spec.factor_signal(date),
         exo_step_seconds=spec.factor.step_seconds,
+        stop=stop,
     )
+
+
+def run_session(
+    spec: RunSpec,
+    symbol: str,
+    date: dt.date,
+    open_ticks: int,
+    output_dir: Path,
+    *,
+    progress: RunProgressFn | None = None,
+    realtime_speed: float | None = None,
+    publisher: SessionPublisher | None = None,
+    run_id: str = "",
+    stop: threading.Event | None = None,
+) -> SessionRecord:
+    """One session of a run: its file under ``output_dir``, published too when there is a publisher
+    (the end-of-session marker goes out after the file is complete). ``stop``: see ``simulate_session``."""
+    path = session_path(output_dir, symbol, date)
+    cb = None
+    if progress is not None:
+
+        def cb(t: float, n: int) -> None:
+            progress(symbol, date, t, n)
+
+    extra = [publisher.open_session(symbol, date, run_id)] if publisher is not None else None
+    result = simulate_symbol_date(
+        spec, symbol, date, open_ticks, path, progress=cb, realtime_speed=realtime_speed,
+        extra_sinks=extra, stop=stop,
+    )
+    if publisher is not None and extra:
+        publisher.end_session(extra[0], session_description(spec, symbol, date, result))
+    return SessionRecord(symbol, date, result, path.relative_to(output_dir).as_posix())
 
 
 def _run_security(
@@ -269,22 +314,10 @@ def _run_security(
     for date in spec.dates():
         if stop.is_set():
             break
-        path = session_path(output_dir, sec.symbol, date)
-        cb = None
-        if progress is not None:
-
-            def cb(t: float, n: int, _d: dt.date = date) -> None:
-                progress(sec.symbol, _d, t, n)
-
-        extra = [publisher.open_session(sec.symbol, date, run_id)] if publisher is not None else None
-        result = simulate_symbol_date(
-            spec, sec.symbol, date, open_ticks, path, progress=cb, realtime_speed=realtime_speed,
-            extra_sinks=extra,
-        )
-        if publisher is not None and extra:
-            publisher.end_session(extra[0], session_description(spec, sec.symbol, date, result))
-        out.append(SessionRecord(sec.symbol, date, result, path.relative_to(output_dir).as_posix()))
-        open_ticks = result.close_ticks
+        rec = run_session(spec, sec.symbol, date, open_ticks, output_dir, progress=progress,
+                          realtime_speed=realtime_speed, publisher=publisher, run_id=run_id)
+        out.append(rec)
+        open_ticks = rec.result.close_ticks
     return out
 
 
@@ -317,10 +350,22 @@ def build_manifest(
     return {"format": "1.1", **head, "securities": [entry(s) for s in securities]}
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(path: Path, manifest: dict[str, Any], *, fsync: bool = False) -> None:
+    """Replace ``path`` atomically (readers see the old or the new manifest, never a part);
+    ``fsync``: also make it durable before returning (the file and its directory entry)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(manifest, indent=2) + "\n")
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if fsync:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def run(
@@ -342,6 +387,8 @@ def run(
     started = time.perf_counter()
     if not securities:
         raise ValueError("no securities to simulate")
+    if spec.days == 0:
+        raise ValueError("days=0 is a live run: use qrsdp_sim.engine.live.run_live")
     spec.validate(min(s.p0_ticks for s in securities))
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)

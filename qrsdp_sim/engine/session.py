@@ -9,6 +9,7 @@ for the next call), so sinks may keep it without copying.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,22 @@ ProgressFn = Callable[[float, int], None]  # (simulated seconds so far, records 
 
 class SimulationError(RuntimeError):
     """The session could not be completed (e.g. the price left the book's tick grid)."""
+
+
+class SessionInterrupted(Exception):
+    """The session was stopped (its ``stop`` event was set) before its end.
+
+    ``records`` were simulated, the first ``delivered`` of them handed to the sink (the kernel runs
+    ahead of delivery, a paced one by up to a batch); ``delivered_seconds`` is the event time, since
+    the open, of the last record handed over. ``simulate_to_file`` publishes no file for it.
+    """
+
+    def __init__(self, seed: int, records: int, delivered: int, delivered_seconds: float) -> None:
+        super().__init__(f"session {seed} stopped at {delivered_seconds:.1f} simulated seconds")
+        self.seed = seed
+        self.records = records
+        self.delivered = delivered
+        self.delivered_seconds = delivered_seconds
 
 
 @dataclass(frozen=True)
@@ -351,23 +368,40 @@ def simulate_session(
     realtime_speed: float | None = None,
     exo: np.ndarray | None = None,
     exo_step_seconds: float = 1.0,
+    stop: threading.Event | None = None,
 ) -> SessionResult:
     """Simulate one session, streaming record batches to ``sink`` (which is not closed).
 
     ``realtime_speed`` paces delivery at event time / speed. ``exo`` is the optional
     exogenous signal (the market factor, ``engine.factor``; piecewise constant on
     ``exo_step_seconds``); it only has an effect through a model's loading parameter.
+    ``stop``: once set, the session ends at the next batch boundary (or pacing step) with
+    :class:`SessionInterrupted`; the batches before it were delivered, nothing after.
     """
     started = time.perf_counter()
     driver = SessionDriver(config, exo=exo, exo_step_seconds=exo_step_seconds)
-    pacer = Pacer(realtime_speed, config.market_open_ns) if realtime_speed else None
+    pacer = Pacer(realtime_speed, config.market_open_ns, stop=stop) if realtime_speed else None
     counts = np.zeros(6, dtype=np.int64)
+    delivered = 0
+    last_ns = int(config.market_open_ns)  # event time of the last record handed over
+
+    def interrupted(n: int) -> SessionInterrupted:
+        return SessionInterrupted(int(config.seed), driver.records, n, (last_ns - config.market_open_ns) / 1e9)
+
     for records, _ in driver.batches():
+        if stop is not None and stop.is_set():
+            raise interrupted(delivered)
         counts += np.bincount(records["type"], minlength=6)[:6]
         if pacer is not None:
-            pacer.deliver(sink, records)
+            handed = pacer.deliver(sink, records)
+            if handed < len(records):
+                if handed:
+                    last_ns = int(records["ts_ns"][handed - 1])
+                raise interrupted(delivered + handed)
         else:
             sink.append(records)
+        delivered = driver.records
+        last_ns = int(records["ts_ns"][-1])
         if progress is not None:
             progress(driver.sim_seconds, driver.records)
     return driver.result(time.perf_counter() - started, counts)
@@ -383,13 +417,15 @@ def simulate_to_file(
     realtime_speed: float | None = None,
     exo: np.ndarray | None = None,
     exo_step_seconds: float = 1.0,
+    stop: threading.Event | None = None,
 ) -> SessionResult:
     """Simulate one session into a ``.qrsdp`` file (published atomically on success).
 
     ``extra_sinks`` also receive every batch (they are flushed, not closed); one that
     fails is isolated and its failure listed in ``SessionResult.sink_failures``. On any
     error of the file itself the partial file is removed and the exception propagates.
-    ``exo`` / ``exo_step_seconds``: the exogenous signal, as for ``simulate_session``.
+    ``exo`` / ``exo_step_seconds`` / ``stop``: as for ``simulate_session`` (an interrupted
+    session leaves no file, not even a partial one).
     """
     config.validate()
     started = time.perf_counter()
@@ -410,6 +446,7 @@ def simulate_to_file(
             realtime_speed=realtime_speed,
             exo=exo,
             exo_step_seconds=exo_step_seconds,
+            stop=stop,
         )
         sink.flush()
         file_sink.close()

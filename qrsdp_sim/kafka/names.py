@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+
+# the trading dates the platform's Kafka consumers accept (the ``date`` header; docs/kafka-message-format.md)
+FIRST_KAFKA_DATE = dt.date(2000, 1, 1)
+LAST_KAFKA_DATE = dt.date(2100, 12, 31)
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
