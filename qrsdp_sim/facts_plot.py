@@ -126,49 +126,50 @@ def _draw(key: str, ax, samples: list[Sample]) -> None:
 # --------------------------------------------------------------------------- panels
 
 
-def _message_mix(ax, samples: list[Sample]) -> None:
-    cats = ["adds", "cancels", "executions"]
+def _grouped_bars(ax, x: np.ndarray, samples: list[Sample], values, label) -> None:
+    """One bar per sample at each position of ``x``, side by side: ``values(sample)`` the heights,
+    ``label(sample, heights)`` the legend entry."""
     width = 0.8 / len(samples)
     for i, s in enumerate(samples):
+        v = np.asarray(values(s), dtype=float)
+        ax.bar(x - 0.4 + width * (i + 0.5), v, width, color=s.color, label=label(s, v))
+
+
+def _message_mix(ax, samples: list[Sample]) -> None:
+    def shares(s: Sample) -> np.ndarray:
         c = np.sum([x.counts for x in s.sessions], axis=0).astype(float)
-        share = 100 * np.array([c[0] + c[1], c[2] + c[3], c[4] + c[5]]) / c.sum()
-        cpe = s.facts["cancels_per_execution"].value
-        ax.bar(
-            np.arange(3) - 0.4 + width * (i + 0.5),
-            share,
-            width,
-            color=s.color,
-            label=f"{s.label}: executions {share[2]:.1f} %, {cpe} cancels per execution",
-        )
+        return 100 * np.array([c[0] + c[1], c[2] + c[3], c[4] + c[5]]) / c.sum()
+
+    _grouped_bars(
+        ax,
+        np.arange(3),
+        samples,
+        shares,
+        lambda s, v: (
+            f"{s.label}: executions {v[2]:.1f} %, {s.facts['cancels_per_execution'].value} cancels per execution"
+        ),
+    )
     ax.fill_between([1.6, 2.4], 2, 7, color="k", alpha=0.15, label="real: executions 2-7 % of events")
-    ax.set_xticks(range(3), cats)
+    ax.set_xticks(range(3), ["adds", "cancels", "executions"])
     ax.set_ylim(0, 85)
     ax.set_ylabel("% of events")
     ax.legend(fontsize=8, loc="upper right")
 
 
 def _lifecycle(ax, samples: list[Sample]) -> None:
-    cats = ["orders that end\ncancelled, not filled", "time with a\none-tick spread"]
-    width = 0.8 / len(samples)
-    for i, s in enumerate(samples):
-        c, f = (
-            s.facts["cancelled_share"].raw["ended_cancelled"],
-            s.facts["cancelled_share"].raw["ended_filled"],
-        )
-        one = sum(x.one_tick_seconds for x in s.sessions) / max(
-            sum(x.two_sided_seconds for x in s.sessions), 1e-9
-        )
-        vals = [100 * c / max(c + f, 1), 100 * one]
-        ax.bar(
-            np.arange(2) - 0.4 + width * (i + 0.5),
-            vals,
-            width,
-            color=s.color,
-            label=f"{s.label}: {vals[0]:.1f} % / {vals[1]:.1f} %",
-        )
+    def shares(s: Sample) -> list[float]:
+        raw = s.facts["cancelled_share"].raw
+        ended = max(raw["ended_cancelled"] + raw["ended_filled"], 1)
+        quoted = max(sum(x.two_sided_seconds for x in s.sessions), 1e-9)
+        return [
+            100 * raw["ended_cancelled"] / ended,
+            100 * sum(x.one_tick_seconds for x in s.sessions) / quoted,
+        ]
+
+    _grouped_bars(ax, np.arange(2), samples, shares, lambda s, v: f"{s.label}: {v[0]:.1f} % / {v[1]:.1f} %")
     ax.fill_between([-0.4, 0.4], 90, 100, color="k", alpha=0.15, label="real: >= 90 % (NASDAQ day 96 %)")
     ax.fill_between([0.6, 1.4], 90, 100, color="k", alpha=0.07, hatch="//", label="real, large-tick: > 90 %")
-    ax.set_xticks(range(2), cats)
+    ax.set_xticks(range(2), ["orders that end\ncancelled, not filled", "time with a\none-tick spread"])
     ax.set_ylim(0, 140)
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("%")
@@ -202,24 +203,34 @@ def _sizes(ax, samples: list[Sample]) -> None:
 
 
 def _acf_returns(ax, samples: list[Sample]) -> None:
-    width = 0.8 / len(samples)
-    n_min = None
-    for i, s in enumerate(samples):
-        raw = s.facts["acf_returns_lag1"].raw
-        a = np.asarray(raw["acf"])
-        ax.bar(LAGS - 0.4 + width * (i + 0.5), a, width, color=s.color, label=f"{s.label}: lag 1 {a[0]:+.3f}")
-        n_min = raw["returns"] if n_min is None else min(n_min, raw["returns"])
+    _grouped_bars(
+        ax,
+        LAGS,
+        samples,
+        lambda s: s.facts["acf_returns_lag1"].raw["acf"],
+        lambda s, a: f"{s.label}: lag 1 {a[0]:+.3f}",
+    )
     ax.axhspan(-0.1, 0.1, color="k", alpha=0.08, label="real: about 0 (|ACF| <= 0.1)")
-    if n_min:
-        band = 2 / math.sqrt(n_min)
-        ax.axhline(band, color="grey", ls=":", lw=0.9, label=f"+-2/sqrt(n): sampling noise (n = {n_min:,})")
-        ax.axhline(-band, color="grey", ls=":", lw=0.9)
+    n = _fewest_returns(samples)
+    ax.axhline(
+        2 / math.sqrt(n), color="grey", ls=":", lw=0.9, label=f"+-2/sqrt(n): sampling noise (n = {n:,})"
+    )
+    ax.axhline(-2 / math.sqrt(n), color="grey", ls=":", lw=0.9)
+    _minute_lags(ax, (-0.2, 0.2), "autocorrelation of 1-min returns")
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def _fewest_returns(samples: list[Sample]) -> int:
+    """The smallest number of 1-min returns among the samples (for the widest noise band; >= 1)."""
+    return max(1, min(s.facts["acf_returns_lag1"].raw["returns"] for s in samples))
+
+
+def _minute_lags(ax, ylim: tuple[float, float], ylabel: str) -> None:
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylim(-0.2, 0.2)
+    ax.set_ylim(*ylim)
     ax.set_xticks(LAGS)
     ax.set_xlabel("lag (minutes)")
-    ax.set_ylabel("autocorrelation of 1-min returns")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_ylabel(ylabel)
 
 
 def symbol_acf(
@@ -236,7 +247,6 @@ def symbol_acf(
 
 
 def _acf_abs(ax, samples: list[Sample]) -> None:
-    n_min = None
     for s in samples:
         raw_a = s.facts["acf_abs_returns"].raw
         a = np.asarray(raw_a["acf"])
@@ -254,26 +264,14 @@ def _acf_abs(ax, samples: list[Sample]) -> None:
                     lw=1,
                     label=f"    {sym} alone: {b[0]:.3f} / {b[9]:.3f}",
                 )
-        n = s.facts["acf_returns_lag1"].raw["returns"]
-        n_min = n if n_min is None else min(n_min, n)
     ax.fill_between(
         [0.7, 1.3], 0.15, 0.4, color="k", alpha=0.15, label="real: lag 1 0.15-0.4, lag 10 >= 0.08"
     )
     ax.fill_between([9.7, 10.3], 0.08, 0.4, color="k", alpha=0.15)
     ax.plot(LAGS, 0.3 * LAGS**-0.3, "k--", lw=1, label="typical real decay: 0.3 lag^-0.3")
-    if n_min:
-        ax.axhspan(
-            -2 / math.sqrt(n_min),
-            2 / math.sqrt(n_min),
-            color="grey",
-            alpha=0.12,
-            label="+-2/sqrt(n): no clustering",
-        )
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylim(-0.1, 0.85)
-    ax.set_xticks(LAGS)
-    ax.set_xlabel("lag (minutes)")
-    ax.set_ylabel("autocorrelation of |1-min returns| (lag 1 / lag 10 in the legend)")
+    band = 2 / math.sqrt(_fewest_returns(samples))
+    ax.axhspan(-band, band, color="grey", alpha=0.12, label="+-2/sqrt(n): no clustering")
+    _minute_lags(ax, (-0.1, 0.85), "autocorrelation of |1-min returns| (lag 1 / lag 10 in the legend)")
     ax.legend(fontsize=7, loc="upper right")
 
 
