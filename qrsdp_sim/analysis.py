@@ -59,15 +59,20 @@ def acf(x: np.ndarray, max_lag: int) -> np.ndarray:
 def pooled_acf(series: list[np.ndarray], max_lag: int) -> np.ndarray:
     """Autocorrelation over several sessions: mean removed over all of them, lagged products
     taken within each session only (no pair spans two sessions)."""
+    return pooled_acf_at(series, np.arange(1, max_lag + 1))
+
+
+def pooled_acf_at(series: list[np.ndarray], lags: np.ndarray) -> np.ndarray:
+    """:func:`pooled_acf` at the given ``lags`` only (each >= 1), e.g. log-spaced lags."""
     allx = np.concatenate([np.asarray(s, dtype=np.float64) for s in series])
     mu = allx.mean()
     denom = float(np.sum((allx - mu) ** 2))
-    out = np.zeros(max_lag)
+    out = np.zeros(len(lags))
     for s in series:
         x = np.asarray(s, dtype=np.float64) - mu
-        for k in range(1, max_lag + 1):
+        for i, k in enumerate(lags):
             if len(x) > k:
-                out[k - 1] += float(np.dot(x[:-k], x[k:]))
+                out[i] += float(np.dot(x[:-k], x[k:]))
     return out / denom if denom > 0 else out
 
 

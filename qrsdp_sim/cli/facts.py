@@ -74,7 +74,7 @@ def facts_command(
     if plot is not None:
         from qrsdp_sim.facts_plot import plot_facts
 
-        plot_facts(sessions, plot)
+        plot_facts(sessions, plot, factor_loading=loading)
         err.print(f"plot: {plot}")
     if strict and any(r.met is False for r in results):
         raise typer.Exit(1)
