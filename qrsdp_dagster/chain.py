@@ -105,18 +105,13 @@ def first_missing_date(simulation: Any, symbol: str, first: dt.date, last: dt.da
     but it exist). Walks back from ``last`` to the latest existing session, so its cost grows with
     the gap, not with the history."""
     missing = last
-    for day in reversed(trading_dates(first, _count(first, last))):
+    for day in reversed(trading_dates(first, trading_days_between(first, last))):
         if simulation.read_manifest(symbol, day) is not None:
             break
         missing = day
     return missing
 
 
-def _count(first: dt.date, last: dt.date) -> int:
-    """Trading dates from first to last, both included."""
-    n, day = 0, first
-    while day <= last:
-        if day.weekday() < 5:
-            n += 1
-        day += dt.timedelta(days=1)
-    return n
+def trading_days_between(first: dt.date, last: dt.date) -> int:
+    """Trading dates (weekdays) from first to last, both included."""
+    return sum(1 for i in range((last - first).days + 1) if (first + dt.timedelta(days=i)).weekday() < 5)

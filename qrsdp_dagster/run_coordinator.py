@@ -8,6 +8,8 @@ configuration (:func:`qrsdp_dagster.chain.chain_problems`) -- is not queued: it 
 canceled at once, with the reason (which date to backfill from, which settings differ) in its
 event log. Nothing runs, so nothing downstream is attempted and no asset or dbt check shows a
 failure it did not have (Dagster counts the planned partitions of a *failed* run as failed).
+A run of exactly one symbol is tagged ``qrsdp/symbol=SYM`` before it is queued, so the instance's
+limit of one run per symbol applies to runs from the UI and from backfills too.
 Runs executed in process (``qrsdp demo``, tests, ``dagster job execute``) never pass through a
 run coordinator; ``session_log`` makes the same check before simulating anything.
 """
@@ -20,6 +22,14 @@ import dagster as dg
 from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 
 REFUSED_TAG = "qrsdp/refused"
+SYMBOL_TAG = "qrsdp/symbol"
+BACKFILL_TAG = "dagster/backfill"
+SPLIT_BY_DATE_HINT = (
+    "This run covers several symbols because Dagster splits a single-run backfill along its dimension "
+    "with fewer keys (here the dates): one run per date over every symbol, which cannot chain. Launch "
+    "one backfill per symbol instead (in the UI, select one symbol's dates; or `qrsdp backfill`), or "
+    "the nightly_catch_up schedule's runs (one per symbol)."
+)
 SESSION_LOG = dg.AssetKey("session_log")
 
 
@@ -54,16 +64,33 @@ def launch_problems(run: dg.DagsterRun) -> list[str]:
     return chain_problems(SimulationResource(**overrides), partitions)
 
 
+def symbol_tag(run: dg.DagsterRun) -> dict[str, str]:
+    """``{qrsdp/symbol: SYM}`` for a run of exactly one symbol's partitions that is not tagged yet.
+
+    The instance limits runs per value of this tag to 1 (a symbol's sessions chain), whoever made
+    the run: a UI launch, a per-symbol backfill, the schedule."""
+    if SYMBOL_TAG in run.tags:
+        return {}
+    symbols = {symbol for symbol, _ in run_partitions(run)}
+    return {SYMBOL_TAG: symbols.pop()} if len(symbols) == 1 else {}
+
+
 class ChainCheckingRunCoordinator(QueuedRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> dg.DagsterRun:
         run = context.dagster_run
         try:
             problems = launch_problems(run)
+            tags = symbol_tag(run)
         except Exception as exc:  # a broken check must not block every launch
             self._logger.warning(f"chain check of run {run.run_id} failed ({exc}); queuing it unchecked")
-            problems = []
+            problems, tags = [], {}
+        if tags:
+            self._instance.add_run_tags(run.run_id, tags)
+            context = SubmitRunContext(self._instance.get_run_by_id(run.run_id) or run, context.workspace)
         if not problems:
             return super().submit_run(context)
+        if BACKFILL_TAG in run.tags and len({s for s, _ in run_partitions(run)}) > 1:
+            problems.append(SPLIT_BY_DATE_HINT)
         message = (
             "Launch refused before the run started: nothing was simulated and nothing downstream was "
             "attempted.\n" + "\n".join(f"- {p}" for p in problems)

@@ -14,6 +14,11 @@ QRSDP_S3_SECRET_KEY       S3 secret key                                         
 QRSDP_S3_REGION           S3 region                                              ``us-east-1``
 QRSDP_KAFKA_BROKERS       Kafka bootstrap servers; set: session_log dual-writes   unset (embedded: no Kafka)
 QRSDP_KAFKA_TOPIC         topic the sessions are published to                    ``exchange.events``
+QRSDP_SESSIONS_URI        where sessions (.qrsdp + manifest) are kept:           ``<data dir>/sessions``
+                          a directory, or ``s3://bucket/prefix`` (shared)
+QRSDP_WAREHOUSE           the marts: ``duckdb`` (one local file) or ``ducklake``  ``duckdb``
+                          (catalog in PostgreSQL, data on S3: see
+                          qrsdp_sim/distributed/ducklake.py for its variables)
 QRSDP_DUCKDB_PATH         the DuckDB warehouse file the dbt marts live in        ``<data dir>/warehouse/qrsdp.duckdb``
 QRSDP_DBT_PROJECT_DIR     the dbt project                                        ``<project root>/dbt_project``
 QRSDP_SYMBOLS             symbols, optionally with their first open in ticks     ``AAPL,MSFT``
@@ -76,6 +81,23 @@ def parse_symbols(text: str, default_p0: int = DEFAULT_P0_TICKS) -> dict[str, in
     return out
 
 
+def local_sessions_dir(sessions_uri: str, data_dir: Path) -> Path:
+    """The local sessions directory for a sessions URI ("" or s3://...: ``<data dir>/sessions``)."""
+    if sessions_uri and not sessions_uri.startswith("s3://"):
+        return Path(sessions_uri.removeprefix("file://")).expanduser().resolve()
+    return data_dir / "sessions"
+
+
+WAREHOUSES = ("duckdb", "ducklake")
+
+
+def parse_warehouse(text: str) -> str:
+    kind = text.strip().lower()
+    if kind not in WAREHOUSES:
+        raise ValueError(f"QRSDP_WAREHOUSE={text!r}: expected one of {', '.join(WAREHOUSES)}")
+    return kind
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -85,6 +107,8 @@ class Settings:
     s3_secret_key: str
     s3_region: str
     kafka_brokers: str
+    sessions_uri: str  # "" = <data dir>/sessions; else a directory or s3://bucket/prefix
+    warehouse: str  # duckdb | ducklake
     duckdb_path: Path
     dbt_project_dir: Path
     symbols: dict[str, int]  # symbol -> first open (ticks)
@@ -105,6 +129,8 @@ class Settings:
             s3_secret_key=_env("QRSDP_S3_SECRET_KEY", _env("MINIO_ROOT_PASSWORD", "qrsdp-secret")),
             s3_region=_env("QRSDP_S3_REGION", "us-east-1"),
             kafka_brokers=_env("QRSDP_KAFKA_BROKERS", ""),
+            sessions_uri=_env("QRSDP_SESSIONS_URI", ""),
+            warehouse=parse_warehouse(_env("QRSDP_WAREHOUSE", "duckdb")),
             duckdb_path=Path(
                 _env("QRSDP_DUCKDB_PATH", str(data_dir / "warehouse" / "qrsdp.duckdb"))
             ).resolve(),
@@ -117,7 +143,9 @@ class Settings:
 
     @property
     def sessions_dir(self) -> Path:
-        return self.data_dir / "sessions"
+        """Where sessions are on this machine: the sessions directory, or (sessions on S3) this
+        process's local copies."""
+        return local_sessions_dir(self.sessions_uri, self.data_dir)
 
     @property
     def dagster_home(self) -> Path:

@@ -1,4 +1,5 @@
-"""A tiny Dagster code location for the distributed tests (served by the stack's code server).
+"""The Dagster code location of the distributed tests (served by the stack's code server): QRSDP's
+own definitions, plus a tiny test job.
 
 One job, ``hold_until_released``: its op says which worker runs it, then waits until an object
 ``releases/<release_key>`` appears in the bucket, and writes ``results/<run id>.json`` (the worker,
@@ -56,7 +57,7 @@ def hold_until_released() -> None:
     hold()
 
 
-defs = dg.Definitions(
+_hold = dg.Definitions(
     jobs=[hold_until_released],
     resources={
         "s3": S3Resource(
@@ -66,3 +67,10 @@ defs = dg.Definitions(
         )
     },
 )
+
+
+# The real code location too (its settings come from the stack's environment: sessions on S3, the
+# marts in a DuckLake), so one stack serves the pipeline tests (tests/test_distributed_pipeline.py).
+from qrsdp_dagster.definitions import defs as _qrsdp  # noqa: E402
+
+defs = dg.Definitions.merge(_qrsdp, _hold)

@@ -14,7 +14,8 @@ can ask for:
   :class:`ServiceHandle`: ``.endpoint``, ``.s3_client()``, ``.stop()``, ``.start()``.
 - ``distributed_config`` (session): ``stack_config`` plus free ports for PostgreSQL, Redis, the Dagster
   webserver and code server, a PostgreSQL folder the ``postgres`` user can reach (pytest's temp dir is
-  closed to other users), the test code location ``tests/distributed_location.py`` and fast run
+  closed to other users), the test code location ``tests/distributed_location.py`` (QRSDP's own
+  definitions plus a test job; ``PIPELINE_ENV`` sets their symbols and dates) and fast run
   monitoring (2 s polls, 15 s heartbeat time-to-live).
 - ``postgres_stack`` / ``redis_stack`` (session): PostgreSQL (databases ``qrsdp_dagster``,
   ``qrsdp_lake``) / Redis started and healthy; ``.url`` / ``.pg_url(db)``. On a machine without them
@@ -157,6 +158,34 @@ def minio_stack(stack_installed: stack.StackConfig) -> Iterator[ServiceHandle]:
 TEST_CODE_LOCATION = Path(__file__).with_name("distributed_location.py")
 
 
+def _newest_trading_date() -> Any:
+    import datetime as dt
+
+    day = dt.datetime.now(dt.UTC).date()
+    while day.weekday() >= 5:
+        day -= dt.timedelta(days=1)
+    return day
+
+
+def _pipeline_env() -> dict[str, str]:
+    """Settings of the real code location in the test stack: two trading dates (the newest and the
+    one before, so the nightly catch-up has a small, real range), 600-second sessions, the schedule
+    ticking every minute (it is stopped until a test starts it). Sessions on S3 and the marts in a
+    DuckLake are the stack's defaults."""
+    from qrsdp_sim.engine.calendar import previous_trading_date
+
+    return {
+        "QRSDP_SYMBOLS": ",".join(PIPELINE_SYMBOLS),
+        "QRSDP_START_DATE": previous_trading_date(_newest_trading_date()).isoformat(),
+        "QRSDP_SESSION_SECONDS": "600",
+        "QRSDP_CATCH_UP_CRON": "* * * * *",
+    }
+
+
+PIPELINE_SYMBOLS = ("AAPL", "MSFT", "IBM", "ORCL", "KIL", "SCHA", "SCHB", "SCHC")
+PIPELINE_ENV = _pipeline_env()
+
+
 @pytest.fixture(scope="session")
 def distributed_config(stack_config: stack.StackConfig) -> Iterator[stack.StackConfig]:
     # PostgreSQL runs as user postgres when the tests run as root; pytest's temp dir is 0700.
@@ -173,6 +202,7 @@ def distributed_config(stack_config: stack.StackConfig) -> Iterator[stack.StackC
         workers=2,
         dagster_code=f"-f {TEST_CODE_LOCATION}",
         extra_env={
+            **PIPELINE_ENV,
             "QRSDP_RUN_MONITORING_INTERVAL_S": "2",
             "QRSDP_WORKER_HEARTBEAT_TTL_S": "15",
             "QRSDP_RUN_START_TIMEOUT_S": "600",

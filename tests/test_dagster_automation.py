@@ -9,9 +9,10 @@ import dagster as dg
 import pytest
 from book_streams import random_session
 
+from qrsdp_dagster.chain import trading_days_between
 from qrsdp_dagster.partitions import SETTINGS, session_key
 from qrsdp_dagster.resources import LakeResource
-from qrsdp_dagster.schedules import nightly_next_trading_date
+from qrsdp_dagster.schedules import catch_up_plan, nightly_catch_up
 from qrsdp_dagster.sensors import lake_landing_sensor
 from qrsdp_sim.engine.calendar import trading_dates
 from qrsdp_sim.lake import Lake, land_records
@@ -155,29 +156,75 @@ def test_sensor_leaves_partitions_whose_downstream_is_handled(lake_uri):
         assert requested(result) == [str(session_key(SYMBOLS[0], DATES[0]))]
 
 
-def test_nightly_schedule_requests_each_symbols_next_trading_date():
+SUMMARY = dg.AssetKey(["marts", "fct_session_summary"])
+
+
+def _materialize(instance, asset, symbol, days) -> None:
+    for day in days:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=str(session_key(symbol, day))))
+
+
+def _tick(instance, when: dt.datetime):
+    return nightly_catch_up(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+
+
+def test_nightly_catch_up_requests_one_run_per_symbol_over_all_its_missing_dates():
+    """One tick: each symbol from the date after its last complete one (session_log and the marts
+    both materialised) to the newest trading date, in one run; how far behind in the tags."""
+    night = dt.datetime.combine(DATES[-1] + dt.timedelta(days=17), dt.time(1), dt.UTC)  # a few weeks on
+    newest = max(d for d in trading_dates(SETTINGS.start_date, 40) if d <= night.date())
     with dg.instance_for_test() as instance:
-        # first symbol simulated through DATES[1]; the other never
-        for day in DATES[:2]:
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization("session_log", partition=str(session_key(SYMBOLS[0], day)))
-            )
-        ctx = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2026, 3, 3, 1, tzinfo=dt.UTC)
-        )
-        requests = nightly_next_trading_date(ctx)
-        got = sorted(r.partition_key for r in requests)
-        expected = sorted(
-            [
-                str(session_key(SYMBOLS[0], DATES[2])),
-                *(str(session_key(s, SETTINGS.start_date)) for s in SYMBOLS[1:]),
-            ]
-        )
-        assert got == expected
-        # before the first trading date exists, nothing to do
-        early = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=dt.datetime.combine(SETTINGS.start_date, dt.time(1), dt.UTC)
-            - dt.timedelta(days=3),
-        )
-        assert isinstance(nightly_next_trading_date(early), dg.SkipReason)
+        # first symbol complete through DATES[1]; its session_log is a date ahead of its marts (a failed
+        # dbt step): the catch-up starts after the last date that is complete in both
+        _materialize(instance, "session_log", SYMBOLS[0], DATES[:3])
+        _materialize(instance, SUMMARY, SYMBOLS[0], DATES[:2])
+        requests = _tick(instance, night)
+        by_symbol = {r.tags["qrsdp/symbol"]: r for r in requests}
+        assert list(by_symbol) == SYMBOLS  # one run per symbol, every symbol behind
+        first = by_symbol[SYMBOLS[0]]
+        assert first.tags["dagster/asset_partition_range_start"] == str(session_key(SYMBOLS[0], DATES[2]))
+        assert first.tags["dagster/asset_partition_range_end"] == str(session_key(SYMBOLS[0], newest))
+        expected_behind = len([d for d in trading_dates(SETTINGS.start_date, 60) if DATES[2] <= d <= newest])
+        assert first.tags["qrsdp/behind_trading_dates"] == str(expected_behind)
+        assert first.tags["qrsdp/last_complete"] == str(DATES[1])
+        other = by_symbol[SYMBOLS[1]]  # no history: from the start date
+        assert other.tags["qrsdp/catch_up"] == f"{SETTINGS.start_date}..{newest}"
+        assert other.tags["qrsdp/last_complete"] == "none"
+        assert other.tags["qrsdp/behind_trading_dates"] == str(expected_behind + 2)
+        assert all(r.tags["qrsdp/trigger"] == "nightly_catch_up" for r in requests)
+        # idempotent: the same tick again asks for the same runs (same run keys: launched once)
+        assert [r.run_key for r in _tick(instance, night)] == [r.run_key for r in requests]
+
+        # a symbol with a run queued or running is left for the next tick
+        instance.add_run(
+            dg.DagsterRun(job_name="qrsdp_pipeline", run_id="busy", status=dg.DagsterRunStatus.STARTED,
+                          tags={"qrsdp/symbol": SYMBOLS[1]})
+        )  # fmt: skip
+        assert [r.tags["qrsdp/symbol"] for r in _tick(instance, night)] == [SYMBOLS[0]]
+
+        # everything complete through the newest date: nothing to do
+        for symbol in SYMBOLS:
+            _materialize(instance, "session_log", symbol, [newest])
+            _materialize(instance, SUMMARY, symbol, [newest])
+        result = _tick(instance, night)
+        assert isinstance(result, dg.SkipReason) and "up to date" in str(result.skip_message)
+
+
+def test_nightly_catch_up_before_the_first_trading_date_does_nothing():
+    with dg.instance_for_test() as instance:
+        early = dt.datetime.combine(SETTINGS.start_date, dt.time(1), dt.UTC) - dt.timedelta(days=3)
+        assert isinstance(_tick(instance, early), dg.SkipReason)
+
+
+def test_catch_up_plan_and_trading_day_count():
+    start = dt.date(2026, 1, 2)  # a Friday
+    assert trading_days_between(start, dt.date(2026, 1, 2)) == 1
+    assert trading_days_between(start, dt.date(2026, 1, 4)) == 1  # the weekend adds nothing
+    assert trading_days_between(start, dt.date(2026, 12, 31)) == 260  # 2026 has 261 weekdays; Jan 1 is before start
+    plan = catch_up_plan({"A": dt.date(2026, 1, 9)}, ["A", "B", "C"], start, dt.date(2026, 1, 12))
+    assert [(c.symbol, c.first, c.last, c.dates) for c in plan] == [
+        ("A", dt.date(2026, 1, 12), dt.date(2026, 1, 12), 1),  # Friday's done: Monday only
+        ("B", start, dt.date(2026, 1, 12), 7),
+        ("C", start, dt.date(2026, 1, 12), 7),
+    ]
+    assert catch_up_plan({"A": dt.date(2026, 1, 12)}, ["A"], start, dt.date(2026, 1, 12)) == []

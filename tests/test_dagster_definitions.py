@@ -84,10 +84,11 @@ def test_every_asset_has_an_owner_and_a_description_and_every_check_a_descriptio
 
 
 def test_jobs_sensor_schedule_and_resources():
-    for job in ("qrsdp_pipeline", "qrsdp_downstream", "qrsdp_slice"):
-        assert defs.resolve_job_def(job) is not None
+    for job in ("qrsdp_pipeline", "qrsdp_downstream"):
+        assert defs.resolve_job_def(job).executor_def.name == "in_process"  # a run's steps in one process
+    assert "qrsdp_slice" not in {j.name for j in defs.resolve_all_job_defs()}  # no job that nests a run
     assert defs.resolve_sensor_def("lake_landing_sensor").job_name == "qrsdp_downstream"
-    schedule = defs.resolve_schedule_def("nightly_next_trading_date")
+    schedule = defs.resolve_schedule_def("nightly_catch_up")
     assert schedule.job_name == "qrsdp_pipeline" and schedule.cron_schedule == "0 1 * * *"
     resources = defs.resources
     assert {"simulation", "lake", "warehouse", "kafka", "dbt"} <= set(resources)

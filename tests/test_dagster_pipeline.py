@@ -176,16 +176,18 @@ def test_chaining_onto_another_configuration_is_refused_unless_allowed(slice_run
     assert meta["session_seconds"].value == 600
 
 
-def test_ci_command_line_runs_the_slice_job(tmp_path):
-    """The CI entry point: `dagster job execute -m qrsdp_dagster.definitions -j qrsdp_slice -c ...`."""
+def test_ci_command_line_materializes_a_partition_range(tmp_path):
+    """The CI entry point: `dagster asset materialize --partition-range FIRST...LAST` -- a rectangle of
+    symbols x dates as one run of the asset job, no child run."""
     env = {**os.environ, "QRSDP_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
-    for name in ("QRSDP_LAKE_URI", "QRSDP_DUCKDB_PATH"):
+    for name in ("QRSDP_LAKE_URI", "QRSDP_DUCKDB_PATH", "QRSDP_SESSIONS_URI", "QRSDP_WAREHOUSE"):
         env.pop(name, None)
     (tmp_path / "home").mkdir()
     exe = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
-        [str(exe), "job", "execute", "-m", "qrsdp_dagster.definitions", "-j", "qrsdp_slice",
-         "-c", str(ROOT / "qrsdp_dagster" / "configs" / "ci_slice.yaml")],
+        [str(exe), "asset", "materialize", "-m", "qrsdp_dagster.definitions", "--select", "*",
+         "--partition-range", "2026-01-02|AAPL...2026-01-05|MSFT",
+         "-c", str(ROOT / "qrsdp_dagster" / "configs" / "ci_resources.yaml")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -196,6 +198,9 @@ def test_ci_command_line_runs_the_slice_job(tmp_path):
         assert con.sql("select count(*), min(date), max(date) from marts.fct_session_summary").fetchone() == (
             4, dt.date(2026, 1, 2), dt.date(2026, 1, 5),
         )  # fmt: skip
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 1  # one run over the range, no nested child run
 
 
 def test_python_asset_checks_go_red_on_bad_data(tmp_path, monkeypatch):

@@ -11,13 +11,18 @@ also reads each partition's neighbouring sessions. dbt tests failing fail the ru
 The dbt sources ``lake.events``/``lake.sessions`` are the ``raw_events`` asset and
 ``lake.book_states`` is ``book_states`` (``meta.dagster.asset_key`` in _sources.yml).
 
-DuckDB has one writer at a time: the dbt step runs in the ``qrsdp_duckdb`` pool, which
-``qrsdp ui`` limits to 1, so concurrent partition runs queue for the warehouse.
+Warehouse ``duckdb`` (embedded default): one writer at a time -- the dbt step runs in the
+``qrsdp_duckdb`` pool, which ``qrsdp ui`` limits to 1, and takes a file lock next to the DuckDB file,
+so concurrent partition runs queue for the warehouse. Warehouse ``ducklake`` (distributed profile):
+builds of different workers run at once; tables are created under a catalog lock and commits lost
+to a concurrent build are built again (qrsdp_dagster/ducklake_builds.py).
 """
 
+import contextlib
 import fcntl
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
+from qrsdp_dagster import ducklake_builds
 from qrsdp_dagster.partitions import SETTINGS, chain_order, session_partitions
 from qrsdp_dagster.resources import (
     LakeResource,
@@ -33,6 +39,7 @@ from qrsdp_dagster.resources import (
     WarehouseResource,
     dbt_executable,
 )
+from qrsdp_sim.distributed.ducklake import DuckLakeSettings
 
 DBT_POOL = "qrsdp_duckdb"
 _SOURCE_SUFFIXES = {".sql", ".yml", ".yaml"}
@@ -130,17 +137,53 @@ def qrsdp_dbt(
 ) -> Iterator[Any]:
     store = lake.lake()
     partitions = chain_order(context.partition_keys)
-    Path(warehouse.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
     dbt_dir = Path(simulation.data_dir) / "dbt"
     selection = write_partitions_file(dbt_dir / "partitions" / f"{context.run_id}.csv", partitions)
-    context.log.info(f"dbt build for {len(partitions)} partition(s) (listed in {selection}) into {warehouse.duckdb_path}")
-    # DuckDB allows one writing process: serialise dbt runs on this machine whatever the
-    # instance's pool limits are (a second run waits here instead of failing on the lock).
+    context.log.info(
+        f"dbt build for {len(partitions)} partition(s) (listed in {selection}) into {warehouse.description()}"
+    )
     try:
-        with open(f"{warehouse.duckdb_path}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with warehouse.environment(store, selection):
-                invocation = dbt.cli(["build"], context=context, target_path=dbt_dir / "target")
-            yield from invocation.stream()
+        with warehouse.environment(store, selection):
+            if warehouse.is_ducklake:
+                yield from _build_ducklake(context, dbt, warehouse.ducklake(store), dbt_dir)
+            else:
+                yield from _build_duckdb(context, dbt, Path(warehouse.duckdb_path), dbt_dir)
     finally:
         selection.unlink(missing_ok=True)
+
+
+def _build_duckdb(context: AssetExecutionContext, dbt: DbtCliResource, path: Path, dbt_dir: Path) -> Iterator[Any]:
+    """One DuckDB file allows one writing process: serialise dbt runs on this machine whatever the
+    instance's pool limits are (a second run waits here instead of failing on the lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from dbt.cli(["build"], context=context, target_path=dbt_dir / "target").stream()
+
+
+DUCKLAKE_ATTEMPTS = int(os.environ.get("QRSDP_DUCKLAKE_BUILD_ATTEMPTS", "") or 8)
+
+
+def _build_ducklake(
+    context: AssetExecutionContext, dbt: DbtCliResource, settings: DuckLakeSettings, dbt_dir: Path
+) -> Iterator[Any]:
+    """dbt build into the shared DuckLake (qrsdp_dagster.ducklake_builds): under the table-creation
+    lock while a table is missing; models that lost a commit to another worker's build, and what
+    depends on them, are built again from dbt's own run results (up to DUCKLAKE_ATTEMPTS times)."""
+    missing = ducklake_builds.missing_tables(settings, json.loads(DBT_MANIFEST.read_text()))
+    creating = ducklake_builds.bootstrap_lock(settings) if missing else contextlib.nullcontext()
+    if missing:
+        context.log.info(f"DuckLake: creating {len(missing)} table(s) under the catalog's lock: {sorted(missing)}")
+
+    def invoke(extra: Sequence[str], target: Path) -> Any:
+        return dbt.cli(["build", *extra], context=context, target_path=target, raise_on_error=False)
+
+    with creating:
+        try:
+            attempts = yield from ducklake_builds.build_with_conflict_retries(
+                invoke, dbt_dir / "target" / context.run_id, attempts=DUCKLAKE_ATTEMPTS, log=context.log.warning
+            )
+        except ducklake_builds.BuildError as exc:
+            raise dg.Failure(str(exc), metadata={"dbt_target": dg.MetadataValue.path(str(exc.target))}) from None
+    if attempts > 1:
+        context.log.info(f"DuckLake: dbt build complete after {attempts} attempts")

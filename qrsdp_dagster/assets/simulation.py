@@ -6,6 +6,10 @@ the symbol's configured p0. The asset depends on itself one trading date back, s
 backfills run dates in order per symbol; a run covering several dates (single-run
 backfill or a partition range) simulates them symbol by symbol in date order.
 
+Sessions are kept where ``simulation.sessions_uri`` says: the local sessions directory (embedded
+default) or S3, shared by every worker (qrsdp_dagster.sessions); a session is published -- file,
+plot, then its manifest -- only after its file has been read back whole.
+
 Before simulating anything, the run checks every symbol of its selection (qrsdp_dagster.chain):
 a symbol whose previous session is missing, or was simulated with another configuration, stops
 the run at once with a message naming the first date to backfill from (or the differences).
@@ -134,6 +138,12 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
             f"{key}: {result.events:,} events, open {result.open_ticks} -> close {result.close_ticks} ticks, "
             f"{result.file_bytes:,} bytes in {wall:.2f}s"
         )
+        plot = None
+        if simulation.price_plots:
+            plot = write_price_plot(records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}",
+                                    simulation.plot_file(symbol, date))  # fmt: skip
+        # visible to every reader (the next date's open, raw_events, other workers) only now, manifest last
+        location = simulation.publish(symbol, date, manifest, plot)
         metadata[key] = (
             {
                 "events": dg.MetadataValue.int(result.events),
@@ -141,7 +151,7 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
                 "close_ticks": dg.MetadataValue.int(result.close_ticks),
                 "open_from": dg.MetadataValue.text(open_source),
                 "seed": dg.MetadataValue.text(str(result.seed)),
-                "file": dg.MetadataValue.path(result.file),
+                "file": dg.MetadataValue.path(location),
                 "file_bytes": dg.MetadataValue.int(result.file_bytes),
                 "compression": dg.MetadataValue.float(round(result.compression or 0.0, 3)),
                 "events_per_second": dg.MetadataValue.float(round(result.events / wall if wall else 0.0, 1)),
@@ -153,10 +163,8 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
         )
         if open_changed := open_source_change(simulation, symbol, date, config):
             metadata[key]["config_changed"] = dg.MetadataValue.text(open_changed)
-        if simulation.price_plots:
-            plot = write_price_plot(records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}",
-                                    simulation.plot_file(symbol, date))  # fmt: skip
-            metadata[key]["price_plot"] = dg.MetadataValue.path(plot)
+        if plot is not None:
+            metadata[key]["price_plot"] = dg.MetadataValue.path(simulation.location(symbol, date, ".png"))
     if publisher is not None:
         # One flush for the whole run (bounded), then per-session delivery totals.
         totals = publisher.close()

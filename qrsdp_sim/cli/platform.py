@@ -231,6 +231,48 @@ def ui(
     raise typer.Exit(0 if stop_requested else code)
 
 
+def backfill(
+    first: Annotated[str, typer.Option("--from", help="First trading date YYYY-MM-DD.")],
+    last: Annotated[str, typer.Option("--to", help="Last trading date YYYY-MM-DD.")],
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols (default: every configured symbol).")
+    ] = None,
+    url: Annotated[
+        str, typer.Option(help="The Dagster webserver (the distributed stack's, or `qrsdp ui`'s).")
+    ] = "http://127.0.0.1:3000",
+) -> None:
+    """Launch one backfill per symbol (each one run over its dates, in order) through the webserver."""
+    import datetime as dt
+    from urllib.parse import urlparse
+
+    from dagster_graphql import DagsterGraphQLClient
+
+    from qrsdp_dagster import backfill as backfills
+    from qrsdp_dagster.definitions import defs
+    from qrsdp_dagster.settings import SETTINGS
+
+    configured = list(SETTINGS.symbols)
+    chosen = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else configured
+    unknown = sorted(set(chosen) - set(configured))
+    if unknown:
+        raise typer.BadParameter(f"{unknown} not configured (QRSDP_SYMBOLS={','.join(configured)})", param_hint="--symbols")
+    try:
+        plan = backfills.plan(chosen, dt.date.fromisoformat(first), dt.date.fromisoformat(last))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=120)
+    keys = [k.path for k in defs.resolve_asset_graph().get_all_asset_keys()]
+    try:
+        ids = backfills.launch(client, plan, keys, {"qrsdp/trigger": "qrsdp backfill"})
+    except backfills.BackfillError as exc:
+        typer.echo(f"backfill: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for symbol, backfill_id in ids.items():
+        typer.echo(f"{symbol}: backfill {backfill_id} ({len(plan[0].dates)} trading dates, one run)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
+    app.command("backfill")(backfill)
     app.command("ui")(ui)

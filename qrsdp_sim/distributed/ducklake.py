@@ -95,12 +95,14 @@ class DuckLakeSettings:
         )
 
     @property
+    def catalog_without_password(self) -> str:
+        """The libpq connection string of the catalog; the password then comes from ``PGPASSWORD``."""
+        return f"dbname={self.pg_db} host={self.pg_host} port={self.pg_port} user={self.pg_user}"
+
+    @property
     def catalog(self) -> str:
         """The ATTACH path: ``ducklake:postgres:<libpq connection string>``."""
-        return (
-            f"ducklake:postgres:dbname={self.pg_db} host={self.pg_host} port={self.pg_port} "
-            f"user={self.pg_user} password={self.pg_password}"
-        )
+        return f"ducklake:postgres:{self.catalog_without_password} password={self.pg_password}"
 
     def s3_secret(self) -> dict[str, Any]:
         """The S3 secret as dbt-duckdb's ``secrets`` entries take it (and :meth:`secret_sql` writes it)."""

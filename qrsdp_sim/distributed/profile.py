@@ -9,7 +9,8 @@ What it configures, and why:
 
 - **storage**: runs, event logs and schedules in PostgreSQL (``dagster-postgres``), so webserver,
   daemon and every worker see one instance; the password stays out of the file (``env:``).
-- **run coordinator**: the queued coordinator, at most ``max_concurrent_runs`` runs at once (the
+- **run coordinator**: the queued coordinator (``ChainCheckingRunCoordinator``: it also refuses a run
+  that cannot chain before queuing it, and tags a run of one symbol ``qrsdp/symbol``), at most ``max_concurrent_runs`` runs at once (the
   number of worker slots: a run dequeued while every worker is busy would wait in Redis and count
   against the start timeout), one run per ``qrsdp/symbol`` tag value (a symbol's sessions chain).
 - **run launcher**: :class:`~qrsdp_sim.distributed.launcher.QrsdpCeleryRunLauncher`, a Redis broker and
@@ -23,7 +24,8 @@ What it configures, and why:
 - **run retries**: one automatic retry of a run whose worker died (not of a failed asset or op).
 - **compute logs**: stdout/stderr of each step to S3 (``dagster-aws``), readable in the UI whichever
   worker ran the step.
-- **pools**: ``default_limit`` (1 while the marts are one DuckDB file; see docs/data-platform.md).
+- **pools**: ``default_limit``: 1 while the marts are one DuckDB file, one per run slot when they are
+  a DuckLake (``QRSDP_WAREHOUSE=ducklake``: workers build marts at once; see docs/data-platform.md).
 
 Variables (defaults fit ``infra/stack.sh``; tests pass their private ports):
 
@@ -40,7 +42,7 @@ QRSDP_RUN_MONITORING_INTERVAL_S    how often run monitoring looks               
 QRSDP_RUN_MAX_RETRIES              automatic retries of a run whose worker died    1
 QRSDP_WORKER_HEARTBEAT_TTL_S       a worker silent this long is dead               60
 QRSDP_S3_ENDPOINT / QRSDP_S3_BUCKET  compute logs (empty endpoint: AWS S3)         (unset: local logs) / exchange-data
-QRSDP_POOL_DEFAULT_LIMIT           op concurrency per pool                         1
+QRSDP_POOL_DEFAULT_LIMIT           op concurrency per pool                         1 (ducklake: run slots)
 =================================  ==============================================  =====================
 """
 
@@ -127,7 +129,15 @@ class DistributedSettings:
             s3_bucket=env.get("QRSDP_S3_BUCKET", "").strip() or cls.s3_bucket,
             s3_region=env.get("QRSDP_S3_REGION", "").strip() or cls.s3_region,
             compute_logs_s3=bool(endpoint) or env.get("QRSDP_COMPUTE_LOGS_S3", "") in ("1", "true", "yes"),
-            pool_default_limit=_int(env, "QRSDP_POOL_DEFAULT_LIMIT", cls.pool_default_limit, minimum=1),
+            # one dbt step at a time writes a DuckDB file; a DuckLake takes one per run slot
+            pool_default_limit=_int(
+                env,
+                "QRSDP_POOL_DEFAULT_LIMIT",
+                _int(env, "QRSDP_MAX_CONCURRENT_RUNS", workers, minimum=1)
+                if env.get("QRSDP_WAREHOUSE", "").strip().lower() == "ducklake"
+                else cls.pool_default_limit,
+                minimum=1,
+            ),
         )
 
     @property
@@ -186,9 +196,11 @@ class DistributedSettings:
                     }
                 }
             },
+            # Dagster's queued coordinator, plus: a run that cannot chain is refused before it is
+            # queued, and a run of one symbol is tagged qrsdp/symbol (so the limit below applies)
             "run_coordinator": {
-                "module": "dagster._core.run_coordinator",
-                "class": "QueuedRunCoordinator",
+                "module": "qrsdp_dagster.run_coordinator",
+                "class": "ChainCheckingRunCoordinator",
                 "config": {"dequeue_interval_seconds": 2},
             },
             "run_launcher": {
