@@ -46,8 +46,8 @@ FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus
 START = dt.date.fromisoformat(PIPELINE_ENV["QRSDP_START_DATE"])
 NEWEST = next_weekday(START + dt.timedelta(days=1))
 DATES = [START, NEWEST]
-BACKFILL_SYMBOLS = ["AAPL", "MSFT", "IBM", "ORCL"]
-SCHEDULE_SYMBOLS = ["SCHA", "SCHB", "SCHC"]
+BACKFILL_SYMBOLS = ["AAPL", "MSFT"]  # one run per worker at once
+SCHEDULE_SYMBOLS = ["SCHA", "SCHB"]
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 1500, every_s: float = 1.0) -> Any:
@@ -297,7 +297,7 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
     """The schedule (ticking every minute in the test stack) is switched on; its first tick requests
     one run per symbol that is behind: the symbols without history, from the start date to the newest
     trading date; the symbols the other tests completed are up to date and left alone. Later ticks
-    request nothing more (run keys, runs in flight)."""
+    requests nothing more (run keys, runs in flight)."""
     dist = distributed_stack
     instance = dist.instance()
     selector = {"repositoryLocationName": "qrsdp", "repositoryName": "__repository__", "scheduleName": "nightly_catch_up"}
@@ -320,8 +320,8 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
 
         _wait("the catch-up runs", runs_done, timeout_s=2400)
         done_at = time.time()
-        # two more ticks after the runs finished: they must request nothing
-        _wait("two ticks after the catch-up", lambda: len(_ticks_after(client, selector, done_at)) >= 2,
+        # the next tick after the runs finished must request nothing
+        _wait("a tick after the catch-up", lambda: len(_ticks_after(client, selector, done_at)) >= 1,
               timeout_s=600, every_s=5)  # fmt: skip
         assert all(t["status"] == "SKIPPED" for t in _ticks_after(client, selector, done_at))
     finally:
