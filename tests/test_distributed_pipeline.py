@@ -296,7 +296,7 @@ def _ticks_after(client, selector: dict[str, str], after: float) -> list[dict[st
 def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date(distributed_stack) -> None:
     """The schedule (ticking every minute in the test stack) is switched on; its first tick requests
     one run per symbol that is behind: the symbols without history, from the start date to the newest
-    trading date; the symbols the other tests completed are up to date and left alone. Later ticks
+    trading date; the symbols the other tests completed are up to date and left alone. The next tick
     requests nothing more (run keys, runs in flight)."""
     dist = distributed_stack
     instance = dist.instance()
