@@ -15,7 +15,7 @@ def render(f: Figures) -> str:
         f"chaos soak, seed {c['seed']}: {f.sessions} sessions ({c['symbols']} symbols, {c['session_seconds']} s each), "
         f"wall time {f.wall_s:,.1f} s -- {'OK' if f.ok else 'FAILED'}",
         "",
-        f"{'faults injected':<34}{len(f.faults):>10}   {_kinds(f.faults_by_kind)}",
+        f"{'faults injected':<34}{sum(x.fired for x in f.faults):>10}   {_kinds(f.faults_by_kind)}",
         f"{'  fired when their metric stalled':<34}{sum(x.on_drain for x in f.faults):>10}",
         f"{'poison Kafka messages':<34}{sum(f.poison_sent.values()):>10}   {_kinds(f.poison_sent)}",
         f"{'  dead-lettered by the consumer':<34}{f.poison_set_aside_by_consumer:>10}",
@@ -27,6 +27,7 @@ def render(f: Figures) -> str:
         f"{_kinds({k: len(v) for k, v in f.unexpected_exits.items()})}",
         f"{'sessions republished':<34}{f.republished_sessions:>10}   (attempts {f.republish_attempts})",
         "",
+        f"{'messages on the topic':<34}{f.topic_messages:>10,}   (the run's own: {f.expected_messages:,})",
         f"{'events checked (lake vs files)':<34}{f.lake.get('events', 0):>10,}",
         f"{'  lake rows (copies included)':<34}{f.lake.get('rows', 0):>10,}   copies {f.lake.get('copies', 0):,} "
         f"(collapsed by stg_events)",

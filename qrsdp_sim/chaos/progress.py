@@ -40,6 +40,17 @@ class Progress:
         except (KafkaException, RuntimeError):
             return None
 
+    def caught_up(self, watch: str, timeout: float = 3.0) -> bool:
+        """The group has committed every message on the topic (False while unknown)."""
+        try:
+            parts = self._parts(timeout)
+            high = {p: self._wm.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)[1]
+                    for p in parts}
+            got = self._groups[watch].committed([TopicPartition(self.topic, p) for p in parts], timeout=timeout)
+        except (KafkaException, RuntimeError):
+            return False
+        return all(tp.offset >= high[tp.partition] for tp in got)
+
     def close(self) -> None:
         for c in (self._wm, *self._groups.values()):
             c.close()

@@ -41,9 +41,8 @@ WEIGHTS: dict[str, float] = {
     "poison-kafka": 1.0,
     "hostile-udp": 1.0,
 }
-# The producer's own Kafka bridge is killed once, as the last fault watching ``produced``: after it the
-# run's later events never reach Kafka (the file is the source of truth; ``qrsdp republish`` completes
-# those sessions at the end), so ``produced`` would stop growing for the faults behind it.
+# The producer's own Kafka bridge is killed once: after it the run's later events never reach Kafka (the
+# file is the source of truth; ``qrsdp republish`` completes those sessions when the run has ended).
 PRODUCER_BRIDGE = "kill-producer-bridge"
 
 FIRST, LAST = 0.04, 0.85  # faults fire between these fractions of their metric's final value
@@ -63,8 +62,7 @@ class Fault:
 
 def plan(seed: int, n_faults: int, *, producer_bridge: bool = True) -> list[Fault]:
     """``n_faults`` faults: every kind once (when there is room), the rest drawn by weight; with
-    ``producer_bridge`` (and n_faults >= 2) one of them kills the producer's bridge as the last
-    ``produced`` fault. Sorted by firing order."""
+    ``producer_bridge`` (and n_faults >= 2) the middle one kills the producer's bridge. In firing order."""
     if n_faults < 0:
         raise ValueError(f"--faults must be >= 0, got {n_faults}")
     rng = random.Random(seed)
@@ -77,12 +75,14 @@ def plan(seed: int, n_faults: int, *, producer_bridge: bool = True) -> list[Faul
     if producer_bridge and n_faults >= 2:
         chosen[-1] = PRODUCER_BRIDGE
     fractions = sorted(rng.uniform(FIRST, LAST) for _ in chosen)
-    # The producer's bridge goes last (the largest fraction); the others in a drawn order.
     others = [k for k in chosen if k != PRODUCER_BRIDGE]
     rng.shuffle(others)
+    # The producer's bridge in the middle of the plan: the run is still producing then (the faults before
+    # it take wall time), and the republish at the run's end brings ``produced`` past the later faults.
+    slot = len(fractions) // 2 if PRODUCER_BRIDGE in chosen else -1
     faults: list[Fault] = []
     for i, at in enumerate(fractions):
-        kind = PRODUCER_BRIDGE if (i == len(fractions) - 1 and PRODUCER_BRIDGE in chosen) else others.pop()
+        kind = PRODUCER_BRIDGE if i == slot else others.pop()
         watch = "produced" if kind == PRODUCER_BRIDGE else KINDS[kind]
         faults.append(Fault(i + 1, kind, watch, at, rng.randrange(2**32)))
     return faults

@@ -81,6 +81,7 @@ class FaultRecord:
     at: float
     fired_at_value: int | None
     on_drain: bool  # fired because its metric stopped short (the pipeline had drained), not at its fraction
+    fired: bool  # False: nothing to hit (the producer's bridge after the run ended)
     outcome: str
     seconds: float
 
@@ -97,6 +98,8 @@ class Figures:
     real_messages_dead_lettered: int = 0  # by the consumer, not poison: data set aside
     dead_letters_by_service: dict[str, int] = field(default_factory=dict)
     datagrams_sent: dict[str, int] = field(default_factory=dict)
+    topic_messages: int = 0  # on the events topic at the end (re-sent and republished copies, poison included)
+    expected_messages: int = 0  # the run's events + one end-of-session marker per session
     republished_sessions: int = 0
     republish_attempts: int = 0
     files_identical_to_reference: bool = False
@@ -116,7 +119,7 @@ class Figures:
 
     @property
     def faults_by_kind(self) -> dict[str, int]:
-        return dict(sorted(Counter(f.kind for f in self.faults).items()))
+        return dict(sorted(Counter(f.kind for f in self.faults if f.fired).items()))
 
     @property
     def events_lost(self) -> int:
@@ -326,7 +329,7 @@ class Soak:
         svc = self.services[name]
         pid = svc.wait_bridge(60)
         if pid is None:
-            return f"no bridge child of the {name} to kill (not running, or not using the bridge)"
+            return f"skipped: no bridge child of the {name} to kill (not running, or not using the bridge)"
         os.kill(pid, signal.SIGKILL)
         if name == "producer":
             return "producer's bridge killed: the run goes on, its later events count as failed"
@@ -409,8 +412,8 @@ class Soak:
             value, on_drain = self._wait_trigger(fault)
             t0 = time.monotonic()
             outcome = self._fire(fault)
-            rec = FaultRecord(fault.index, fault.kind, fault.watch, fault.at, value, on_drain, outcome,
-                              round(time.monotonic() - t0, 2))
+            rec = FaultRecord(fault.index, fault.kind, fault.watch, fault.at, value, on_drain,
+                              not outcome.startswith("skipped"), outcome, round(time.monotonic() - t0, 2))
             self.figures.faults.append(rec)
             self.echo(f"chaos: {fault.describe()}{' (pipeline drained)' if on_drain else ''}: {outcome} "
                       f"[{rec.seconds:.1f} s]")
@@ -422,7 +425,11 @@ class Soak:
         markers = {(m.symbol, m.date.isoformat()): m.rows for m in self.lake.complete_partitions("events")}
         if len(markers) < self.figures.sessions:
             return False
-        return all(lis.complete for lis, _t, _s in self.listeners.values())
+        if not all(lis.complete for lis, _t, _s in self.listeners.values()):
+            return False
+        # and both services have read (committed) everything on the topic, poison included
+        assert self.progress is not None
+        return self.progress.caught_up("landed") and self.progress.caught_up("streamed")
 
     def _wait_complete(self) -> None:
         while time.monotonic() < self.deadline:
@@ -480,6 +487,9 @@ class Soak:
             f.itch_messages_expected += check.expected_messages
             f.itch_messages_received += check.received_messages
             f.itch_messages_missing += max(0, check.expected_messages - check.received_messages) + check.unrecovered
+        assert self.progress is not None
+        f.topic_messages = self.progress.read("produced") or 0
+        f.expected_messages = self.expected_messages
         dead = verify.dead_letters(self.bootstrap, self.dlq)
         f.dead_letters_by_service = dict(Counter(d["service"] for d in dead))
         by_consumer = {d["source"] for d in dead if d["service"] == "parquet-consumer"}
