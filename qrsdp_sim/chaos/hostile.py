@@ -56,6 +56,9 @@ POISON: dict[str, Callable[[str, str, random.Random], Message]] = {
     "key-null": lambda s, d, r: (None, _record(), _headers(d.encode(), _seq(0))),
     "record-type-9": lambda s, d, r: (s.encode(), _record(type=9), _headers(d.encode(), _seq(0))),
     "record-ts-beyond-day": lambda s, d, r: (s.encode(), _record(ts_ns=2**63), _headers(d.encode(), _seq(0))),
+    # end-of-session markers of a real session that no producer writes: a malformed or missing eos header
+    "marker-eos-7-bytes": lambda s, d, r: (s.encode(), b"", [*_headers(d.encode(), _seq(3))[1:], ("eos", b"\0" * 7)]),
+    "marker-eos-null": lambda s, d, r: (s.encode(), b"", [*_headers(d.encode(), _seq(3))[1:], ("eos", None)]),
 }
 
 
