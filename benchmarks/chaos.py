@@ -27,8 +27,8 @@ from pathlib import Path
 from qrsdp_sim.chaos.figures import render
 from qrsdp_sim.chaos.soak import SoakConfig, run_soak
 
-FULL = {"sessions": 12, "symbols": 3, "faults": 24, "session_seconds": 600, "producer_seconds": 150.0}
-SHORT = {"sessions": 10, "symbols": 2, "faults": 20, "session_seconds": 300, "producer_seconds": 60.0}
+FULL = {"sessions": 12, "symbols": 3, "faults": 24, "session_seconds": 600, "producer_seconds": 240.0}
+SHORT = {"sessions": 10, "symbols": 2, "faults": 20, "session_seconds": 300, "producer_seconds": 120.0}
 
 
 def main(argv: list[str] | None = None) -> int:

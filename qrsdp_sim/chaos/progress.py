@@ -49,7 +49,7 @@ class Progress:
             got = self._groups[watch].committed([TopicPartition(self.topic, p) for p in parts], timeout=timeout)
         except (KafkaException, RuntimeError):
             return False
-        return all(tp.offset >= high[tp.partition] for tp in got)
+        return all(max(tp.offset, 0) >= high[tp.partition] for tp in got)  # none committed: an empty partition
 
     def close(self) -> None:
         for c in (self._wm, *self._groups.values()):

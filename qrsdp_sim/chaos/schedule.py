@@ -62,7 +62,7 @@ class Fault:
 
 def plan(seed: int, n_faults: int, *, producer_bridge: bool = True) -> list[Fault]:
     """``n_faults`` faults: every kind once (when there is room), the rest drawn by weight; with
-    ``producer_bridge`` (and n_faults >= 2) the middle one kills the producer's bridge. In firing order."""
+    ``producer_bridge`` (and n_faults >= 2) the one a third into the plan kills the producer's bridge. In firing order."""
     if n_faults < 0:
         raise ValueError(f"--faults must be >= 0, got {n_faults}")
     rng = random.Random(seed)
@@ -77,9 +77,9 @@ def plan(seed: int, n_faults: int, *, producer_bridge: bool = True) -> list[Faul
     fractions = sorted(rng.uniform(FIRST, LAST) for _ in chosen)
     others = [k for k in chosen if k != PRODUCER_BRIDGE]
     rng.shuffle(others)
-    # The producer's bridge in the middle of the plan: the run is still producing then (the faults before
+    # The producer's bridge a third into the plan: the run is still producing then (the faults before
     # it take wall time), and the republish at the run's end brings ``produced`` past the later faults.
-    slot = len(fractions) // 2 if PRODUCER_BRIDGE in chosen else -1
+    slot = len(fractions) // 3 if PRODUCER_BRIDGE in chosen else -1
     faults: list[Fault] = []
     for i, at in enumerate(fractions):
         kind = PRODUCER_BRIDGE if i == slot else others.pop()

@@ -142,22 +142,7 @@ class Figures:
 
 
 def _free_port(kind: int = socket.SOCK_STREAM, taken: set[int] | None = None) -> int:
-    """A free port whose neighbour above is free too (MinIO's console, Kafka's controller)."""
-    taken = taken if taken is not None else set()
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port in taken or port + 1 in taken or port + 1 > 65535:
-            continue
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        taken.update({port, port + 1})
-        return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
+    return stack.free_port_pair(taken if taken is not None else set(), kind)
 
 
 def _qrsdp() -> str:
