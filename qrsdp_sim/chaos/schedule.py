@@ -9,8 +9,8 @@ simulation of the same seed). Three metrics, each read from outside the services
   written): the lake's progress;
 * ``streamed`` -- the ITCH streamer group's committed offsets (committed after sending).
 
-Faults are taken one after the other, in the order of their fractions; the same seed gives the same
-plan (kinds, targets, fractions).
+Faults are taken one after the other, in the order of their fractions (the producer's bridge, beside
+them); the same seed gives the same plan (kinds, targets, fractions).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ WEIGHTS: dict[str, float] = {
 PRODUCER_BRIDGE = "kill-producer-bridge"
 
 FIRST, LAST = 0.04, 0.85  # faults fire between these fractions of their metric's final value
+PRODUCER_BRIDGE_AT = (0.55, 0.8)
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,16 @@ class Fault:
     watch: str  # produced | landed | streamed
     at: float  # fraction of the watched metric's final value
     seed: int  # for the fault's own random choices (which poison, which datagrams)
+    beside: bool = False  # fires beside the sequence, whenever its metric gets there
 
     def describe(self) -> str:
         return f"#{self.index} {self.kind} at {self.at:.0%} of {self.watch}"
 
 
 def plan(seed: int, n_faults: int, *, producer_bridge: bool = True) -> list[Fault]:
-    """``n_faults`` faults: every kind once (when there is room), the rest drawn by weight; with
-    ``producer_bridge`` (and n_faults >= 2) the one a third into the plan kills the producer's bridge. In firing order."""
+    """``n_faults`` faults: every kind once (when there is room), the rest drawn by weight, in firing
+    order; with ``producer_bridge`` (and n_faults >= 2) the last one kills the producer's bridge, beside
+    the sequence, at 55-80 % of ``produced``."""
     if n_faults < 0:
         raise ValueError(f"--faults must be >= 0, got {n_faults}")
     rng = random.Random(seed)
@@ -74,15 +77,14 @@ def plan(seed: int, n_faults: int, *, producer_bridge: bool = True) -> list[Faul
         chosen.append(rng.choices(names, weights=[WEIGHTS[k] for k in names])[0])
     if producer_bridge and n_faults >= 2:
         chosen[-1] = PRODUCER_BRIDGE
-    fractions = sorted(rng.uniform(FIRST, LAST) for _ in chosen)
     others = [k for k in chosen if k != PRODUCER_BRIDGE]
     rng.shuffle(others)
-    # The producer's bridge a third into the plan: the run is still producing then (the faults before
-    # it take wall time), and the republish at the run's end brings ``produced`` past the later faults.
-    slot = len(fractions) // 3 if PRODUCER_BRIDGE in chosen else -1
-    faults: list[Fault] = []
-    for i, at in enumerate(fractions):
-        kind = PRODUCER_BRIDGE if i == slot else others.pop()
-        watch = "produced" if kind == PRODUCER_BRIDGE else KINDS[kind]
-        faults.append(Fault(i + 1, kind, watch, at, rng.randrange(2**32)))
+    fractions = sorted(rng.uniform(FIRST, LAST) for _ in others)
+    faults = [Fault(i + 1, kind, KINDS[kind], at, rng.randrange(2**32))
+              for i, (kind, at) in enumerate(zip(others, fractions, strict=True))]
+    if PRODUCER_BRIDGE in chosen:
+        # Beside the sequence, late in the run: once it fires the run's later events never reach Kafka
+        # until the republish at its end, so in the sequence it would hold up every fault behind it.
+        faults.append(Fault(len(faults) + 1, PRODUCER_BRIDGE, "produced", rng.uniform(*PRODUCER_BRIDGE_AT),
+                            rng.randrange(2**32), beside=True))
     return faults

@@ -185,6 +185,7 @@ class Soak:
         self.poison_sources: list[tuple[str, str]] = []  # (kind, topic/partition/offset)
         self.republished = False
         self.deadline = 0.0
+        self._beside = [f for f in self.plan if f.beside]
 
     # -- set-up ------------------------------------------------------------------------------
     def _dates(self) -> list[str]:
@@ -262,6 +263,7 @@ class Soak:
 
     # -- the fault loop ------------------------------------------------------------------------
     def _supervise(self) -> None:
+        self._fire_beside()
         for name in ("consumer", "streamer"):
             if self.services[name].restart_if_exited():
                 self.echo(f"chaos: {name} exited (status {self.services[name].unexpected_exits[-1]}): restarted")
@@ -394,14 +396,31 @@ class Soak:
 
     def _faults(self) -> None:
         for fault in self.plan:
-            value, on_drain = self._wait_trigger(fault)
-            t0 = time.monotonic()
-            outcome = self._fire(fault)
-            rec = FaultRecord(fault.index, fault.kind, fault.watch, fault.at, value, on_drain,
-                              not outcome.startswith("skipped"), outcome, round(time.monotonic() - t0, 2))
-            self.figures.faults.append(rec)
-            self.echo(f"chaos: {fault.describe()}{' (pipeline drained)' if on_drain else ''}: {outcome} "
-                      f"[{rec.seconds:.1f} s]")
+            if not fault.beside:
+                value, on_drain = self._wait_trigger(fault)
+                self._record(fault, value, on_drain)
+        while self._beside and time.monotonic() < self.deadline:
+            self._supervise()
+            time.sleep(0.25)
+
+    def _fire_beside(self) -> None:
+        """The faults beside the sequence whose metric got there (or whose target is gone)."""
+        assert self.progress is not None
+        for fault in list(self._beside):
+            value = self.progress.read(fault.watch)
+            if (value is not None and value >= fault.at * self.expected_messages) or not self.services[
+                    "producer"].alive():
+                self._beside.remove(fault)
+                self._record(fault, value, False)
+
+    def _record(self, fault: schedule.Fault, value: int | None, on_drain: bool) -> None:
+        t0 = time.monotonic()
+        outcome = self._fire(fault)
+        rec = FaultRecord(fault.index, fault.kind, fault.watch, fault.at, value, on_drain,
+                          not outcome.startswith("skipped"), outcome, round(time.monotonic() - t0, 2))
+        self.figures.faults.append(rec)
+        self.echo(f"chaos: {fault.describe()}{' (pipeline drained)' if on_drain else ''}: {outcome} "
+                  f"[{rec.seconds:.1f} s]")
 
     # -- the end -------------------------------------------------------------------------------------
     def _complete(self) -> bool:
