@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_chaos_soak_short_mode_loses_nothing(stack_installed, tmp_path) -> None:
     out = tmp_path / "figures.json"
+    # --work-dir keeps the services' logs (consumer.log, streamer.log, producer.log) for a failure's report
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chaos.py"), "--short", "--seed", "11",
-                           "--json", str(out), "--timeout", "780"],
+                           "--json", str(out), "--timeout", "780", "--work-dir", str(tmp_path / "soak")],
                           capture_output=True, text=True, timeout=840, cwd=ROOT)  # fmt: skip
     assert out.exists(), proc.stderr[-4000:]
     f = json.loads(out.read_text())

@@ -314,6 +314,8 @@ class Soak:
 
     def _kill_bridge(self, name: str) -> str:
         svc = self.services[name]
+        if name != "producer" and svc.restart_if_exited():  # it had just exited on its own: up again first
+            self.echo(f"chaos: {name} exited (status {svc.unexpected_exits[-1]}): restarted")
         pid = svc.wait_bridge(60)
         if pid is None:
             return f"skipped: no bridge child of the {name} to kill (not running, or not using the bridge)"
