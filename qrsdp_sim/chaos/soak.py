@@ -459,6 +459,9 @@ class Soak:
             "listeners": all(t.is_alive() or lis.complete for lis, t, _s in self.listeners.values()),
         }
         for name in ("consumer", "streamer"):
+            # Stopped once it is past its start (its bridge child exists): a SIGTERM before its command
+            # installed a handler would end it with -15 without being a fault of the service.
+            self.services[name].wait_bridge(60)
             f.graceful_exits[name] = self.services[name].stop()
             f.unexpected_exits[name] = self.services[name].unexpected_exits
         for _lis, thread, stop in self.listeners.values():
