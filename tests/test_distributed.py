@@ -214,32 +214,36 @@ def test_redis_start_waits_for_a_server_that_has_not_set_its_title_yet(
     """Until Redis sets its process title, its command line is the launch's. On a loaded machine the
     script's readiness check came first: it called the fresh process stale, dropped its pid file and
     failed ("redis is not running"), leaving an orphan server nobody could stop. Here the server is
-    held before it starts until the script has said it started, so the check always comes first."""
-    real = shutil.which("redis-server")
-    assert real, "redis-server is installed by the redis_stack fixture"
-    release = tmp_path / "release"
-    wrapper = tmp_path / "bin" / "redis-server"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/bash\nwhile [[ ! -e {release} ]]; do sleep 0.05; done\nexec {real} "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    held before it starts until the script has either given up (the old script, at once) or started
+    asking it for PONG (it waits for the server), so the check always meets a server without a title."""
+    real_server, real_cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    assert real_server and real_cli, "installed by the redis_stack fixture"
+    release, pinged = tmp_path / "release", tmp_path / "pinged"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrappers = {
+        "redis-server": f'while [[ ! -e {release} ]]; do sleep 0.05; done\nexec {real_server} "$@"',
+        "redis-cli": f'touch {pinged}\nexec {real_cli} "$@"',
+    }
+    for name, body in wrappers.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     cfg = dataclasses.replace(redis_stack.config, stack_dir=tmp_path / "stack", redis_port=free_port(set()))
     proc = subprocess.Popen(
         ["bash", str(stack.project_root() / "infra" / "stack.sh"), "redis-start"],
         env=cfg.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    output, spawned = [], None
+    spawned = None
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            if line.startswith("redis: started pid "):
-                spawned = int(line.split()[3])
-                break
-        assert spawned is not None, "".join(output)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not pinged.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         release.touch()  # only now may the server start
-        output.append(proc.communicate(timeout=120)[0])
-        assert proc.returncode == 0, "".join(output)
+        output = proc.communicate(timeout=120)[0]
+        started = [line for line in output.splitlines() if line.startswith("redis: started pid ")]
+        spawned = int(started[0].split()[3]) if started else None
+        assert proc.returncode == 0, output
         st = stack.status(cfg).service("redis")
         assert st.running and st.healthy and st.pid == spawned
         assert redis.Redis(port=cfg.redis_port).ping()
