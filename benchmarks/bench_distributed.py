@@ -81,7 +81,6 @@ class SymbolRuns:
 
 def wait_for_runs(instance: Any, symbols: list[str], timeout_s: float) -> dict[str, list[Any]]:
     """Poll until each symbol's newest run succeeded, or failed with no retry for RETRY_GRACE_S."""
-    from qrsdp_dagster.backfill import RUN_JOB
     from qrsdp_dagster.run_audit import symbol_runs
 
     state = {s: SymbolRuns([]) for s in symbols}
@@ -90,7 +89,7 @@ def wait_for_runs(instance: Any, symbols: list[str], timeout_s: float) -> dict[s
     while True:
         now = time.monotonic()
         for symbol, st in state.items():
-            runs = symbol_runs(instance, symbol, RUN_JOB)
+            runs = symbol_runs(instance, symbol)
             if [r.run_id for r in runs] != [r.run_id for r in st.runs]:
                 st.settled_at = None
             st.runs = runs
@@ -102,7 +101,9 @@ def wait_for_runs(instance: Any, symbols: list[str], timeout_s: float) -> dict[s
             and (st.runs[0].status.value == "SUCCESS" or now - st.settled_at >= RETRY_GRACE_S)
         ]  # fmt: skip
         if now - last_report >= 30 or len(done) == len(symbols):
-            statuses = Counter(st.runs[0].status.value if st.runs else "NOT_LAUNCHED" for st in state.values())
+            statuses = Counter(
+                st.runs[0].status.value if st.runs else "NOT_LAUNCHED" for st in state.values()
+            )
             log(f"  runs: {len(done)}/{len(symbols)} symbols done; newest run per symbol: {dict(statuses)}")
             last_report = now
         if len(done) == len(symbols):
@@ -150,15 +151,18 @@ def distributed_part(args, dist, symbols: list[str], dates: list[dt.date]) -> di
     by_symbol = wait_for_runs(instance, symbols, args.timeout_s)
 
     all_runs = instance.get_runs()
-    records = {r.dagster_run.run_id: r for r in instance.get_run_records(RunsFilter(run_ids=[r.run_id for r in all_runs]))}
+    records = {
+        r.dagster_run.run_id: r
+        for r in instance.get_run_records(RunsFilter(run_ids=[r.run_id for r in all_runs]))
+    }
     final = {s: runs[0] for s, runs in by_symbol.items()}
     failed_runs = [r for r in all_runs if r.status.value != "SUCCESS"]
     for s, run in final.items():
         if run.status.value != "SUCCESS":
             problems.append(f"{s}: newest run {run.run_id} is {run.status.value}")
-    backfill_runs = [r for r in all_runs if r.job_name == backfills.RUN_JOB]
-    if len(backfill_runs) != len(symbols):
-        problems.append(f"{len(backfill_runs)} backfill runs for {len(symbols)} symbols (one each expected)")
+    pipeline_runs = [r for r in all_runs if r.job_name in run_audit.PIPELINE_JOBS]
+    if len(pipeline_runs) != len(symbols):
+        problems.append(f"{len(pipeline_runs)} pipeline runs for {len(symbols)} symbols (one each expected)")
     ends = [records[r.run_id].end_time for r in final.values() if records[r.run_id].end_time]
     wall_s = (max(ends) if ends else time.time()) - launched
 
@@ -196,7 +200,9 @@ def distributed_part(args, dist, symbols: list[str], dates: list[dt.date]) -> di
 
     workers: dict[str, dict[str, Any]] = {}
     for symbol, run in final.items():
-        w = workers.setdefault(run.tags.get(WORKER_TAG, "?"), {"runs": 0, "events": 0, "busy_s": 0.0, "symbols": []})
+        w = workers.setdefault(
+            run.tags.get(WORKER_TAG, "?"), {"runs": 0, "events": 0, "busy_s": 0.0, "symbols": []}
+        )
         rec = records[run.run_id]
         w["runs"] += 1
         w["events"] += int(events.get(symbol, 0))
@@ -233,21 +239,34 @@ def embedded_part(workdir: Path, settings: dict[str, str], symbols: list[str], d
     from qrsdp_dagster.mart_checksums import mart_checksums
 
     started = time.perf_counter()
-    warehouse = embedded_slice.materialize(workdir, settings, symbols, dates[0], dates[-1], timeout_s=4 * 3600)
+    warehouse = embedded_slice.materialize(
+        workdir, settings, symbols, dates[0], dates[-1], timeout_s=4 * 3600
+    )
     wall_s = time.perf_counter() - started
     con = duckdb.connect(str(warehouse), read_only=True)
     checksums = mart_checksums(con, symbols)
     events = con.sql("select sum(n_events) from marts.fct_session_summary").fetchone()[0]
     con.close()
-    return {"wall_s": wall_s, "events": int(events or 0), "events_per_s": int(events or 0) / wall_s, "checksums": checksums}
+    return {
+        "wall_s": wall_s,
+        "events": int(events or 0),
+        "events_per_s": int(events or 0) / wall_s,
+        "checksums": checksums,
+    }
 
 
-def print_report(dist: dict[str, Any], embedded: dict[str, Any] | None, symbols: list[str], dates: list[dt.date]) -> None:
+def print_report(
+    dist: dict[str, Any], embedded: dict[str, Any] | None, symbols: list[str], dates: list[dt.date]
+) -> None:
     log("")
-    log(f"== distributed: {len(symbols)} symbols x {len(dates)} dates ({dates[0]}..{dates[-1]}), {dist['partitions']} partitions")
+    log(
+        f"== distributed: {len(symbols)} symbols x {len(dates)} dates ({dates[0]}..{dates[-1]}), {dist['partitions']} partitions"
+    )
     log(f"wall time (launch -> last run ended): {dist['wall_s']:.1f} s; {dist['events']:,} events; "
         f"{dist['events_per_s']:,.0f} events/s overall")  # fmt: skip
-    log(f"run time per symbol: min {dist['run_s']['min']:.0f} s, median {dist['run_s']['median']:.0f} s, max {dist['run_s']['max']:.0f} s")
+    log(
+        f"run time per symbol: min {dist['run_s']['min']:.0f} s, median {dist['run_s']['median']:.0f} s, max {dist['run_s']['max']:.0f} s"
+    )
     for name, w in sorted(dist["workers"].items()):
         log(f"  {name}: {w['runs']} runs, {w['events']:,} events, busy {w['busy_s']:.0f} s -> "
             f"{w['events_per_s_busy']:,.0f} events/s busy, {w['events_per_s_wall']:,.0f} events/s over the wall time "
@@ -255,7 +274,9 @@ def print_report(dist: dict[str, Any], embedded: dict[str, Any] | None, symbols:
     log(f"materialisations: {dist['materializations']} = {dist['assets']} partitioned assets x {dist['partitions']} partitions "
         f"-> {'each exactly once' if not any('materialis' in p for p in dist['problems']) else 'NOT exactly once'}")  # fmt: skip
     c = dist["checks"]
-    log(f"asset checks (dbt tests + Python checks): {c['defined']} defined, {c['evaluated']} evaluations, {c['failed']} failed")
+    log(
+        f"asset checks (dbt tests + Python checks): {c['defined']} defined, {c['evaluated']} evaluations, {c['failed']} failed"
+    )
     log(f"runs in the instance: {dist['runs_total']}; not successful: {dist['runs_not_success'] or 'none'}")
     if embedded is not None:
         log(f"== embedded default, same slice, one process: {embedded['wall_s']:.1f} s, {embedded['events']:,} events, "
@@ -271,11 +292,26 @@ def print_report(dist: dict[str, Any], embedded: dict[str, Any] | None, symbols:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--symbols", type=int, default=20, metavar="N", help="symbols, one run each (default 20)")
-    ap.add_argument("--dates", type=int, default=10, metavar="N", help="trading dates per symbol, ending at the newest (default 10)")
-    ap.add_argument("--session-seconds", type=int, default=600, help="simulated length of each session (default 600)")
+    ap.add_argument(
+        "--dates",
+        type=int,
+        default=10,
+        metavar="N",
+        help="trading dates per symbol, ending at the newest (default 10)",
+    )
+    ap.add_argument(
+        "--session-seconds", type=int, default=600, help="simulated length of each session (default 600)"
+    )
     ap.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
-    ap.add_argument("--keep", action="store_true", help="leave the stack running (prints how to reach and stop it)")
-    ap.add_argument("--timeout-s", type=float, default=4 * 3600, help="give up waiting for the runs after this (default 4 h)")
+    ap.add_argument(
+        "--keep", action="store_true", help="leave the stack running (prints how to reach and stop it)"
+    )
+    ap.add_argument(
+        "--timeout-s",
+        type=float,
+        default=4 * 3600,
+        help="give up waiting for the runs after this (default 4 h)",
+    )
     ap.add_argument("--tmp", default=None, help="parent of the temp folder (default: the system's)")
     args = ap.parse_args()
     if args.symbols < 1 or args.dates < 1 or args.session_seconds < 1 or args.workers < 1:

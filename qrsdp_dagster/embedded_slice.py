@@ -47,7 +47,9 @@ def materialize(
     (workdir / "home").mkdir(parents=True, exist_ok=True)
     resources = yaml.safe_load(CI_RESOURCES.read_text())
     if settings.get("QRSDP_SESSION_SECONDS"):
-        resources["resources"]["simulation"]["config"]["session_seconds"] = int(settings["QRSDP_SESSION_SECONDS"])
+        resources["resources"]["simulation"]["config"]["session_seconds"] = int(
+            settings["QRSDP_SESSION_SECONDS"]
+        )
     run_config = workdir / "resources.yaml"
     run_config.write_text(yaml.safe_dump(resources))
     dagster = Path(sys.executable).with_name("dagster")

@@ -9,16 +9,22 @@ tests and ``benchmarks/bench_distributed.py``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import DagsterEventType, RunsFilter
 
+from qrsdp_dagster.backfill import RUN_JOB
 
-def symbol_runs(instance: Any, symbol: str, job: str = "qrsdp_pipeline") -> list[Any]:
-    """The runs of ``job`` tagged ``qrsdp/symbol=<symbol>`` (newest first)."""
-    return [r for r in instance.get_runs(RunsFilter(tags={"qrsdp/symbol": symbol})) if r.job_name == job]
+# The pipeline of a symbol's range: a backfill over asset partitions runs the implicit asset job, the
+# schedule and direct launches run qrsdp_pipeline.
+PIPELINE_JOBS: tuple[str, ...] = ("qrsdp_pipeline", RUN_JOB)
+
+
+def symbol_runs(instance: Any, symbol: str, jobs: Collection[str] = PIPELINE_JOBS) -> list[Any]:
+    """The pipeline runs tagged ``qrsdp/symbol=<symbol>`` (newest first)."""
+    return [r for r in instance.get_runs(RunsFilter(tags={"qrsdp/symbol": symbol})) if r.job_name in jobs]
 
 
 def materializations(instance: Any, run_ids: Iterable[str]) -> Counter[tuple[str, str | None]]:

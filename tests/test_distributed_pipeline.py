@@ -88,7 +88,7 @@ def test_backfill_is_one_run_per_symbol_over_both_workers_with_marts_equal_to_em
     assert set(ids) == set(BACKFILL_SYMBOLS)
 
     def runs_done() -> dict[str, Any] | None:
-        runs = {s: symbol_runs(instance, s, backfills.RUN_JOB) for s in BACKFILL_SYMBOLS}
+        runs = {s: symbol_runs(instance, s) for s in BACKFILL_SYMBOLS}
         if all(len(r) == 1 and r[0].status in FINISHED for r in runs.values()):
             return {s: r[0] for s, r in runs.items()}
         return None
