@@ -144,7 +144,7 @@ def _pipeline_env() -> dict[str, str]:
     }
 
 
-PIPELINE_SYMBOLS = ("AAPL", "MSFT", "IBM", "ORCL", "KIL", "SCHA", "SCHB", "SCHC")
+PIPELINE_SYMBOLS = ("AAPL", "MSFT", "KIL", "SCHA", "SCHB")  # tests/test_distributed_pipeline.py
 PIPELINE_ENV = _pipeline_env()
 
 
