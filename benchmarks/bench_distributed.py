@@ -255,9 +255,8 @@ def embedded_part(workdir: Path, settings: dict[str, str], symbols: list[str], d
     }
 
 
-def print_report(
-    dist: dict[str, Any], embedded: dict[str, Any] | None, symbols: list[str], dates: list[dt.date]
-) -> None:
+def print_distributed(dist: dict[str, Any], symbols: list[str], dates: list[dt.date]) -> None:
+    """The distributed figures and checks (printed before the embedded slice runs: it takes a while)."""
     log("")
     log(
         f"== distributed: {len(symbols)} symbols x {len(dates)} dates ({dates[0]}..{dates[-1]}), {dist['partitions']} partitions"
@@ -278,7 +277,11 @@ def print_report(
         f"asset checks (dbt tests + Python checks): {c['defined']} defined, {c['evaluated']} evaluations, {c['failed']} failed"
     )
     log(f"runs in the instance: {dist['runs_total']}; not successful: {dist['runs_not_success'] or 'none'}")
-    if embedded is not None:
+
+
+def print_comparison(dist: dict[str, Any], embedded: dict[str, Any]) -> None:
+    """The embedded slice's figures, the checksum comparison and every problem found."""
+    if embedded:
         log(f"== embedded default, same slice, one process: {embedded['wall_s']:.1f} s, {embedded['events']:,} events, "
             f"{embedded['events_per_s']:,.0f} events/s")  # fmt: skip
         for table, (rows, digest) in dist["checksums"].items():
@@ -343,11 +346,12 @@ def main() -> int:
             if args.keep:
                 env = " ".join(f"{k}={v}" for k, v in cfg.env().items() if k.startswith(("QRSDP_", "MINIO_")))
                 log(f"kept running: UI {cfg.webserver_url}; stop with: env {env} bash infra/stack.sh down")
-        log("running the same slice on the embedded default ...")
+        print_distributed(figures, symbols, dates)
+        log("\nrunning the same slice on the embedded default ...")
         embedded = embedded_part(workdir / "embedded", settings, symbols, dates)
         if embedded["checksums"] != figures["checksums"]:
             figures["problems"].append("mart checksums differ from the embedded default's")
-        print_report(figures, embedded, symbols, dates)
+        print_comparison(figures, embedded)
         print(json.dumps({"symbols": len(symbols), "dates": len(dates), "session_seconds": args.session_seconds,
                           "distributed": figures, "embedded": embedded}, default=str))  # fmt: skip
         return 1 if figures["problems"] else 0
