@@ -59,6 +59,8 @@
 #   QRSDP_DAGSTER_CODE           code location arguments   (default "-m qrsdp_dagster.definitions")
 #   QRSDP_WORKERS                Celery worker processes   (default 2)
 #   QRSDP_RUN_* / QRSDP_WORKER_HEARTBEAT_TTL_S  instance settings: qrsdp_sim/distributed/profile.py
+#   QRSDP_POOLS                  pools whose limits are created at start (default qrsdp_duckdb;
+#                                qrsdp_sim/distributed/pools.py)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -567,9 +569,13 @@ redis_launch() {
   log "redis: started pid $(cat "$REDIS_PID") on 127.0.0.1:$REDIS_PORT"
 }
 
+# Until Redis has set its process title ("redis-server 127.0.0.1:PORT", what redis_pid looks for) its
+# command line is the launch's, and redis_pid would call the fresh process stale and drop its pid
+# file (orphaning it): during start-up, follow the pid that spawn wrote; once Redis answers PING its
+# title is set (it sets it before listening).
 redis_ready() {
-  local pid _; pid="$(redis_pid)"
-  [[ -n "$pid" ]] || { tail_log "$REDIS_DIR/logs/redis.log"; die "redis is not running"; }
+  local pid _; pid="$(cat "$REDIS_PID" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" || { tail_log "$REDIS_DIR/logs/redis.log"; die "redis is not running"; }
   for _ in $(seq 1 $((TIMEOUT * 5))); do
     [[ "$(redis_cli ping 2>/dev/null)" == "PONG" ]] && { log "redis: healthy on 127.0.0.1:$REDIS_PORT"; return 0; }
     alive "$pid" || { tail_log "$REDIS_DIR/logs/redis.log"; die "redis exited during start-up"; }
@@ -644,6 +650,10 @@ load_from:
 YAML
   DAGSTER_HOME="$DAGSTER_HOME_DIR" "$(venv_bin dagster)" instance migrate >>"$DAGSTER_LOGS/migrate.log" 2>&1 \
     || { tail_log "$DAGSTER_LOGS/migrate.log"; die "dagster: could not create the instance tables in PostgreSQL"; }
+  # The pools' rows, before any run could race to create them (qrsdp_sim/distributed/pools.py).
+  (cd "$ROOT" && DAGSTER_HOME="$DAGSTER_HOME_DIR" "$(venv_bin python)" -m qrsdp_sim.distributed.pools) \
+    >>"$DAGSTER_LOGS/migrate.log" 2>&1 \
+    || { tail_log "$DAGSTER_LOGS/migrate.log"; die "dagster: could not create the pools' concurrency limits"; }
 }
 
 code_server_start() {

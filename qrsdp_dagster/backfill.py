@@ -37,6 +37,11 @@ mutation LaunchBackfill($params: LaunchBackfillParams!) {
 """
 
 
+# The job of a backfill's runs: Dagster's implicit asset job (not qrsdp_pipeline, whatever assets the
+# backfill selects); the runs carry the backfill's tags (qrsdp/symbol) and a partition range.
+RUN_JOB = "__ASSET_JOB"
+
+
 class BackfillError(RuntimeError):
     """The webserver refused a backfill (the message says why)."""
 

@@ -33,23 +33,18 @@ Mark tests that use them ``@pytest.mark.services``.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from qrsdp_sim import stack
+from qrsdp_sim.distributed import private_stack
+from qrsdp_sim.distributed.private_stack import DistributedStack
 
-
-def _free_port(taken: set[int]) -> int:
-    """A TCP port on 127.0.0.1 that is free now, as is the one above it (MinIO's console address)."""
-    return stack.free_port_pair(taken)
+__all__ = ["PIPELINE_ENV", "PIPELINE_SYMBOLS", "DistributedStack", "ServiceHandle"]
 
 
 @dataclass
@@ -101,17 +96,7 @@ _TAKEN_PORTS: set[int] = set()
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> stack.StackConfig:
-    taken = _TAKEN_PORTS
-    kafka_port = _free_port(taken)
-    controller_port = _free_port(taken)
-    minio_port = _free_port(taken)
-    return stack.StackConfig(
-        stack_dir=tmp_path_factory.mktemp("stack"),
-        kafka_port=kafka_port,
-        controller_port=controller_port,
-        minio_port=minio_port,
-        timeout_s=90,
-    )
+    return private_stack.private_config(tmp_path_factory.mktemp("stack"), _TAKEN_PORTS)
 
 
 @pytest.fixture(scope="session")
@@ -144,15 +129,6 @@ def minio_stack(stack_installed: stack.StackConfig) -> Iterator[ServiceHandle]:
 TEST_CODE_LOCATION = Path(__file__).with_name("distributed_location.py")
 
 
-def _newest_trading_date() -> Any:
-    import datetime as dt
-
-    day = dt.datetime.now(dt.UTC).date()
-    while day.weekday() >= 5:
-        day -= dt.timedelta(days=1)
-    return day
-
-
 def _pipeline_env() -> dict[str, str]:
     """Settings of the real code location in the test stack: two trading dates (the newest and the
     one before, so the nightly catch-up has a small, real range), 600-second sessions, the schedule
@@ -162,7 +138,7 @@ def _pipeline_env() -> dict[str, str]:
 
     return {
         "QRSDP_SYMBOLS": ",".join(PIPELINE_SYMBOLS),
-        "QRSDP_START_DATE": previous_trading_date(_newest_trading_date()).isoformat(),
+        "QRSDP_START_DATE": previous_trading_date(private_stack.newest_trading_date()).isoformat(),
         "QRSDP_SESSION_SECONDS": "600",
         "QRSDP_CATCH_UP_CRON": "* * * * *",
     }
@@ -174,26 +150,13 @@ PIPELINE_ENV = _pipeline_env()
 
 @pytest.fixture(scope="session")
 def distributed_config(stack_config: stack.StackConfig) -> Iterator[stack.StackConfig]:
-    # PostgreSQL runs as user postgres when the tests run as root; pytest's temp dir is 0700.
-    pg_root = Path(tempfile.mkdtemp(prefix="qrsdp-test-pg-"))
-    pg_root.chmod(0o755)
-    cfg = dataclasses.replace(
+    pg_root = private_stack.postgres_root("qrsdp-test-pg-")
+    cfg = private_stack.distributed_config(
         stack_config,
-        distributed=True,
-        pg_port=_free_port(_TAKEN_PORTS),
-        pg_dir=pg_root / "postgres",
-        redis_port=_free_port(_TAKEN_PORTS),
-        dagster_port=_free_port(_TAKEN_PORTS),
-        code_server_port=_free_port(_TAKEN_PORTS),
-        workers=2,
-        dagster_code=f"-f {TEST_CODE_LOCATION}",
-        extra_env={
-            **PIPELINE_ENV,
-            "QRSDP_RUN_MONITORING_INTERVAL_S": "2",
-            "QRSDP_WORKER_HEARTBEAT_TTL_S": "15",
-            "QRSDP_RUN_START_TIMEOUT_S": "600",
-            "QRSDP_RUN_MAX_RUNTIME_S": "3600",
-        },
+        pg_root=pg_root,
+        code_location=f"-f {TEST_CODE_LOCATION}",
+        extra_env={**PIPELINE_ENV, **private_stack.FAST_MONITORING},
+        taken=_TAKEN_PORTS,
     )
     try:
         yield cfg
@@ -211,35 +174,6 @@ def redis_stack(distributed_config: stack.StackConfig) -> Iterator[ServiceHandle
     yield from _service("redis", distributed_config)
 
 
-@dataclass
-class DistributedStack:
-    """The distributed profile of the test stack: Dagster on PostgreSQL, runs on two Celery workers."""
-
-    config: stack.StackConfig
-
-    def instance(self) -> Any:  # DagsterInstance, read through the webserver's dagster.yaml
-        from dagster import DagsterInstance
-
-        return DagsterInstance.from_config(str(self.config.dagster_home))
-
-    def graphql(self) -> Any:  # DagsterGraphQLClient
-        from dagster_graphql import DagsterGraphQLClient
-
-        return DagsterGraphQLClient("127.0.0.1", port_number=self.config.dagster_port, timeout=120)
-
-    def s3_client(self) -> Any:
-        return self.config.s3_client()
-
-    def worker_name(self, i: int) -> str:
-        return self.config.worker_name(i)
-
-    def stop_worker(self, i: int, *, kill: bool = False) -> None:
-        stack.stop_worker(i, self.config, kill=kill)
-
-    def start_worker(self, i: int) -> None:
-        stack.start_worker(i, self.config)
-
-
 @pytest.fixture(scope="session")
 def distributed_stack(
     distributed_config: stack.StackConfig,
@@ -247,18 +181,5 @@ def distributed_stack(
     postgres_stack: ServiceHandle,
     redis_stack: ServiceHandle,
 ) -> Iterator[DistributedStack]:
-    # The dagster.yaml reads the database password from the environment, in this process too (only
-    # that: DAGSTER_HOME and the S3 variables stay unset for the other tests of the session).
-    saved = os.environ.get("QRSDP_PG_PASSWORD")
-    os.environ["QRSDP_PG_PASSWORD"] = distributed_config.pg_password
-    try:
-        stack.start_dagster(distributed_config)
-        yield DistributedStack(distributed_config)
-    finally:
-        try:
-            stack.stop_dagster(distributed_config)
-        finally:
-            if saved is None:
-                os.environ.pop("QRSDP_PG_PASSWORD", None)
-            else:
-                os.environ["QRSDP_PG_PASSWORD"] = saved
+    with private_stack.dagster_running(distributed_config) as dist:
+        yield dist

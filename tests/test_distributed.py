@@ -8,8 +8,12 @@ MinIO, so a test decides when a run may finish (and can kill a worker while the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +33,8 @@ from distributed_location import RELEASE_PREFIX, RESULT_PREFIX, WAITING_MESSAGE
 from qrsdp_sim import stack
 from qrsdp_sim.distributed import heartbeat
 from qrsdp_sim.distributed.launcher import WORKER_TAG, QrsdpCeleryRunLauncher
+from qrsdp_sim.distributed.pools import DEFAULT_POOLS, init_pools
+from qrsdp_sim.distributed.private_stack import free_port
 from qrsdp_sim.distributed.profile import DistributedSettings, render
 
 JOB = "hold_until_released"
@@ -191,6 +197,99 @@ def test_redis_answers_and_status(redis_stack) -> None:
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     st = stack.status(redis_stack.config).service("redis")
     assert st.running and st.healthy and st.address == f"127.0.0.1:{redis_stack.config.redis_port}"
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (the script's processes are reparented; their reaper may be slow)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.services
+def test_redis_start_waits_for_a_server_that_has_not_set_its_title_yet(
+    redis_stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until Redis sets its process title, its command line is the launch's. On a loaded machine the
+    script's readiness check came first: it called the fresh process stale, dropped its pid file and
+    failed ("redis is not running"), leaving an orphan server nobody could stop. Here the server is
+    held before it starts until the script has either given up (the old script, at once) or started
+    asking it for PONG (it waits for the server), so the check always meets a server without a title."""
+    real_server, real_cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    assert real_server and real_cli, "installed by the redis_stack fixture"
+    release, pinged = tmp_path / "release", tmp_path / "pinged"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrappers = {
+        "redis-server": f'while [[ ! -e {release} ]]; do sleep 0.05; done\nexec {real_server} "$@"',
+        "redis-cli": f'touch {pinged}\nexec {real_cli} "$@"',
+    }
+    for name, body in wrappers.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cfg = dataclasses.replace(redis_stack.config, stack_dir=tmp_path / "stack", redis_port=free_port(set()))
+    proc = subprocess.Popen(
+        ["bash", str(stack.project_root() / "infra" / "stack.sh"), "redis-start"],
+        env=cfg.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    spawned = None
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not pinged.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release.touch()  # only now may the server start
+        output = proc.communicate(timeout=120)[0]
+        started = [line for line in output.splitlines() if line.startswith("redis: started pid ")]
+        spawned = int(started[0].split()[3]) if started else None
+        assert proc.returncode == 0, output
+        st = stack.status(cfg).service("redis")
+        assert st.running and st.healthy and st.pid == spawned
+        assert redis.Redis(port=cfg.redis_port).ping()
+        stack.stop_service("redis", cfg)
+        assert not _alive(spawned)  # stopped through its pid file: no orphan
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+        if spawned is not None and _alive(spawned):
+            os.kill(spawned, signal.SIGKILL)
+
+
+def test_every_pool_of_the_code_location_is_created_at_start() -> None:
+    from qrsdp_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    used = set().union(*(graph.get(k).pools or set() for k in graph.get_all_asset_keys()))
+    assert used and used <= set(DEFAULT_POOLS)
+
+
+@pytest.mark.services
+def test_pool_rows_exist_before_any_run_so_no_run_races_to_create_them(distributed_stack) -> None:
+    """Dagster 1.13 on PostgreSQL: creating a pool row that exists fails (the IntegrityError is caught
+    inside the aborted transaction) -- what the slower of two runs reaching their dbt step together
+    hit, failing the run after its sessions were simulated. The stack creates the rows at start, at
+    the default limit, so a run finds its pool and never writes it."""
+    import sqlalchemy
+
+    instance = distributed_stack.instance()
+    storage = instance.event_log_storage
+    default = instance.global_op_concurrency_default_limit
+    rows = {p.name: p for p in storage.get_pool_limits()}
+    for pool in DEFAULT_POOLS:  # before any run of the session used a pool (the tests here use none)
+        assert pool in rows, rows
+        assert (rows[pool].limit, rows[pool].from_default) == (default, True)
+    scratch = f"qrsdp_test_{uuid.uuid4().hex[:8]}"
+    try:
+        assert init_pools(instance, [scratch]) == {scratch: f"created at the default limit {default}"}
+        with pytest.raises(sqlalchemy.exc.InternalError, match="current transaction is aborted"):
+            storage.initialize_concurrency_limit_to_default(scratch)  # what the losing run does
+        assert init_pools(instance, [scratch]) == {scratch: f"kept (limit {default})"}  # idempotent
+        storage.set_concurrency_slots(scratch, default + 3)
+        assert init_pools(instance, [scratch]) == {scratch: f"kept (limit {default + 3}, set by hand)"}
+    finally:
+        storage.delete_concurrency_limit(scratch)
 
 
 # ---------------------------------------------------------------- worker liveness (real Redis)

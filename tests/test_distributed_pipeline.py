@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+from dagster import DagsterRunStatus, RunsFilter
 from services import PIPELINE_ENV
 
 from qrsdp_dagster import backfill as backfills
+from qrsdp_dagster import embedded_slice, run_audit
 from qrsdp_dagster.mart_checksums import mart_checksums
+from qrsdp_dagster.run_audit import failed_checks, materializations, symbol_runs
 from qrsdp_sim import stack
 from qrsdp_sim.distributed import ducklake
 from qrsdp_sim.distributed.launcher import WORKER_TAG
@@ -41,7 +40,6 @@ from qrsdp_sim.engine.calendar import next_weekday
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 START = dt.date.fromisoformat(PIPELINE_ENV["QRSDP_START_DATE"])
 NEWEST = next_weekday(START + dt.timedelta(days=1))
@@ -60,28 +58,8 @@ def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 1500, every_s:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-# A backfill launched over asset partitions runs the implicit asset job; the schedule and direct
-# launches run qrsdp_pipeline. Both are the pipeline for a symbol's range.
-PIPELINE_JOBS = ("qrsdp_pipeline", "__ASSET_JOB")
-
-
-def _symbol_runs(instance, symbol: str) -> list:
-    return [r for r in instance.get_runs(RunsFilter(tags={"qrsdp/symbol": symbol})) if r.job_name in PIPELINE_JOBS]
-
-
-def _lake(dist) -> ducklake.DuckLakeSettings:
-    cfg = dist.config
-    return ducklake.DuckLakeSettings(
-        pg_port=cfg.pg_port, pg_user=cfg.pg_user, pg_password=cfg.pg_password,
-        data_path=f"s3://{stack.BUCKET}/ducklake/", s3_endpoint=cfg.s3_endpoint,
-        s3_access_key=cfg.access_key, s3_secret_key=cfg.secret_key,
-    )  # fmt: skip
-
-
 def _marts(dist) -> Any:
-    con = ducklake.connect(_lake(dist))
-    con.execute("use lake")
-    return con
+    return dist.marts()
 
 
 def _asset_keys() -> list[list[str]]:
@@ -91,43 +69,12 @@ def _asset_keys() -> list[list[str]]:
     return [k.path for k in defs.resolve_asset_graph().get_all_asset_keys()]
 
 
-def _materializations(instance, run_ids: list[str]) -> Counter:
-    """(asset, partition) -> how many times the runs materialised it."""
-    seen: Counter = Counter()
-    for run_id in run_ids:
-        for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
-            mat = record.dagster_event.event_specific_data.materialization
-            seen[(mat.asset_key.to_user_string(), mat.partition)] += 1
-    return seen
-
-
-def _failed_checks(instance, run_ids: list[str]) -> list[str]:
-    out = []
-    for run_id in run_ids:
-        for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-            data = record.dagster_event.event_specific_data
-            if not data.passed:
-                out.append(f"{run_id}: {data.check_name}")
-    return out
-
-
 def _embedded_marts(tmp_path: Path, symbols: list[str]) -> Any:
-    """The same slice on the embedded default (local sessions, local lake, one DuckDB file), through
-    Dagster's CLI with a partition range -- the CI entry point."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QRSDP_", "DAGSTER_", "AWS_"))}
-    env.update(PIPELINE_ENV, QRSDP_DATA_DIR=str(tmp_path / "data"), DAGSTER_HOME=str(tmp_path / "home"))
-    (tmp_path / "home").mkdir()
-    first, last = f"{DATES[0]}|{symbols[0]}", f"{DATES[-1]}|{symbols[-1]}"
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "qrsdp_dagster.definitions",
-         "--select", "*", "--partition-range", f"{first}...{last}",
-         "-c", str(ROOT / "qrsdp_dagster" / "configs" / "ci_resources.yaml")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    """The same slice on the embedded default, through Dagster's CLI with a partition range."""
     import duckdb
 
-    return duckdb.connect(str(tmp_path / "data" / "warehouse" / "qrsdp.duckdb"), read_only=True)
+    warehouse = embedded_slice.materialize(tmp_path, PIPELINE_ENV, symbols, DATES[0], DATES[-1], timeout_s=1800)
+    return duckdb.connect(str(warehouse), read_only=True)
 
 
 @pytest.mark.timeout(3600)
@@ -141,7 +88,7 @@ def test_backfill_is_one_run_per_symbol_over_both_workers_with_marts_equal_to_em
     assert set(ids) == set(BACKFILL_SYMBOLS)
 
     def runs_done() -> dict[str, Any] | None:
-        runs = {s: _symbol_runs(instance, s) for s in BACKFILL_SYMBOLS}
+        runs = {s: symbol_runs(instance, s) for s in BACKFILL_SYMBOLS}
         if all(len(r) == 1 and r[0].status in FINISHED for r in runs.values()):
             return {s: r[0] for s, r in runs.items()}
         return None
@@ -156,16 +103,16 @@ def test_backfill_is_one_run_per_symbol_over_both_workers_with_marts_equal_to_em
     assert set(workers) == {dist.worker_name(1), dist.worker_name(2)}, workers
 
     run_ids = [run.run_id for run in runs.values()]
-    seen = _materializations(instance, run_ids)
+    seen = materializations(instance, run_ids)
     for symbol in BACKFILL_SYMBOLS:
         for day in DATES:
             for asset in ("session_log", "raw_events", "book_states", "marts/fct_session_summary",
                           "marts/fct_ohlcv_1min", "staging/stg_event_checks"):  # fmt: skip
                 assert seen[(asset, f"{day}|{symbol}")] == 1, (asset, symbol, day)
     assert max(seen.values()) == 1
-    assert _failed_checks(instance, run_ids) == []
-    checks = sum(1 for r in run_ids for _ in instance.all_logs(r, of_type=DagsterEventType.ASSET_CHECK_EVALUATION))
-    assert checks >= len(runs) * 30  # every dbt test and Python check ran, in every run
+    tally = run_audit.checks(instance, run_ids)
+    assert tally.failed == []
+    assert tally.total >= len(runs) * 30  # every dbt test and Python check ran, in every run
 
     # sessions are on S3, not on a worker's disk
     listed = dist.s3_client().list_objects_v2(Bucket=stack.BUCKET, Prefix="sessions/AAPL/")
@@ -257,7 +204,7 @@ def test_killed_worker_mid_run_is_retried_on_the_other_worker_with_every_event_o
         retried = _wait("the retry to finish", retry)
         assert retried.status == DagsterRunStatus.SUCCESS
         assert retried.tags[WORKER_TAG] == survivor
-        assert _failed_checks(instance, [retried.run_id]) == []
+        assert failed_checks(instance, [retried.run_id]) == []
     finally:
         dist.start_worker(n)
     # every event exactly once: the marts agree with the sessions' manifests (on S3)
@@ -303,7 +250,7 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
     selector = {"repositoryLocationName": "qrsdp", "repositoryName": "__repository__", "scheduleName": "nightly_catch_up"}
     client = dist.graphql()
     # symbols the other tests of this module completed (all of them when the module runs in order)
-    complete = [s for s in BACKFILL_SYMBOLS if any(r.status == DagsterRunStatus.SUCCESS for r in _symbol_runs(instance, s))]
+    complete = [s for s in BACKFILL_SYMBOLS if any(r.status == DagsterRunStatus.SUCCESS for r in symbol_runs(instance, s))]
     started = client._execute(
         """mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) {
              __typename ... on ScheduleStateResult { scheduleState { id } } ... on PythonError { message } } }""",
@@ -313,7 +260,7 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
     state_id = started["startSchedule"]["scheduleState"]["id"]
     try:
         def runs_done() -> dict[str, Any] | None:
-            runs = {s: _symbol_runs(instance, s) for s in SCHEDULE_SYMBOLS}
+            runs = {s: symbol_runs(instance, s) for s in SCHEDULE_SYMBOLS}
             if all(len(r) >= 1 and all(x.status in FINISHED for x in r) for r in runs.values()):
                 return runs
             return None
@@ -331,9 +278,9 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
         )
     workers = set()
     for symbol in SCHEDULE_SYMBOLS:
-        symbol_runs = _symbol_runs(instance, symbol)
-        assert len(symbol_runs) == 1, [r.run_id for r in symbol_runs]
-        run = symbol_runs[0]
+        runs = symbol_runs(instance, symbol)
+        assert len(runs) == 1, [r.run_id for r in runs]
+        run = runs[0]
         assert run.status == DagsterRunStatus.SUCCESS
         assert run.tags["qrsdp/trigger"] == "nightly_catch_up"
         assert run.tags["qrsdp/behind_trading_dates"] == str(len(DATES))
@@ -342,7 +289,7 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
         workers.add(run.tags[WORKER_TAG])
     assert workers == {dist.worker_name(1), dist.worker_name(2)}
     for symbol in complete:  # complete through the newest date: not requested again
-        assert not [r for r in _symbol_runs(instance, symbol) if r.tags.get("qrsdp/trigger") == "nightly_catch_up"]
+        assert not [r for r in symbol_runs(instance, symbol) if r.tags.get("qrsdp/trigger") == "nightly_catch_up"]
     rows = _marts(dist).sql(
         "select symbol, count(*), min(date), max(date) from marts.fct_session_summary "
         f"where symbol in ({', '.join(repr(s) for s in SCHEDULE_SYMBOLS)}) group by 1 order by 1"
