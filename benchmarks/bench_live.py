@@ -45,13 +45,16 @@ def _throughput(days: int, repeat: int) -> None:
                 if n["done"] == 2 * days:
                     stop.request("bench")
 
-            res = run_live(RunSpec(days=0, session_seconds=FULL_DAY), secs, Path(d) / "l", stop,
-                           on_session=on_session)
+            res = run_live(
+                RunSpec(days=0, session_seconds=FULL_DAY), secs, Path(d) / "l", stop, on_session=on_session
+            )
             best_live = min(best_live, res.wall_seconds)
     print(f"1. 2 securities x {days} full dates ({events:,} events), best of {repeat}:")
     print(f"   --days {days}: {best_finite:.2f} s ({events / best_finite / 1e6:.2f} M events/s)")
-    print(f"   --days 0 stopped after the same sessions: {best_live:.2f} s "
-          f"({events / best_live / 1e6:.2f} M events/s; {best_live / best_finite:.2f}x the finite run's time)")
+    print(
+        f"   --days 0 stopped after the same sessions: {best_live:.2f} s "
+        f"({events / best_live / 1e6:.2f} M events/s; {best_live / best_finite:.2f}x the finite run's time)"
+    )
 
 
 def _manifest_rewrite(repeat: int) -> None:
@@ -60,15 +63,26 @@ def _manifest_rewrite(repeat: int) -> None:
 
     spec = RunSpec()
     secs = [Security("AAA", 10_000), Security("BBB", 20_000)]
-    result = SessionResult(seed=2**63, open_ticks=10_000, close_ticks=10_010, best_bid=10_009, best_ask=10_011,
-                           events=1_630_000, counts=(0,) * 6, sim_seconds=FULL_DAY, wall_seconds=0.2,
-                           last_order_id=900_000)
+    result = SessionResult(
+        seed=2**63,
+        open_ticks=10_000,
+        close_ticks=10_010,
+        best_bid=10_009,
+        best_ask=10_011,
+        events=1_630_000,
+        counts=(0,) * 6,
+        sim_seconds=FULL_DAY,
+        wall_seconds=0.2,
+        last_order_id=900_000,
+    )
     print("2. manifest rewrite (build + atomic write + fsync), best of", repeat)
     with tempfile.TemporaryDirectory() as d:
         for n in (100, 1_000, 10_000):
             day0 = dt.date(2026, 1, 1)
-            sessions = [SessionRecord(secs[i % 2].symbol, day0 + dt.timedelta(days=i // 2), result, "x.qrsdp")
-                        for i in range(n)]
+            sessions = [
+                SessionRecord(secs[i % 2].symbol, day0 + dt.timedelta(days=i // 2), result, "x.qrsdp")
+                for i in range(n)
+            ]
             best = float("inf")
             size = 0
             for _ in range(repeat):
@@ -85,7 +99,9 @@ def _stop_latency(repeat: int) -> None:
     from qrsdp_sim.engine.runner import RunSpec, Security, warm_up
 
     warm_up(RunSpec().model)
-    print("3. stop latency (request in the middle of the first session -> run_live returned), best of", repeat)
+    print(
+        "3. stop latency (request in the middle of the first session -> run_live returned), best of", repeat
+    )
     for speed in (None, 1.0):
         best = float("inf")
         for _ in range(repeat):
@@ -101,15 +117,21 @@ def _stop_latency(repeat: int) -> None:
                         stop.request("bench")
 
                 if speed is not None:  # paced: a batch takes hours to hand over, so ask from a timer
+
                     def ask_later(stop=stop, asked=asked) -> None:
                         time.sleep(0.5)
                         asked["t"] = time.perf_counter()
                         stop.request("bench")
 
                     threading.Thread(target=ask_later, daemon=True).start()
-                res = run_live(RunSpec(days=0, session_seconds=FULL_DAY, batch_records=65_536),
-                               [Security("AAA", 10_000)], Path(d), stop, realtime_speed=speed,
-                               progress=None if speed is not None else progress)
+                res = run_live(
+                    RunSpec(days=0, session_seconds=FULL_DAY, batch_records=65_536),
+                    [Security("AAA", 10_000)],
+                    Path(d),
+                    stop,
+                    realtime_speed=speed,
+                    progress=None if speed is not None else progress,
+                )
                 best = min(best, time.perf_counter() - asked["t"])
                 assert res.interrupted, "the stop should have interrupted the session"
         label = "unpaced" if speed is None else f"paced at --speed {speed:g}"

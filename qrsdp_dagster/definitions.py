@@ -21,4 +21,7 @@ defs = dg.Definitions(
     sensors=[lake_landing_sensor, itch_streamer_health],
     schedules=[nightly_catch_up],
     resources=build_resources(SETTINGS),
+    # runs of the implicit asset job (UI materialisations, backfills) run their steps in one process
+    # too, like qrsdp_pipeline: the steps follow each other anyway (see jobs.py)
+    executor=dg.in_process_executor,
 )

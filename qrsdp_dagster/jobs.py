@@ -6,7 +6,13 @@
 A slice (symbols x trading dates) is a partition *range* of ``qrsdp_pipeline``: one run, no child
 run. The unit of work is one symbol's dates, in order (each session opens at the previous close):
 backfills and the nightly catch-up make one run per symbol, so N workers run N symbols at once.
-From the command line (CI)::
+From the command line (CI), a partition range as a pair of run tags::
+
+    dagster job execute -m qrsdp_dagster.definitions -j qrsdp_pipeline -c qrsdp_dagster/configs/ci_resources.yaml \\
+        --tags '{"dagster/asset_partition_range_start": "2026-01-02|AAPL",
+                 "dagster/asset_partition_range_end": "2026-01-05|AAPL"}'
+
+or with Dagster's asset CLI::
 
     dagster asset materialize -m qrsdp_dagster.definitions --select '*' \\
         --partition-range '2026-01-02|AAPL...2026-01-05|AAPL' -c qrsdp_dagster/configs/ci_resources.yaml

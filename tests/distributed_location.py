@@ -57,20 +57,23 @@ def hold_until_released() -> None:
     hold()
 
 
-_hold = dg.Definitions(
-    jobs=[hold_until_released],
-    resources={
-        "s3": S3Resource(
-            endpoint_url=dg.EnvVar("QRSDP_S3_ENDPOINT"),
-            region_name="us-east-1",
-            use_ssl=False,
-        )
-    },
-)
+def _location() -> dg.Definitions:
+    """QRSDP's own definitions (settings from the stack's environment: sessions on S3, the marts in a
+    DuckLake), so one stack serves the pipeline tests too, plus the test job. Built in a function:
+    Dagster refuses a module with more than one Definitions object at module scope."""
+    from qrsdp_dagster.definitions import defs as qrsdp
+
+    hold_defs = dg.Definitions(
+        jobs=[hold_until_released],
+        resources={
+            "s3": S3Resource(
+                endpoint_url=dg.EnvVar("QRSDP_S3_ENDPOINT"),
+                region_name="us-east-1",
+                use_ssl=False,
+            )
+        },
+    )
+    return dg.Definitions.merge(qrsdp, hold_defs)
 
 
-# The real code location too (its settings come from the stack's environment: sessions on S3, the
-# marts in a DuckLake), so one stack serves the pipeline tests (tests/test_distributed_pipeline.py).
-from qrsdp_dagster.definitions import defs as _qrsdp  # noqa: E402
-
-defs = dg.Definitions.merge(_qrsdp, _hold)
+defs = _location()

@@ -97,20 +97,23 @@ def small_run(tmp_path_factory):
     return d, spec
 
 
-def _check_closed_loop(stats, curves, truth):
+def _check_closed_loop(stats, curves, truth, min_events=2000):
+    """Every entry with >= ``min_events`` events within 5 % of the truth. Realistic sessions are
+    over-dispersed (business clock, excitation): their well-observed threshold is higher, so that
+    5 % stays several standard errors (an entry of 2,000 events has a 2.2 % Poisson error alone)."""
     checked = 0
     for kind in ("add", "cancel", "market"):
         ev = stats.counts(kind)
         raw = stats.raw_rates(kind)
         ref = getattr(truth, kind)
-        sel = ev >= 2000
+        sel = ev >= min_events
         checked += int(sel.sum())
         rel = np.abs(raw[sel] / ref[sel] - 1)
         assert rel.max() < 0.05, (kind, rel.max())
         # the written curves carry exactly these estimates where they are well observed
         np.testing.assert_allclose(getattr(curves, kind)[sel], raw[sel])
     assert checked >= 150  # every curve contributes (see below)
-    rows = curve_errors(stats, truth)
+    rows = curve_errors(stats, truth, min_events=min_events)
     assert len(rows) == 22 and all(r.points >= 3 for r in rows), [(r.curve, r.points) for r in rows]
     assert max(r.max_rel_error for r in rows) < 0.05
     # no bias: standardised residuals of all entries with >= 200 events look like N(0, 1)
@@ -177,7 +180,7 @@ def test_closed_loop_realistic_run_recovers_every_well_observed_rate_within_5_pe
     for r in stats.replays:
         assert abs(r.business_seconds - r.calendar_seconds) > 100
         assert r.weighted_seconds > 1.5 * r.business_seconds
-    _check_closed_loop(stats, curves, truth)
+    _check_closed_loop(stats, curves, truth, min_events=5000)
     assert HLRCurves.load(out).meta["queue_unit"] == unit
     # the same logs calibrated without their manifest (calendar time, no excitation) are far off:
     # the closed loop above depends on the clock and the excitation being replayed
@@ -412,7 +415,8 @@ def test_logs_of_a_run_get_their_sessions_clock_decorator_and_unit_from_the_mani
     # a file given alone finds its run's manifest too (OUTPUT/SYMBOL/DATE.qrsdp)
     one = session_path(d, "BBB", spec.dates()[1])
     (log,) = find_logs([one])
-    assert log.config is not None and log.config.p0_ticks != 20_000  # the chained open of day 2
+    from_run = next(x.config for x in logs if x.path == one)
+    assert log.config is not None and log.config == from_run  # day 2's chained session, as the run lists it
     (bare,) = find_logs([one], use_manifests=False)
     assert bare.config is None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -177,16 +178,17 @@ def test_chaining_onto_another_configuration_is_refused_unless_allowed(slice_run
 
 
 def test_ci_command_line_materializes_a_partition_range(tmp_path):
-    """The CI entry point: `dagster asset materialize --partition-range FIRST...LAST` -- a rectangle of
-    symbols x dates as one run of the asset job, no child run."""
+    """The CI entry point: `dagster job execute -j qrsdp_pipeline` with a partition-range tag pair -- a
+    rectangle of symbols x dates as one run of the asset job, no child run."""
     env = {**os.environ, "QRSDP_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
     for name in ("QRSDP_LAKE_URI", "QRSDP_DUCKDB_PATH", "QRSDP_SESSIONS_URI", "QRSDP_WAREHOUSE"):
         env.pop(name, None)
     (tmp_path / "home").mkdir()
     exe = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
-        [str(exe), "asset", "materialize", "-m", "qrsdp_dagster.definitions", "--select", "*",
-         "--partition-range", "2026-01-02|AAPL...2026-01-05|MSFT",
+        [str(exe), "job", "execute", "-m", "qrsdp_dagster.definitions", "-j", "qrsdp_pipeline",
+         "--tags", json.dumps({"dagster/asset_partition_range_start": "2026-01-02|AAPL",
+                               "dagster/asset_partition_range_end": "2026-01-05|MSFT"}),
          "-c", str(ROOT / "qrsdp_dagster" / "configs" / "ci_resources.yaml")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

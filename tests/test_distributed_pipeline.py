@@ -60,8 +60,13 @@ def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 1500, every_s:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def _symbol_runs(instance, symbol: str, job: str = "qrsdp_pipeline") -> list:
-    return [r for r in instance.get_runs(RunsFilter(tags={"qrsdp/symbol": symbol})) if r.job_name == job]
+# A backfill launched over asset partitions runs the implicit asset job; the schedule and direct
+# launches run qrsdp_pipeline. Both are the pipeline for a symbol's range.
+PIPELINE_JOBS = ("qrsdp_pipeline", "__ASSET_JOB")
+
+
+def _symbol_runs(instance, symbol: str) -> list:
+    return [r for r in instance.get_runs(RunsFilter(tags={"qrsdp/symbol": symbol})) if r.job_name in PIPELINE_JOBS]
 
 
 def _lake(dist) -> ducklake.DuckLakeSettings:

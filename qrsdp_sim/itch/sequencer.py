@@ -18,8 +18,8 @@ duplicates and gap recovery. Every datagram is untrusted (UDP has no authenticat
 * **Gaps.** A missing range is re-requested (each at most every ``gap_retry`` s). It is given up when
   the session has made no progress for ``gap_timeout`` s (the clock restarts whenever a message is
   delivered, so data still flowing is never skipped) -- and the listener only ever skips to data it
-  holds and believes: a stored packet continued by another stored packet or announced by a heartbeat,
-  or the session's end. A lone stored packet nothing backs is dropped instead, as is a higher sequence
+  holds and believes: a stored packet that starts a run of ``BACKING_CHAIN`` contiguous stored packets,
+  or one a heartbeat or the session's end announced messages past. A lone stored packet nothing backs is dropped instead, as is a higher sequence
   number announced only by heartbeats (both counted as ``unconfirmed_claims``).
 * **End of session.** An end-of-session packet below what was already delivered is ignored, one that
   data is delivered past is discarded (``eos_conflicts``); stored packets beyond it are dropped.
@@ -47,6 +47,7 @@ from qrsdp_sim.itch.listen_stats import Stats
 CONFIRM_PACKETS = 2
 MAX_CANDIDATES = 16
 REANCHOR_CHAIN = 32
+BACKING_CHAIN = 4  # stored packets in a row that make a packet after a given-up gap believable
 DEFAULT_MAX_AHEAD = 1 << 22  # messages (the streamer's re-request buffer holds 4 M by default)
 DEFAULT_MAX_PENDING_BYTES = 64 << 20
 HOLES_PER_SCAN = 64
@@ -376,11 +377,21 @@ class Sequencer:
                 self.stats.recovered += 1
 
     def _backed(self, seq: int) -> bool:
-        """Whether the stored packet at ``seq`` is believable as the session's continuation: another
-        stored packet continues it, or a heartbeat or the end of session announced messages past it."""
-        count = self._pending[seq][0]
-        nxt = seq + count
-        return nxt in self._pending or self.claim > nxt or (self.eos_seq is not None and self.eos_seq >= nxt)
+        """Whether the stored packet at ``seq`` is believable as the session's continuation: a run of
+        ``BACKING_CHAIN`` stored packets, each continuing the previous, starts at it (the live feed
+        keeps coming after a loss; stray packets line up that way only by design, not by chance), or a
+        heartbeat or the end of session announced messages past the run's end."""
+        nxt = seq
+        for _ in range(BACKING_CHAIN):
+            entry = self._pending.get(nxt)
+            if entry is None:
+                break
+            nxt += entry[0]
+            if self.claim > nxt or (self.eos_seq is not None and self.eos_seq >= nxt):
+                return True
+        else:
+            return True
+        return False
 
     def _skip_to(self, seq: int) -> None:
         """Move past messages that will never come (given up): what was delivered is decoded first."""
