@@ -49,6 +49,25 @@ def project_root() -> Path:
     raise StackError("cannot find infra/stack.sh (run from the QRSDP project folder)")
 
 
+def free_port_pair(taken: set[int], kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that is free now, as is the one above it (MinIO's console address), and not in
+    ``taken`` (both are added to it): for private stacks on free ports (tests, the chaos soak)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in taken or port + 1 in taken or port + 1 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        taken.update({port, port + 1})
+        return port
+    raise RuntimeError("no free port pair on 127.0.0.1")
+
+
 class StackError(RuntimeError):
     """A stack command failed; the message holds the script's output and the service log tail."""
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,20 +49,7 @@ from qrsdp_sim import stack
 
 def _free_port(taken: set[int]) -> int:
     """A TCP port on 127.0.0.1 that is free now, as is the one above it (MinIO's console address)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port in taken or port + 1 in taken or port + 1 > 65535:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        taken.update({port, port + 1})
-        return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
+    return stack.free_port_pair(taken)
 
 
 @dataclass
@@ -182,7 +168,7 @@ def _pipeline_env() -> dict[str, str]:
     }
 
 
-PIPELINE_SYMBOLS = ("AAPL", "MSFT", "IBM", "ORCL", "KIL", "SCHA", "SCHB", "SCHC")
+PIPELINE_SYMBOLS = ("AAPL", "MSFT", "KIL", "SCHA", "SCHB")  # tests/test_distributed_pipeline.py
 PIPELINE_ENV = _pipeline_env()
 
 

@@ -46,8 +46,8 @@ FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus
 START = dt.date.fromisoformat(PIPELINE_ENV["QRSDP_START_DATE"])
 NEWEST = next_weekday(START + dt.timedelta(days=1))
 DATES = [START, NEWEST]
-BACKFILL_SYMBOLS = ["AAPL", "MSFT", "IBM", "ORCL"]
-SCHEDULE_SYMBOLS = ["SCHA", "SCHB", "SCHC"]
+BACKFILL_SYMBOLS = ["AAPL", "MSFT"]  # one run per worker at once
+SCHEDULE_SYMBOLS = ["SCHA", "SCHB"]
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 1500, every_s: float = 1.0) -> Any:
@@ -296,18 +296,21 @@ def _ticks_after(client, selector: dict[str, str], after: float) -> list[dict[st
 def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date(distributed_stack) -> None:
     """The schedule (ticking every minute in the test stack) is switched on; its first tick requests
     one run per symbol that is behind: the symbols without history, from the start date to the newest
-    trading date; the symbols the other tests completed are up to date and left alone. Later ticks
-    request nothing more (run keys, runs in flight)."""
+    trading date; the symbols the other tests completed are up to date and left alone. The next tick
+    requests nothing more (run keys, runs in flight)."""
     dist = distributed_stack
     instance = dist.instance()
     selector = {"repositoryLocationName": "qrsdp", "repositoryName": "__repository__", "scheduleName": "nightly_catch_up"}
     client = dist.graphql()
+    # symbols the other tests of this module completed (all of them when the module runs in order)
+    complete = [s for s in BACKFILL_SYMBOLS if any(r.status == DagsterRunStatus.SUCCESS for r in _symbol_runs(instance, s))]
     started = client._execute(
         """mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) {
-             __typename ... on PythonError { message } } }""",
+             __typename ... on ScheduleStateResult { scheduleState { id } } ... on PythonError { message } } }""",
         {"s": selector},
     )
     assert started["startSchedule"]["__typename"] == "ScheduleStateResult", started
+    state_id = started["startSchedule"]["scheduleState"]["id"]
     try:
         def runs_done() -> dict[str, Any] | None:
             runs = {s: _symbol_runs(instance, s) for s in SCHEDULE_SYMBOLS}
@@ -317,15 +320,14 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
 
         _wait("the catch-up runs", runs_done, timeout_s=2400)
         done_at = time.time()
-        # two more ticks after the runs finished: they must request nothing
-        _wait("two ticks after the catch-up", lambda: len(_ticks_after(client, selector, done_at)) >= 2,
+        # the next tick after the runs finished must request nothing
+        _wait("a tick after the catch-up", lambda: len(_ticks_after(client, selector, done_at)) >= 1,
               timeout_s=600, every_s=5)  # fmt: skip
         assert all(t["status"] == "SKIPPED" for t in _ticks_after(client, selector, done_at))
     finally:
         client._execute(
-            """mutation($s: ScheduleSelector!) { stopRunningSchedule(scheduleSelector: $s) {
-                 __typename } }""",
-            {"s": selector},
+            """mutation($id: String!) { stopRunningSchedule(id: $id) { __typename } }""",
+            {"id": state_id},
         )
     workers = set()
     for symbol in SCHEDULE_SYMBOLS:
@@ -339,7 +341,7 @@ def test_nightly_catch_up_tick_brings_symbols_without_history_to_the_newest_date
         assert run.tags["qrsdp/last_complete"] == "none"
         workers.add(run.tags[WORKER_TAG])
     assert workers == {dist.worker_name(1), dist.worker_name(2)}
-    for symbol in BACKFILL_SYMBOLS:  # complete through the newest date: not requested again
+    for symbol in complete:  # complete through the newest date: not requested again
         assert not [r for r in _symbol_runs(instance, symbol) if r.tags.get("qrsdp/trigger") == "nightly_catch_up"]
     rows = _marts(dist).sql(
         "select symbol, count(*), min(date), max(date) from marts.fct_session_summary "

@@ -81,6 +81,13 @@ def parquet_consumer_command(
     Reads Kafka through qrsdp-kafka-bridge when it is built, else confluent-kafka
     (QRSDP_KAFKA_CLIENT=auto|bridge|python).
     """
+    import signal
+
+    # A SIGTERM while the modules below load or the consumer starts is honoured once it exists (a
+    # supervisor stopping a consumer it just restarted got status -15 instead of a clean exit).
+    stop_early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop_early.append(signum))
     import json
     import logging
     import math
@@ -128,6 +135,8 @@ def parquet_consumer_command(
     except (ValueError, BridgeError) as exc:  # a flag, QRSDP_KAFKA_CLIENT wrong, or the bridge asked for and missing
         raise usage(str(exc)) from None
     consumer.install_signal_handlers()
+    if stop_early:
+        consumer.stop_event.set()
     stats = consumer.run(idle_exit_seconds=idle_exit)
     print(json.dumps(stats.to_dict()))
 

@@ -42,7 +42,16 @@ from qrsdp_sim.itch.validate import (
 )
 from qrsdp_sim.kafka.bridge import RawMessage, Run
 from qrsdp_sim.kafka.dead_letter import DeadLetters
-from qrsdp_sim.kafka.message import H_DATE, H_RUN_ID, H_SEQ, H_TS_NS, MAX_SESSION_EVENTS
+from qrsdp_sim.kafka.message import (
+    H_DATE,
+    H_EOS,
+    H_RUN_ID,
+    H_SEQ,
+    H_TS_NS,
+    MAX_SESSION_EVENTS,
+    EndOfSession,
+    MalformedMessage,
+)
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 
 log = logging.getLogger(__name__)
@@ -357,6 +366,19 @@ class Intake:
             if fresh:
                 self.counters.unknown_symbol += 1
             return
+        # A marker ends the stock's session for good: only one as the producers write it (a valid eos
+        # header whose count the seq header repeats) may, never a stray or forged one mid-session.
+        try:
+            eos = EndOfSession.decode(h.get(H_EOS))
+        except MalformedMessage as exc:
+            if fresh:
+                self._dead_item(msg, f"end-of-session marker: {exc}", "bad_marker")
+            return
+        if eos.events != seq:
+            if fresh:
+                self._dead_item(msg, f"end-of-session marker: seq header {seq} disagrees with its eos count "
+                                f"{eos.events}", "bad_marker")
+            return
         self._end_of_session(symbol, msg.partition(), date, seq, now, fresh, msg)
 
     def _end_of_session(self, symbol: str, p: int, date: str, count: int, now: float, fresh: bool, msg: Any) -> None:
@@ -369,6 +391,12 @@ class Intake:
         if ss is None:
             ss = day.stocks[symbol] = StockState(p)
         if ss.ended:
+            return
+        received = ss.seq.conf_seq + 1  # events confirmed in sequence (a pending one may be forged)
+        if count < received:  # a session never ends below what it already delivered
+            if fresh:
+                self._dead_item(msg, f"end-of-session count {count} is below the {received} events of {symbol} "
+                                f"{date} already received", "bad_marker")
             return
         outcome, gaps = ss.seq.close(count)
         if outcome:

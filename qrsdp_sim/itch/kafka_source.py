@@ -235,22 +235,26 @@ class BridgeKafkaSource(_Source):
         self._carry: collections.deque[Item] = collections.deque()  # fetched, not yet batched
         self._low: dict[int, int] = {}
 
-    def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+    def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0, *, topic_known: bool = True) -> Any:
         """Call ``fn`` until it succeeds, retrying refused requests (coordinator moving, broker
-        restarting) for ``timeout`` s; a bridge that died fails at once."""
+        restarting) for ``timeout`` s; a bridge that died fails at once. Once the topic is known
+        (``topic_known``: every request after the metadata), "unknown topic or partition" is a broker
+        still loading its partitions after a restart and is retried too (the chaos soak found the
+        streamer exiting on it); only the metadata request takes it as "no such topic"."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return fn()
             except BridgeRequestError as exc:
-                if time.monotonic() > deadline or "UNKNOWN_TOPIC" in str(exc) or "not found" in str(exc):
+                missing = "UNKNOWN_TOPIC" in str(exc) or "not found" in str(exc)
+                if time.monotonic() > deadline or (missing and not topic_known):
                     raise RuntimeError(f"Kafka {what} failed: {exc}") from exc
                 log.warning("itch-stream: Kafka %s: %s (retrying)", what, exc)
                 time.sleep(0.5)
 
     def partitions(self) -> list[int]:
         try:
-            info = self._call("metadata", self.consumer.partitions)
+            info = self._call("metadata", self.consumer.partitions, topic_known=False)
         except RuntimeError as exc:
             if "UNKNOWN_TOPIC" in str(exc) or "not found" in str(exc):
                 raise RuntimeError(f"topic {self.cfg.topic!r} not found on {self.cfg.brokers} ({exc.__cause__})") from exc
