@@ -42,7 +42,9 @@ def describe_config(config: dict[str, Any]) -> str:
             v = config[k]
             if isinstance(v, dict) and set(v) == {"name"}:
                 v = v["name"]
-            parts.append(f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':')) if isinstance(v, dict) else v}")
+            parts.append(
+                f"{k}={json.dumps(v, sort_keys=True, separators=(',', ':')) if isinstance(v, dict) else v}"
+            )
     return ", ".join(parts)
 
 

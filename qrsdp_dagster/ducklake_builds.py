@@ -166,4 +166,6 @@ def build_with_conflict_retries(
         if attempt < attempts:
             sleep(min(30.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random()))
         previous = target
-    raise BuildError(f"dbt build still losing DuckLake commits after {attempts} attempts; run it again", target)
+    raise BuildError(
+        f"dbt build still losing DuckLake commits after {attempts} attempts; run it again", target
+    )

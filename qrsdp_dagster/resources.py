@@ -146,7 +146,9 @@ class SimulationResource(dg.ConfigurableResource):
         path = self.local_file(symbol, date)
         path.parent.mkdir(parents=True, exist_ok=True)
         extra = [publisher.open_session(symbol, date, run_id)] if publisher is not None else None
-        result = simulate_symbol_date(spec, symbol, date, open_ticks, path, fsync=self.fsync, extra_sinks=extra)
+        result = simulate_symbol_date(
+            spec, symbol, date, open_ticks, path, fsync=self.fsync, extra_sinks=extra
+        )
         if publisher is not None and extra:
             publisher.end_session(extra[0], session_description(spec, symbol, date, result))
         config = spec.session_config(symbol, date, open_ticks)
@@ -181,7 +183,12 @@ class SimulationResource(dg.ConfigurableResource):
 
 @functools.lru_cache(maxsize=8)
 def _s3_session_store(
-    uri: str, endpoint: str | None, access_key: str | None, secret_key: str | None, region: str, cache_dir: str
+    uri: str,
+    endpoint: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+    region: str,
+    cache_dir: str,
 ) -> S3SessionStore:
     """One S3 client per configuration and process (dagster-aws's S3 resource makes it)."""
     from dagster_aws.s3 import S3Resource
@@ -357,11 +364,18 @@ def ducklake_dbt_env(settings: DuckLakeSettings) -> dict[str, str]:
 
 
 class QrsdpDbtCliResource(DbtCliResource):
-    """dagster-dbt's CLI resource without two start-up costs it pays on every invocation: a
+    """dagster-dbt's CLI resource, optionally with dbt in process (:meth:`cli_in_process`), and
+    without two start-up costs it pays on every invocation: a
     ``dbt --version`` subprocess (a whole dbt start, several seconds on 2 cores) to learn the
     version -- here read from the installed dbt-core, which is the dbt next to this Python -- and an
     in-process dbt adapter, used only to fetch extra metadata (row counts, column schemas) that
-    these assets do not ask for. ``tests/test_dagster_pipeline.py`` runs the real dbt through it."""
+    these assets do not ask for. ``tests/test_dagster_pipeline.py`` runs the real dbt through it.
+
+    ``in_process`` (default on; env ``QRSDP_DBT_IN_PROCESS=0`` turns it off): the embedded
+    warehouse's build runs dbt in the step's process, saving a Python start, dbt's imports and the
+    partial-parse load (seconds on 2 cores). The DuckLake build always uses a subprocess."""
+
+    in_process: bool = os.environ.get("QRSDP_DBT_IN_PROCESS", "1").strip() not in ("0", "false", "no")
 
     @functools.cached_property
     def _cli_version(self) -> Version:
@@ -369,6 +383,17 @@ class QrsdpDbtCliResource(DbtCliResource):
 
     def _initialize_dbt_core_adapter(self, args: Any) -> Any:
         return None
+
+    def cli_in_process(
+        self, args: list[str], *, context: Any, target_path: Path, raise_on_error: bool = True
+    ) -> Any:
+        """``cli()`` with dbt on a thread of this process instead of a dbt subprocess (no second
+        interpreter, no second import of dbt): qrsdp_dagster/dbt_in_process.py."""
+        from qrsdp_dagster.dbt_in_process import invoke_in_process
+
+        return invoke_in_process(
+            self, args, context=context, target_path=target_path, raise_on_error=raise_on_error
+        )
 
 
 def dbt_executable() -> str:

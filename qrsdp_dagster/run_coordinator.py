@@ -60,7 +60,9 @@ def launch_problems(run: dg.DagsterRun) -> list[str]:
     partitions = run_partitions(run)
     if not partitions:
         return []
-    overrides = ((run.run_config or {}).get("resources", {}).get("simulation", {}) or {}).get("config", {}) or {}
+    overrides = ((run.run_config or {}).get("resources", {}).get("simulation", {}) or {}).get(
+        "config", {}
+    ) or {}
     return chain_problems(SimulationResource(**overrides), partitions)
 
 

@@ -68,7 +68,9 @@ class CatchUp:
         return f"catch-up:{self.symbol}:{self.first}..{self.last}"
 
 
-def latest_complete(materialized: Mapping[dg.AssetKey, Iterable[str]], symbols: Iterable[str]) -> dict[str, dt.date]:
+def latest_complete(
+    materialized: Mapping[dg.AssetKey, Iterable[str]], symbols: Iterable[str]
+) -> dict[str, dt.date]:
     """symbol -> latest date that every asset of COMPLETE_ASSETS has (symbols without one are left out)."""
     wanted = set(symbols)
     per_asset = []

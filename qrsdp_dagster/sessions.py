@@ -44,13 +44,19 @@ class SessionStore(Protocol):
 
 def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
-        raise SessionStoreError(f"{where}: {len(raw):,} bytes is not a session manifest (limit {MAX_MANIFEST_BYTES:,})")
+        raise SessionStoreError(
+            f"{where}: {len(raw):,} bytes is not a session manifest (limit {MAX_MANIFEST_BYTES:,})"
+        )
     try:
         manifest = json.loads(raw)
     except ValueError as exc:
-        raise SessionStoreError(f"{where}: not a JSON manifest ({exc}); re-materialise that session") from None
+        raise SessionStoreError(
+            f"{where}: not a JSON manifest ({exc}); re-materialise that session"
+        ) from None
     if not isinstance(manifest, dict) or "close_ticks" not in manifest:
-        raise SessionStoreError(f"{where}: not a session manifest (no close_ticks); re-materialise that session")
+        raise SessionStoreError(
+            f"{where}: not a session manifest (no close_ticks); re-materialise that session"
+        )
     return manifest
 
 
@@ -123,7 +129,9 @@ class S3SessionStore:
             raise
         if int(obj.get("ContentLength", 0)) > MAX_MANIFEST_BYTES:
             obj["Body"].close()
-            raise SessionStoreError(f"s3://{self.bucket}/{key}: {obj['ContentLength']:,} bytes is not a manifest")
+            raise SessionStoreError(
+                f"s3://{self.bucket}/{key}: {obj['ContentLength']:,} bytes is not a manifest"
+            )
         return _parse_manifest(obj["Body"].read(), f"s3://{self.bucket}/{key}")
 
     def publish(self, symbol: str, date: dt.date, manifest: dict[str, Any], plot: Path | None) -> None:

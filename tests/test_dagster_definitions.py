@@ -53,8 +53,10 @@ def test_definitions_load_with_the_asset_graph():
     assert parents["staging/stg_events"] == {"raw_events", "staging/stg_event_landings"}
     assert parents["staging/stg_event_checks"] == {"staging/stg_events", "staging/stg_event_landings"}
     assert parents["staging/stg_book_states"] == {"book_states"}
+    # the summary reads the statistics the checks models compute (and book states only when a
+    # partition is not stored in seq order), never the events themselves
     assert parents["marts/fct_session_summary"] == {
-        "staging/stg_events", "staging/stg_book_states", "staging/stg_sessions", "staging/stg_book_state_checks",
+        "staging/stg_event_checks", "staging/stg_book_states", "staging/stg_sessions", "staging/stg_book_state_checks",
     }  # fmt: skip
     for key in graph.get_all_asset_keys():
         assert graph.get(key).partitions_def == session_partitions

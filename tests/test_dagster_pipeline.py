@@ -19,6 +19,7 @@ import pytest
 
 from qrsdp_dagster.definitions import defs
 from qrsdp_dagster.partitions import SETTINGS, range_tags, session_key
+from qrsdp_dagster.resources import dbt_executable
 from qrsdp_sim.engine.calendar import trading_dates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +86,42 @@ def test_slice_materialises_every_asset_and_passes_every_check(slice_run):
             assert (tmp / "sessions" / s / f"{d}.qrsdp").is_file()
             assert (tmp / "lake" / "raw" / "events" / f"symbol={s}" / f"date={d}" / "_SUCCESS").is_file()
             assert (tmp / "lake" / "raw" / "book_states" / f"symbol={s}" / f"date={d}" / "_SUCCESS").is_file()
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["dbt-in-process", "dbt-subprocess"])
+def test_a_failing_dbt_test_fails_the_step_with_its_check_red(slice_run, in_process):
+    """dbt in the step's process (the default) or as a subprocess: the same outcome when a data
+    test fails -- the step fails, that check is red, the others green, and the warehouse file is
+    released (opened read-only afterwards)."""
+    tmp, _instance, _result = slice_run
+    config = run_config(tmp)
+    config["resources"]["warehouse"]["config"]["min_events_per_session"] = 10**9  # no session has that many
+    project = str(ROOT / "dbt_project")
+    config["resources"]["dbt"] = {
+        "config": {"project_dir": project, "profiles_dir": project, "dbt_executable": dbt_executable(),
+                   "in_process": in_process}
+    }  # fmt: skip
+    job = defs.resolve_job_def("qrsdp_pipeline")
+    dbt_keys = [k for k in job.asset_layer.executable_asset_keys if "/" in k.to_user_string()]
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            asset_selection=dbt_keys, instance=instance, run_config=config,
+            tags=range_tags(SYMBOLS, DATES[0], DATES[-1]), raise_on_error=False,
+        )  # fmt: skip
+    assert not result.success
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert [name for name, passed in checks.items() if not passed] == ["stg_events_rows_per_session_in_range"]
+    # dbt build skips what depends on a failing test: the summary (built from stg_event_checks) and
+    # its 8 tests; the other 25 tests ran and passed
+    assert len(checks) == 26 and not [name for name in checks if name.startswith("fct_session_summary")]
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "qrsdp_dbt" in failure.step_key
+    with duckdb.connect(str(tmp / "warehouse.duckdb"), read_only=True) as con:  # released by dbt
+        assert con.sql("select count(*) from marts.fct_session_summary").fetchone() == (4,)
 
 
 def test_prices_chain_across_partitions_with_per_partition_metadata(slice_run):

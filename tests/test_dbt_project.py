@@ -200,6 +200,55 @@ def test_identical_duplicate_rows_are_harmless(wh):
     assert wh.query("select max(landed_copies), count(*) from staging.stg_events") == [(2, N_EVENTS)]
 
 
+def store_out_of_seq_order(lake: Lake, table: str, symbol: str, day: dt.date) -> None:
+    """Rewrite a landed partition as two files holding its second half, then its first half."""
+    directory = Path(lake.partition_dir(table, symbol, day))
+    rows = pq.read_table(directory / "part-00000.parquet")
+    half = rows.num_rows // 2
+    pq.write_table(rows.slice(half), directory / "part-00000.parquet")
+    pq.write_table(rows.slice(0, half), directory / "part-00001.parquet")
+
+
+def test_session_summary_is_the_same_whatever_order_the_partition_is_stored_in(wh):
+    """The summary takes the statistics of partitions stored in seq order from the staging passes
+    (one streaming pass each) and sorts the others itself: both ways give the same row, and the
+    spreads and VWAP match a reference computed here."""
+    rec = random_session(N_EVENTS, 21)
+    land_session(wh.lake, "AAPL", DATES[0], rec, 10_000)  # stored in seq order, as landed
+    land_session(wh.lake, "MSFT", DATES[0], rec, 10_000)
+    for table in ("events", "book_states"):
+        store_out_of_seq_order(wh.lake, table, "MSFT", DATES[0])
+    assert failing(wh.build()) == set()
+    for checks in ("stg_event_checks", "stg_book_state_checks"):
+        assert wh.query(f"select symbol, in_seq_order from staging.{checks} order by 1") == [
+            ("AAPL", True), ("MSFT", False),
+        ]  # fmt: skip
+    in_order, reordered = wh.query(
+        "select * exclude (symbol) from marts.fct_session_summary order by symbol"
+    )  # fmt: skip
+    assert in_order == reordered
+
+    tob = reference_top_of_book(rec)
+    two_sided = (tob[:, 0] != -(2**31)) & (tob[:, 2] != -(2**31))
+    spread = (tob[:, 2] - tob[:, 0]).astype(float)
+    close_ns = int(rec["ts_ns"][0]) + 600 * 10**9  # land_session: market open = first event, 600 s
+    dwell = np.diff(np.append(rec["ts_ns"].astype(np.int64), close_ns)).clip(min=0)
+    trades = rec[rec["type"] >= 4]
+    expected = (
+        spread[two_sided].mean(),
+        (spread * dwell)[two_sided].sum() / dwell[two_sided].sum(),
+        (trades["price_ticks"].astype(float) * trades["qty"]).sum() / trades["qty"].sum(),
+        int((rec["type"] == 0).sum()), int((rec["type"] == 5).sum()), int(trades["price_ticks"][0]),
+    )  # fmt: skip
+    got = wh.query(
+        "select mean_spread_ticks, time_weighted_spread_ticks, vwap * 10000.0 / tick_size, n_add_bid, "
+        "n_execute_sell, first_trade * 10000.0 / tick_size from marts.fct_session_summary order by symbol"
+    )  # fmt: skip
+    for row in got:
+        assert row[3:5] == expected[3:5] and round(row[5]) == expected[5]
+        assert np.allclose(row[:3], expected[:3], rtol=1e-9)
+
+
 def test_cancel_of_unknown_order_fails_the_reference_test(wh):
     rec = random_session(N_EVENTS, 7)
     broken = rec.copy()

@@ -1,6 +1,5 @@
 """Assets by domain: simulation (session_log), lake (raw_events, book_states), dbt (marts)."""
 
-
 import dagster as dg
 
 OWNER = "team:qrsdp"
@@ -8,7 +7,9 @@ OWNER = "team:qrsdp"
 
 def blocking_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
     """A blocking check of a Python asset (Dagster checks have no owner field: it goes to metadata)."""
-    return dg.AssetCheckSpec(name, asset=asset, blocking=True, metadata={"owner": OWNER}, description=description)
+    return dg.AssetCheckSpec(
+        name, asset=asset, blocking=True, metadata={"owner": OWNER}, description=description
+    )
 
 
 def check_result(name: str, problems: list[str], partitions: int) -> dg.AssetCheckResult:

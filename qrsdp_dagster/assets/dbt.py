@@ -76,7 +76,9 @@ def ensure_manifest(project_dir: Path) -> Path:
             os.environ["QRSDP_DUCKDB_PATH"] = saved or str(Path(SETTINGS.duckdb_path).resolve())
             try:
                 QrsdpDbtCliResource(
-                    project_dir=str(project_dir), profiles_dir=str(project_dir), dbt_executable=dbt_executable()
+                    project_dir=str(project_dir),
+                    profiles_dir=str(project_dir),
+                    dbt_executable=dbt_executable(),
                 ).cli(["parse", "--quiet"], target_path=Path("target")).wait()
             finally:
                 if saved is None:
@@ -99,7 +101,8 @@ class QrsdpDbtTranslator(DagsterDbtTranslator):
             return None
         description = " ".join((manifest["nodes"][unique_id].get("description") or "").split())
         return spec._replace(
-            description=description or spec.description, metadata={**(spec.metadata or {}), "owner": "team:qrsdp"}
+            description=description or spec.description,
+            metadata={**(spec.metadata or {}), "owner": "team:qrsdp"},
         )
 
 
@@ -152,13 +155,20 @@ def qrsdp_dbt(
         selection.unlink(missing_ok=True)
 
 
-def _build_duckdb(context: AssetExecutionContext, dbt: DbtCliResource, path: Path, dbt_dir: Path) -> Iterator[Any]:
+def _build_duckdb(
+    context: AssetExecutionContext, dbt: DbtCliResource, path: Path, dbt_dir: Path
+) -> Iterator[Any]:
     """One DuckDB file allows one writing process: serialise dbt runs on this machine whatever the
-    instance's pool limits are (a second run waits here instead of failing on the lock)."""
+    instance's pool limits are (a second run waits here instead of failing on the lock). dbt runs
+    in this process (qrsdp_dagster/dbt_in_process.py) when the resource can, else as a subprocess."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    target = dbt_dir / "target"
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield from dbt.cli(["build"], context=context, target_path=dbt_dir / "target").stream()
+        if isinstance(dbt, QrsdpDbtCliResource) and dbt.in_process:
+            yield from dbt.cli_in_process(["build"], context=context, target_path=target).stream()
+        else:
+            yield from dbt.cli(["build"], context=context, target_path=target).stream()
 
 
 DUCKLAKE_ATTEMPTS = int(os.environ.get("QRSDP_DUCKLAKE_BUILD_ATTEMPTS", "") or 8)
@@ -173,7 +183,9 @@ def _build_ducklake(
     missing = ducklake_builds.missing_tables(settings, json.loads(DBT_MANIFEST.read_text()))
     creating = ducklake_builds.bootstrap_lock(settings) if missing else contextlib.nullcontext()
     if missing:
-        context.log.info(f"DuckLake: creating {len(missing)} table(s) under the catalog's lock: {sorted(missing)}")
+        context.log.info(
+            f"DuckLake: creating {len(missing)} table(s) under the catalog's lock: {sorted(missing)}"
+        )
 
     def invoke(extra: Sequence[str], target: Path) -> Any:
         return dbt.cli(["build", *extra], context=context, target_path=target, raise_on_error=False)
@@ -181,9 +193,14 @@ def _build_ducklake(
     with creating:
         try:
             attempts = yield from ducklake_builds.build_with_conflict_retries(
-                invoke, dbt_dir / "target" / context.run_id, attempts=DUCKLAKE_ATTEMPTS, log=context.log.warning
+                invoke,
+                dbt_dir / "target" / context.run_id,
+                attempts=DUCKLAKE_ATTEMPTS,
+                log=context.log.warning,
             )
         except ducklake_builds.BuildError as exc:
-            raise dg.Failure(str(exc), metadata={"dbt_target": dg.MetadataValue.path(str(exc.target))}) from None
+            raise dg.Failure(
+                str(exc), metadata={"dbt_target": dg.MetadataValue.path(str(exc.target))}
+            ) from None
     if attempts > 1:
         context.log.info(f"DuckLake: dbt build complete after {attempts} attempts")

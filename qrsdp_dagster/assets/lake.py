@@ -19,7 +19,6 @@ RAW_EVENTS_CHECK = "raw_events_rows_match_session"
 BOOK_STATES_CHECK = "book_states_replay_consistent"
 
 
-
 @dg.asset(
     partitions_def=session_partitions,
     deps=["session_log"],

@@ -61,7 +61,9 @@ def opening_price(simulation: SimulationResource, symbol: str, date: dt.date) ->
     return int(manifest["close_ticks"]), f"close of {symbol} {prev}"
 
 
-def write_price_plot(records: np.ndarray, tick_size: int, market_open_ns: int, title: str, path: Path) -> Path:
+def write_price_plot(
+    records: np.ndarray, tick_size: int, market_open_ns: int, title: str, path: Path
+) -> Path:
     """A small PNG of the traded price over the session (a file: the event log only references it)."""
     import matplotlib
 
@@ -144,23 +146,21 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
                                     simulation.plot_file(symbol, date))  # fmt: skip
         # visible to every reader (the next date's open, raw_events, other workers) only now, manifest last
         location = simulation.publish(symbol, date, manifest, plot)
-        metadata[key] = (
-            {
-                "events": dg.MetadataValue.int(result.events),
-                "open_ticks": dg.MetadataValue.int(result.open_ticks),
-                "close_ticks": dg.MetadataValue.int(result.close_ticks),
-                "open_from": dg.MetadataValue.text(open_source),
-                "seed": dg.MetadataValue.text(str(result.seed)),
-                "file": dg.MetadataValue.path(location),
-                "file_bytes": dg.MetadataValue.int(result.file_bytes),
-                "compression": dg.MetadataValue.float(round(result.compression or 0.0, 3)),
-                "events_per_second": dg.MetadataValue.float(round(result.events / wall if wall else 0.0, 1)),
-                "wall_seconds": dg.MetadataValue.float(round(wall, 3)),
-                "session_seconds": dg.MetadataValue.int(manifest["session_seconds"]),
-                "model": dg.MetadataValue.text(str(manifest["model"].get("name", manifest["model"]))),
-                "config": dg.MetadataValue.text(describe_config(config)),
-            }
-        )
+        metadata[key] = {
+            "events": dg.MetadataValue.int(result.events),
+            "open_ticks": dg.MetadataValue.int(result.open_ticks),
+            "close_ticks": dg.MetadataValue.int(result.close_ticks),
+            "open_from": dg.MetadataValue.text(open_source),
+            "seed": dg.MetadataValue.text(str(result.seed)),
+            "file": dg.MetadataValue.path(location),
+            "file_bytes": dg.MetadataValue.int(result.file_bytes),
+            "compression": dg.MetadataValue.float(round(result.compression or 0.0, 3)),
+            "events_per_second": dg.MetadataValue.float(round(result.events / wall if wall else 0.0, 1)),
+            "wall_seconds": dg.MetadataValue.float(round(wall, 3)),
+            "session_seconds": dg.MetadataValue.int(manifest["session_seconds"]),
+            "model": dg.MetadataValue.text(str(manifest["model"].get("name", manifest["model"]))),
+            "config": dg.MetadataValue.text(describe_config(config)),
+        }
         if open_changed := open_source_change(simulation, symbol, date, config):
             metadata[key]["config_changed"] = dg.MetadataValue.text(open_changed)
         if plot is not None:

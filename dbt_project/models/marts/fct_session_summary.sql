@@ -1,5 +1,6 @@
 {{ guard_full_refresh() }}
 {%- set reordered = partitions_where(ref('stg_book_state_checks'), 'not in_seq_order') %}
+-- depends_on: {{ ref('stg_book_states') }}  (read below only for partitions not stored in seq order)
 -- One row per session (symbol, date).
 --   * event counts by type, trades, volume (executed shares), VWAP, first/last/high/low trade price
 --   * open/high/low/close of the session's *reference price*: open is the opening price the
@@ -10,10 +11,11 @@
 --     long it lasted, the last one until the market close) and max, over two-sided states.
 -- Incremental: the run's partitions are replaced. The staging views hold the run's partitions.
 --
--- The time weights come from one streaming pass over the book states in stored order (the
--- state before each row lasted until this row's timestamp), valid for partitions stored in seq
--- order (stg_book_state_checks.in_seq_order, what the replay writes); other partitions are
--- sorted by seq instead.
+-- Nothing here scans the events or the book states of partitions stored in seq order (what the
+-- landing and the replay write): their statistics come from the staging passes that test them
+-- (stg_event_checks, stg_book_state_checks: one streaming pass each, the time weights from each
+-- state lasting until the next row's timestamp). Book states of other partitions are sorted by
+-- seq here.
 
 with sessions as (
 
@@ -22,92 +24,39 @@ with sessions as (
 
 ),
 
-type_stats as (
-
-    select symbol, date, event_type, count(*) as n, min(ts_ns) as first_ts_ns, max(ts_ns) as last_ts_ns
-    from {{ ref('stg_events') }}
-    group by all
-
-),
-
-trade_stats as (
-
-    select
-        symbol,
-        date,
-        sum(qty) as volume,
-        arg_min(price_ticks, seq) as first_trade_ticks,
-        arg_max(price_ticks, seq) as last_trade_ticks,
-        max(price_ticks) as high_trade_ticks,
-        min(price_ticks) as low_trade_ticks,
-        sum(cast(price_ticks as hugeint) * qty) / sum(qty) as vwap_ticks
-    from {{ ref('stg_events') }}
-    where is_trade
-    group by all
-
-),
-
 event_stats as (
 
-    select
-        type_stats.symbol,
-        type_stats.date,
-        cast(sum(n) as bigint) as n_events,
-        cast(coalesce(sum(n) filter (where event_type = 0), 0) as bigint) as n_add_bid,
-        cast(coalesce(sum(n) filter (where event_type = 1), 0) as bigint) as n_add_ask,
-        cast(coalesce(sum(n) filter (where event_type = 2), 0) as bigint) as n_cancel_bid,
-        cast(coalesce(sum(n) filter (where event_type = 3), 0) as bigint) as n_cancel_ask,
-        cast(coalesce(sum(n) filter (where event_type = 4), 0) as bigint) as n_execute_buy,
-        cast(coalesce(sum(n) filter (where event_type = 5), 0) as bigint) as n_execute_sell,
-        cast(coalesce(sum(n) filter (where event_type in (4, 5)), 0) as bigint) as n_trades,
-        coalesce(any_value(trade_stats.volume), 0) as volume,
-        any_value(trade_stats.first_trade_ticks) as first_trade_ticks,
-        any_value(trade_stats.last_trade_ticks) as last_trade_ticks,
-        any_value(trade_stats.high_trade_ticks) as high_trade_ticks,
-        any_value(trade_stats.low_trade_ticks) as low_trade_ticks,
-        any_value(trade_stats.vwap_ticks) as vwap_ticks,
-        min(type_stats.first_ts_ns) as first_ts_ns,
-        max(type_stats.last_ts_ns) as last_ts_ns
-    from type_stats
-    left join trade_stats using (symbol, date)
-    group by all
-
-),
-
-stored_order as (
-
+    -- counts, time range and trades of each session's (deduplicated) events, computed once per
+    -- partition by the staging pass over the events
     select
         symbol,
         date,
-        seq,
-        ts_ns,
-        spread_ticks,
-        mid_floor_ticks,
-        seq = lag(seq) over () + 1 as continues_partition,  -- partitions here are stored in seq order
-        lag(ts_ns) over () as previous_ts_ns,
-        lag(spread_ticks) over () as previous_spread_ticks
-    from {{ ref('stg_book_states') }}
-    {%- if reordered %}
-    where (symbol, date) not in ({% for p in reordered %}('{{ p["symbol"] }}', date '{{ p["date"] }}'){% if not loop.last %}, {% endif %}{% endfor %})
-    {%- endif %}
+        n_events,
+        n_add_bid,
+        n_add_ask,
+        n_cancel_bid,
+        n_cancel_ask,
+        n_execute_buy,
+        n_execute_sell,
+        n_execute_buy + n_execute_sell as n_trades,
+        executed_shares as volume,
+        first_trade_ticks,
+        last_trade_ticks,
+        high_trade_ticks,
+        low_trade_ticks,
+        trade_notional_ticks / nullif(executed_shares, 0) as vwap_ticks,
+        first_ts_ns,
+        last_ts_ns
+    from {{ ref('stg_event_checks') }}
+    where {{ partition_filter() }} and n_events > 0
 
 ),
 
 book_stats_stored as (
 
-    -- sum over states of spread * (next state's ts - ts): each row closes the previous state
-    select
-        symbol,
-        date,
-        {{ book_state_stats() }},
-        coalesce(sum(previous_spread_ticks * greatest(ts_ns - previous_ts_ns, 0))
-            filter (where continues_partition), 0) as inner_spread_ns,
-        coalesce(sum(greatest(ts_ns - previous_ts_ns, 0))
-            filter (where continues_partition and previous_spread_ticks is not null), 0) as inner_dwell_ns,
-        arg_max(spread_ticks, seq) as last_spread_ticks,
-        arg_max(ts_ns, seq) as last_state_ts_ns
-    from stored_order
-    group by symbol, date
+    -- book statistics of the partitions stored in seq order, from stg_book_state_checks' pass
+    select * from {{ ref('stg_book_state_checks') }}
+    where {{ partition_filter() }} and in_seq_order
 
 ),
 

@@ -2,7 +2,9 @@
 {%- set reordered = partitions_where(ref('stg_event_landings'), 'not in_seq_order') %}
 -- One row per session (symbol, date) with a count for every rule the events must obey, computed
 -- once per partition when it is built; the data tests on stg_events read these counts (a test
--- fails when its count is not 0). Incremental: a run computes and replaces its partitions only.
+-- fails when its count is not 0), and fct_session_summary reads the event statistics here
+-- (counts by type, trades) instead of scanning the events again. Incremental: a run computes
+-- and replaces its partitions only.
 --
 -- Sequence rules (seq unique and 0..n-1, ts never decreasing along seq), the executed shares and
 -- the sweep steps come from stg_event_landings' streaming pass for partitions stored in seq
@@ -72,6 +74,7 @@ reordered as (
         seq,
         ts_ns,
         event_type,
+        price_ticks,
         qty,
         order_id,
         lag(seq) over w as previous_seq,
@@ -94,12 +97,13 @@ reordered_stats as (
         max(seq) as max_seq,
         count(*) filter (where seq = previous_seq) as duplicate_seq,
         count(*) filter (where seq <> previous_seq and ts_ns < previous_ts_ns) as ts_backwards,
-        count(*) filter (where event_type >= 4) as executions,
-        coalesce(sum(qty) filter (where event_type >= 4), 0) as executed_shares,
+        count(*) filter (where event_type in (4, 5)) as executions,
+        coalesce(sum(qty) filter (where event_type in (4, 5)), 0) as executed_shares,
         list({'seq': previous_seq, 'order_id': previous_order_id}) filter (
-            where seq = previous_seq + 1 and event_type >= 4 and previous_event_type = event_type
+            where seq = previous_seq + 1 and event_type in (4, 5) and previous_event_type = event_type
                 and ts_ns = previous_ts_ns
-        ) as sweep_steps
+        ) as sweep_steps,
+        {{ event_summary_stats('event_type') }}
     from reordered
     group by all
 
@@ -119,7 +123,10 @@ sequence_stats as (
         ts_backwards_in_stored_order as ts_backwards,
         landed_executions as executions,
         landed_executed_shares as executed_shares,
-        sweep_steps
+        sweep_steps,
+        n_add_bid, n_add_ask, n_cancel_bid, n_cancel_ask, n_execute_buy, n_execute_sell,
+        first_ts_ns, last_ts_ns,
+        first_trade_ticks, last_trade_ticks, high_trade_ticks, low_trade_ticks, trade_notional_ticks
     from landings
     where in_seq_order
     {%- if reordered %}
@@ -173,7 +180,18 @@ select
     coalesce(order_stats.overfilled_orders, 0) as overfilled_orders,
     coalesce(sweep_stats.sweeps_past_partial_fill, 0) as sweeps_past_partial_fill,
     cast(coalesce(sequence_stats.executions, 0) as bigint) as executions,
-    cast(coalesce(sequence_stats.executed_shares, 0) as bigint) as executed_shares
+    cast(coalesce(sequence_stats.executed_shares, 0) as bigint) as executed_shares,
+    -- for fct_session_summary: counts by type, time range and trades of the (deduplicated) events
+    {%- for name in ['n_add_bid', 'n_add_ask', 'n_cancel_bid', 'n_cancel_ask', 'n_execute_buy', 'n_execute_sell'] %}
+    cast(coalesce(sequence_stats.{{ name }}, 0) as bigint) as {{ name }},
+    {%- endfor %}
+    cast(sequence_stats.first_ts_ns as bigint) as first_ts_ns,
+    cast(sequence_stats.last_ts_ns as bigint) as last_ts_ns,
+    cast(sequence_stats.first_trade_ticks as integer) as first_trade_ticks,
+    cast(sequence_stats.last_trade_ticks as integer) as last_trade_ticks,
+    cast(sequence_stats.high_trade_ticks as integer) as high_trade_ticks,
+    cast(sequence_stats.low_trade_ticks as integer) as low_trade_ticks,
+    sequence_stats.trade_notional_ticks
 from landings
 left join sequence_stats using (symbol, date)
 left join order_stats using (symbol, date)

@@ -8,6 +8,8 @@
 -- followed by the next seq executing the same way at the same timestamp: one aggressive order
 -- walking the queue) for stg_event_checks; stg_events and stg_event_checks sort and deduplicate
 -- only the partitions that are not stored in seq order (e.g. landed twice by the Kafka consumer).
+-- The same pass also counts the events by type and takes the trade statistics of the session
+-- summary (macros/marts.sql), so the mart never scans the events again.
 
 with landed as (
 
@@ -50,6 +52,8 @@ per_partition as (
         count(*) filter (where not coalesce(qty > 0, false)) as nonpositive_qty,
         count(*) filter (where type in (4, 5)) as landed_executions,
         coalesce(sum(qty) filter (where type in (4, 5)), 0) as landed_executed_shares,
+        -- what fct_session_summary reports about the events, from this same pass
+        {{ event_summary_stats('type') }},
         list({'seq': previous_seq, 'order_id': previous_order_id}) filter (
             where seq = previous_seq + 1 and type in (4, 5) and previous_type = type and ts_ns = previous_ts_ns
         ) as sweep_steps
