@@ -171,11 +171,15 @@ live_pid() {
   local pidfile="$1" marker="$2" pid
   [[ -f "$pidfile" ]] || return 0
   pid="$(cat "$pidfile" 2>/dev/null || true)"
-  if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" \
-     && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"; then
-    printf '%s' "$pid"
+  if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid"; then
+    # A live process whose command line lacks the marker is not this configuration's (another stack
+    # folder on the same port, a path spelled differently, a reused pid): not ours, but its pid file
+    # is left alone -- deleting it would orphan a running service from the caller that owns it.
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"; then
+      printf '%s' "$pid"
+    fi
   else
-    rm -f "$pidfile"   # stale
+    rm -f "$pidfile"   # stale: nothing runs under that pid
   fi
 }
 kafka_pid() { live_pid "$KAFKA_PID" "kafka.Kafka $KAFKA_CONF"; }

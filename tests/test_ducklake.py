@@ -30,8 +30,21 @@ DBT_PROJECT = Path(__file__).with_name("dbt_ducklake")
 
 @pytest.fixture(scope="module")
 def lake_settings(postgres_stack, minio_stack) -> ducklake.DuckLakeSettings:
+    """A lake of this module's own: a fresh catalog database (the stack's ``qrsdp_lake`` may already hold
+    the distributed tests' lake, whose catalog is bound to another data path) and a fresh data path."""
+    import psycopg2
+
     cfg = postgres_stack.config
+    db = f"lake_test_{uuid.uuid4().hex[:8]}"
+    con = psycopg2.connect(postgres_stack.pg_url("postgres"))
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f"create database {db}")
+    finally:
+        con.close()
     return ducklake.DuckLakeSettings(
+        pg_db=db,
         pg_port=cfg.pg_port,
         pg_user=cfg.pg_user,
         pg_password=cfg.pg_password,
