@@ -1,7 +1,8 @@
 """``nightly_catch_up``: each night, every configured symbol brought up to the newest trading date.
 
 For each symbol the schedule finds the last trading date that went all the way through the pipeline
-(``session_log`` *and* the marts materialised: the smaller of the two latest dates) and requests
+(``session_log`` *and* the marts materialised: the smaller of the two latest dates; looked up backwards
+from the newest date, so a tick reads as many partitions as the symbols are behind, not the history) and requests
 **one run per symbol** covering every date after it up to the newest trading date, in order (a
 partition range of ``qrsdp_pipeline``; each session opens at the previous close, so the dates of a
 symbol run in one run, and the symbols spread over the workers). A code location switched on months
@@ -26,8 +27,8 @@ import dagster as dg
 
 from qrsdp_dagster.chain import trading_days_between
 from qrsdp_dagster.jobs import qrsdp_pipeline
-from qrsdp_dagster.partitions import SETTINGS, range_tags, split_key, trading_date_partitions
-from qrsdp_sim.engine.calendar import next_weekday
+from qrsdp_dagster.partitions import SETTINGS, range_tags, session_key, trading_date_partitions
+from qrsdp_sim.engine.calendar import next_weekday, previous_trading_date
 
 SYMBOL_TAG = "qrsdp/symbol"
 TRIGGER = "nightly_catch_up"
@@ -68,20 +69,48 @@ class CatchUp:
         return f"catch-up:{self.symbol}:{self.first}..{self.last}"
 
 
-def latest_complete(
-    materialized: Mapping[dg.AssetKey, Iterable[str]], symbols: Iterable[str]
+LOOKBACK_DATES = 8
+"""Trading dates per symbol the first lookup names; each further lookup names twice as many."""
+
+
+def latest_materialized(
+    instance: dg.DagsterInstance, asset: dg.AssetKey, symbols: Iterable[str], start: dt.date, newest: dt.date
 ) -> dict[str, dt.date]:
-    """symbol -> latest date that every asset of COMPLETE_ASSETS has (symbols without one are left out)."""
-    wanted = set(symbols)
-    per_asset = []
-    for key in COMPLETE_ASSETS:
-        latest: dict[str, dt.date] = {}
-        for partition in materialized.get(key, ()):
-            symbol, date = split_key(partition)
-            if symbol in wanted and date > latest.get(symbol, dt.date.min):
-                latest[symbol] = date
-        per_asset.append(latest)
-    return {s: min(a[s] for a in per_asset) for s in wanted if all(s in a for a in per_asset)}
+    """symbol -> latest trading date (``start``..``newest``) with a materialization of ``asset``
+    (symbols without one are left out).
+
+    Looks back from ``newest`` in windows of 8, 16, 32, ... trading dates, each lookup naming only
+    its window's partitions (an indexed query of the event log), until every symbol has a date or
+    ``start`` is reached: the partitions read grow with how far behind a symbol is -- the night's
+    work -- never with the history (listing every materialised partition grows with it)."""
+    found: dict[str, dt.date] = {}
+    todo = list(symbols)
+    high, window = newest, LOOKBACK_DATES
+    while todo and high >= start:
+        dates = []
+        day = high
+        while len(dates) < window and day >= start:
+            dates.append(day)
+            day = previous_trading_date(day)
+        wanted = {str(session_key(symbol, date)): (symbol, date) for symbol in todo for date in dates}
+        present = instance.get_latest_storage_id_by_partition(
+            asset, dg.DagsterEventType.ASSET_MATERIALIZATION, set(wanted)
+        )
+        for key in present:
+            symbol, date = wanted[key]
+            found[symbol] = max(date, found.get(symbol, date))
+        todo = [symbol for symbol in todo if symbol not in found]
+        high, window = day, window * 2
+    return found
+
+
+def latest_complete(
+    latest: Mapping[dg.AssetKey, Mapping[str, dt.date]], symbols: Iterable[str]
+) -> dict[str, dt.date]:
+    """symbol -> latest date that every asset of COMPLETE_ASSETS has (symbols without one are left
+    out), from each asset's latest materialised date per symbol (:func:`latest_materialized`)."""
+    per_asset = [latest.get(key, {}) for key in COMPLETE_ASSETS]
+    return {s: min(a[s] for a in per_asset) for s in symbols if all(s in a for a in per_asset)}
 
 
 def catch_up_plan(
@@ -125,8 +154,11 @@ def nightly_catch_up(context: dg.ScheduleEvaluationContext):
         return dg.SkipReason("no trading date is available yet")
     newest = dt.date.fromisoformat(keys[-1])
     symbols = list(SETTINGS.symbols)
-    materialized = {key: context.instance.get_materialized_partitions(key) for key in COMPLETE_ASSETS}
-    plan = catch_up_plan(latest_complete(materialized, symbols), symbols, SETTINGS.start_date, newest)
+    latest = {
+        key: latest_materialized(context.instance, key, symbols, SETTINGS.start_date, newest)
+        for key in COMPLETE_ASSETS
+    }
+    plan = catch_up_plan(latest_complete(latest, symbols), symbols, SETTINGS.start_date, newest)
     busy = active_symbols(context.instance, [c.symbol for c in plan])
     for c in plan:
         context.log.info(

@@ -12,7 +12,7 @@ from book_streams import random_session
 from qrsdp_dagster.chain import trading_days_between
 from qrsdp_dagster.partitions import SETTINGS, session_key
 from qrsdp_dagster.resources import LakeResource
-from qrsdp_dagster.schedules import catch_up_plan, nightly_catch_up
+from qrsdp_dagster.schedules import LOOKBACK_DATES, catch_up_plan, nightly_catch_up
 from qrsdp_dagster.sensors import lake_landing_sensor
 from qrsdp_sim.engine.calendar import trading_dates
 from qrsdp_sim.lake import Lake, land_records
@@ -161,7 +161,9 @@ SUMMARY = dg.AssetKey(["marts", "fct_session_summary"])
 
 def _materialize(instance, asset, symbol, days) -> None:
     for day in days:
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=str(session_key(symbol, day))))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset, partition=str(session_key(symbol, day)))
+        )
 
 
 def _tick(instance, when: dt.datetime):
@@ -210,6 +212,37 @@ def test_nightly_catch_up_requests_one_run_per_symbol_over_all_its_missing_dates
         assert isinstance(result, dg.SkipReason) and "up to date" in str(result.skip_message)
 
 
+def test_nightly_catch_up_reads_as_many_partitions_as_the_symbols_are_behind(monkeypatch):
+    """A symbol one date behind after a long history: the tick names one window of partitions per
+    asset (the latest dates), never the whole history -- no listing of every materialised partition."""
+    history = trading_dates(SETTINGS.start_date, 3 * LOOKBACK_DATES)
+    tonight = trading_dates(history[-1], 2)[-1]
+    night = dt.datetime.combine(tonight, dt.time(1), dt.UTC)
+    with dg.instance_for_test() as instance:
+        for symbol in SYMBOLS:
+            _materialize(instance, "session_log", symbol, history)
+            _materialize(instance, SUMMARY, symbol, history)
+        named: list[int] = []
+        lookup = dg.DagsterInstance.get_latest_storage_id_by_partition
+
+        def counted(self, asset_key, event_type, partitions=None, *args, **kwargs):
+            named.append(len(partitions))
+            return lookup(self, asset_key, event_type, partitions, *args, **kwargs)
+
+        def listing(*args, **kwargs):
+            raise AssertionError("the schedule listed every materialised partition")
+
+        # on the class: the schedule's context may hold another object for the same instance
+        monkeypatch.setattr(dg.DagsterInstance, "get_latest_storage_id_by_partition", counted)
+        monkeypatch.setattr(dg.DagsterInstance, "get_materialized_partitions", listing)
+        requests = _tick(instance, night)
+        assert [
+            (r.tags["qrsdp/symbol"], r.tags["qrsdp/catch_up"], r.tags["qrsdp/last_complete"])
+            for r in requests
+        ] == [(symbol, f"{tonight}..{tonight}", str(history[-1])) for symbol in SYMBOLS]
+        assert named == [LOOKBACK_DATES * len(SYMBOLS)] * 2  # one lookup per asset, the newest window only
+
+
 def test_nightly_catch_up_before_the_first_trading_date_does_nothing():
     with dg.instance_for_test() as instance:
         early = dt.datetime.combine(SETTINGS.start_date, dt.time(1), dt.UTC) - dt.timedelta(days=3)
@@ -220,7 +253,9 @@ def test_catch_up_plan_and_trading_day_count():
     start = dt.date(2026, 1, 2)  # a Friday
     assert trading_days_between(start, dt.date(2026, 1, 2)) == 1
     assert trading_days_between(start, dt.date(2026, 1, 4)) == 1  # the weekend adds nothing
-    assert trading_days_between(start, dt.date(2026, 12, 31)) == 260  # 2026 has 261 weekdays; Jan 1 is before start
+    assert (
+        trading_days_between(start, dt.date(2026, 12, 31)) == 260
+    )  # 2026 has 261 weekdays; Jan 1 is before start
     plan = catch_up_plan({"A": dt.date(2026, 1, 9)}, ["A", "B", "C"], start, dt.date(2026, 1, 12))
     assert [(c.symbol, c.first, c.last, c.dates) for c in plan] == [
         ("A", dt.date(2026, 1, 12), dt.date(2026, 1, 12), 1),  # Friday's done: Monday only
