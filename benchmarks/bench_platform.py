@@ -61,6 +61,39 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+class CpuSampler:
+    """(wall clock, CPU seconds of this process) every ``interval`` s on a thread, so a step's CPU
+    time can be read off its start and end timestamps (the steps run in this process)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), cpu_seconds()))
+            self._stop.wait(interval)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.time(), cpu_seconds()))
+
+    def at(self, moment: float) -> float:
+        """CPU seconds at a wall-clock moment (the last sample at or before it)."""
+        import bisect
+
+        k = bisect.bisect_right([t for t, _ in self.samples], moment)
+        return self.samples[max(k - 1, 0)][1]
+
+
 def dbt_nodes(data: Path, top: int = 6) -> dict:
     """dbt's own elapsed time and its slowest nodes, from the run's run_results.json."""
     path = data / "dbt" / "target" / "run_results.json"
@@ -89,27 +122,28 @@ def run_pipeline(data: Path, symbols: list[str], first: dt.date, last: dt.date, 
     job = defs.resolve_job_def("qrsdp_pipeline")
     selection = [k for k in job.asset_layer.executable_asset_keys if "/" in k.to_user_string()] if only_dbt else None
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    result = job.execute_in_process(
-        asset_selection=selection,
-        instance=instance,
-        tags=range_tags(symbols, first, last),
-        run_config={
-            "resources": {
-                "simulation": {
-                    "config": {
-                        "data_dir": str(data), "session_seconds": session_seconds, "fsync": False,
-                        "price_plots": plots,
-                    }
+    with CpuSampler() as sampler:
+        result = job.execute_in_process(
+            asset_selection=selection,
+            instance=instance,
+            tags=range_tags(symbols, first, last),
+            run_config={
+                "resources": {
+                    "simulation": {
+                        "config": {
+                            "data_dir": str(data), "session_seconds": session_seconds, "fsync": False,
+                            "price_plots": plots,
+                        }
+                    },
+                    "lake": {"config": {"uri": (data / "lake").as_uri()}},
+                    "warehouse": {
+                        "config": {"duckdb_path": str(data / "warehouse" / "qrsdp.duckdb"), "min_events_per_session": 100}
+                    },
                 },
-                "lake": {"config": {"uri": (data / "lake").as_uri()}},
-                "warehouse": {
-                    "config": {"duckdb_path": str(data / "warehouse" / "qrsdp.duckdb"), "min_events_per_session": 100}
-                },
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
             },
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-        },
-        raise_on_error=False,
-    )
+            raise_on_error=False,
+        )
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
     if not result.success:
         failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -123,14 +157,16 @@ def run_pipeline(data: Path, symbols: list[str], first: dt.date, last: dt.date, 
             starts[ev.step_key] = entry.timestamp
         elif ev.event_type_value == "STEP_SUCCESS":
             ends[ev.step_key] = entry.timestamp
-    steps = {}
+    steps, step_cpu = {}, {}
     for key, t0 in starts.items():
         name = next((s for s in STEPS if s in key), key)
         steps[name] = round(ends[key] - t0, 2)
+        step_cpu[name] = round(sampler.at(ends[key]) - sampler.at(t0), 2)
     checks = [
         e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "steps": steps, "checks": len(checks),
+    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "steps": steps,
+            "steps_cpu_seconds": step_cpu, "checks": len(checks),
             "checks_passed": sum(c.passed for c in checks)}  # fmt: skip
 
 
