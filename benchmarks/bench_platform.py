@@ -10,9 +10,11 @@
 Each part runs ``qrsdp_pipeline`` in process (as ``qrsdp demo`` does) on a temporary data dir and
 Dagster instance, and prints one JSON object per measurement:
 
-* ``pipeline``: symbols x days of sessions in one run; seconds and events/s per step (session_log,
-  raw_events, book_states, qrsdp_dbt = ``dbt build`` with every test) and end to end (the run's
-  wall time, Dagster's start-up included; Python start-up and imports excluded).
+* ``pipeline``: symbols x days of sessions in one run; seconds, CPU seconds and events/s per step
+  (session_log, raw_events, book_states, qrsdp_dbt = ``dbt build`` with every test) and end to end
+  (the run's wall time, Dagster's start-up included; Python start-up and imports excluded). A
+  step's CPU seconds are this process's between its start and end (the steps run in it, one after
+  another): the figure a shared machine distorts least.
 * ``nightly``: the nightly job -- one new trading date for every symbol -- timed with 5, 20 and 60
   dates of history already simulated, landed and modelled (history built by single-run backfills
   of the same configuration); the median of 3 nights in a row per size; the cost should not grow
@@ -202,6 +204,7 @@ def part_pipeline(args, symbols, start) -> None:
         "part": "pipeline", "symbols": len(symbols), "days": len(dates), "session_seconds": args.session_seconds,
         "events": events, **out,
         "events_per_second": {k: round(events / v) for k, v in out["steps"].items() if v},
+        "events_per_cpu_second": {k: round(events / v) for k, v in out["steps_cpu_seconds"].items() if v},
         "qrsdp_dbt_events_per_second": against("qrsdp_dbt_events_per_second", events / out["steps"]["qrsdp_dbt"]),
         "end_to_end_events_per_second": against("end_to_end_events_per_second", events / out["wall_seconds"]),
         **dbt_nodes(data),
