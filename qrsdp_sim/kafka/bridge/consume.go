@@ -40,6 +40,7 @@ type consumerConfig struct {
 	revokeWaitMs       int
 	requestTimeoutMs   int
 	outBuffer          int
+	rawFetch           bool
 }
 
 func parseConsumeFlags(args []string, stderr io.Writer) (consumerConfig, error) {
@@ -63,6 +64,7 @@ func parseConsumeFlags(args []string, stderr io.Writer) (consumerConfig, error) 
 	fs.IntVar(&c.revokeWaitMs, "revoke-wait-ms", 30_000, "how long a revoke waits for Python's revoke_done (ms)")
 	fs.IntVar(&c.requestTimeoutMs, "request-timeout-ms", 30_000, "default timeout of commit/committed/partitions commands (ms)")
 	fs.IntVar(&c.outBuffer, "out-buffer", 4<<20, "stdout buffer size (bytes)")
+	fs.BoolVar(&c.rawFetch, "raw-fetch", true, "--assign: fetch and walk record batches directly (rawfetch.go); false: franz-go's consumer")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -166,7 +168,11 @@ func runConsume(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c.out.event(map[string]any{"event": "ready", "mode": mode, "pid": os.Getpid(), "topic": cfg.topic,
 		"group": cfg.group})
 	go c.readCommands(bufio.NewReaderSize(stdin, 1<<16))
-	c.fetchLoop()
+	if cfg.assign && cfg.rawFetch {
+		c.rawFetchLoop()
+	} else {
+		c.fetchLoop()
+	}
 	c.close()
 	return exitOK
 }
