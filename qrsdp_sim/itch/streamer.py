@@ -96,11 +96,12 @@ class EndOfSession:
 
 
 def warm_up(feed: DayFeed, max_packet: int = mold.DEFAULT_MAX_PACKET, span_ns: int | None = None) -> None:
-    """Call every compiled function of the streamer's hot path once, with each argument type it meets
-    there -- the records of a Kafka run are a read-only view, those of a multi-stock merge a writable
-    copy, and numba compiles (or loads from its cache) one machine-code version per type -- so the
-    first batches never wait for a compile or a cache load in the main loop. A changed source compiles
-    them here (seconds, once per installation); an unchanged one loads them from numba's cache."""
+    """Call every compiled function of the streamer's hot path once, with the argument types it meets
+    there, so the first batches never wait for a compile or a cache load in the main loop. numba makes
+    one machine-code version per argument type, and a read-only array is another type than a writable
+    one: every record array the streamer handles is read-only (a view of what the Kafka client read;
+    the merge marks its copy read-only too), so these are too. A changed source compiles them here
+    (seconds, once per installation); an unchanged one loads them from numba's cache."""
     from qrsdp_sim.itch.validate import StockSequence, check_records
 
     recs = np.zeros(4, RECORD_DTYPE)
@@ -110,16 +111,13 @@ def warm_up(feed: DayFeed, max_packet: int = mold.DEFAULT_MAX_PACKET, span_ns: i
     recs["price_ticks"] = 1
     recs["qty"] = 1
     recs["order_id"] = [1, 2, 2, 3]
-    frozen = recs.copy()
-    frozen.flags.writeable = False  # as the bridge's and confluent-kafka's records come
-    for batch in (frozen, recs):
-        fit = check_records(batch, locate=1, n_locates=feed.directory.n, tick_size=feed.tick_size) == 0
-        StockSequence().feed(batch["ts_ns"], 0, fit)
-        framed = feed.orders(batch, 1, 1, OrderTable(16, 16)).framed
-        feed.orders(batch, 1, 1, OrderTable(16, 16), write=False)
-        mold.packet_bounds(framed, max_packet, span_ns)
-    grown = OrderTable(16, 16)
-    grown.reserve(64)  # the table's growth (a day's first batches)
+    recs.flags.writeable = False
+    fit = check_records(recs, locate=1, n_locates=feed.directory.n, tick_size=feed.tick_size) == 0
+    StockSequence().feed(recs["ts_ns"], 0, fit)
+    framed = feed.orders(recs, 1, 1, OrderTable(16, 16)).framed
+    feed.orders(recs, 1, 1, OrderTable(16, 16), write=False)
+    mold.packet_bounds(framed, max_packet, span_ns)
+    OrderTable(16, 16).reserve(64)  # the table's growth (a day's first batches)
 
 
 class Timings:
@@ -542,7 +540,8 @@ class Streamer:
             if isinstance(self.kafka, BridgeKafkaSource):
                 # while the compiled code loads, read ahead so the bridge keeps converting
                 while self._warm_thread is not None and self._warm_thread.is_alive() and not self._stop.is_set():
-                    self.kafka.prefetch(PREFETCH, 0.01)
+                    if not self.kafka.prefetch(PREFETCH, 0.01):
+                        self._warm_thread.join(0.05)  # read ahead as far as allowed: only wait
             while not self._stop.is_set():
                 now = time.monotonic()
                 if self.cfg.max_runtime and now - t_start > self.cfg.max_runtime:
