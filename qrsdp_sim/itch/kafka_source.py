@@ -119,6 +119,15 @@ class _Source:
     def fetch(self, budget: int, timeout: float) -> list[Item]:
         raise NotImplementedError
 
+    def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
+        raise NotImplementedError
+
+    def commit_start(self, offsets: dict[int, int], metadata: dict[int, str]) -> Callable[[], None]:
+        """Start a commit; the returned function returns once it is confirmed (raises when it failed for
+        good). Here: the commit is made synchronously now."""
+        self.commit(offsets, metadata)
+        return lambda: None
+
     def read_range(self, start: dict[int, int], end: dict[int, int], timeout: float = 120.0) -> Iterator[list[Item]]:
         """Every message in [start[p], end[p]) of each partition, in batches (each partition in order).
         Leaves the client positioned somewhere past the range: the caller assigns afterwards."""
@@ -279,6 +288,23 @@ class BridgeKafkaSource(_Source):
 
     def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
         self._call("commit", lambda: self.consumer.commit(offsets, metadata))
+
+    def commit_start(self, offsets: dict[int, int], metadata: dict[int, str]) -> Callable[[], None]:
+        """Send the commit now; the returned function waits for the broker's answer. A refused commit
+        is made again synchronously, with the retries of :meth:`commit`."""
+        try:
+            wait = self.consumer.commit_start(offsets, metadata)
+        except BridgeRequestError:
+            return lambda: self.commit(offsets, metadata)
+
+        def confirm() -> None:
+            try:
+                wait()
+            except BridgeRequestError as exc:
+                log.warning("itch-stream: Kafka commit: %s (retrying)", exc)
+                self.commit(offsets, metadata)
+
+        return confirm
 
     def _next(self, timeout: float) -> Item | None:
         if self._carry:

@@ -45,6 +45,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,21 @@ class Data:
 class EndOfSession:
     session: bytes
     next_seq: int
+
+
+@dataclass
+class DeadRecord:
+    """An event its resting order refused when it was encoded: dead-lettered when the step's actions
+    run (after the step's write-ahead commit is confirmed, like every other effect of a step)."""
+
+    symbol: str
+    date: str
+    partition: int
+    offset: int
+    seq: int
+    record: np.void
+    reason_name: str
+    reason: str
 
 
 def warm_up(feed: DayFeed, max_packet: int = mold.DEFAULT_MAX_PACKET, span_ns: int | None = None) -> None:
@@ -254,6 +270,10 @@ class Streamer:
     def _commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
         self.kafka.commit({p: offsets[p] for p in self._partitions}, metadata)
 
+    def _commit_start(self, offsets: dict[int, int], metadata: dict[int, str]) -> Callable[[], None]:
+        """Send a commit; the returned function returns once the broker confirmed it."""
+        return self.kafka.commit_start({p: offsets[p] for p in self._partitions}, metadata)
+
     def _confirm_dead_letters(self) -> None:
         """Every dead letter is in its topic before any offset passes it (waits while Kafka cannot take
         them; the messages are read again after a restart if it never can)."""
@@ -395,9 +415,9 @@ class Streamer:
                 code = int(enc.reasons[i])
                 loc = int(locs[i]) if isinstance(locs, np.ndarray) else locs
                 sym = symbols[loc - 1]
-                self.intake.dead_record(sym, date, day.stocks[sym].partition, int(offs[i]), int(seqs[i]), recs[i],
-                                        REASON_NAMES[code],
-                                        describe(code, recs[i], self.feed.tick_size, int(enc.rest[i])))
+                out.append(DeadRecord(sym, date, day.stocks[sym].partition, int(offs[i]), int(seqs[i]), recs[i],
+                                      REASON_NAMES[code],
+                                      describe(code, recs[i], self.feed.tick_size, int(enc.rest[i]))))
         framed = enc.framed
         if framed.count:
             ts = framed.ts
@@ -439,6 +459,10 @@ class Streamer:
         """Send actions in order; False if stopped part-way (the batch stays in flight)."""
         sender = self.sender
         for action in actions:
+            if isinstance(action, DeadRecord):
+                self.intake.dead_record(action.symbol, action.date, action.partition, action.offset, action.seq,
+                                        action.record, action.reason_name, action.reason)
+                continue
             if isinstance(action, EndOfSession):
                 sender.send(mold.end_of_session(action.session, action.next_seq), lossy=False)
                 self.counters.eos_packets += 1
@@ -520,11 +544,15 @@ class Streamer:
         if not batch and not step.cuts and not step.closes:
             return True, False
         self._confirm_dead_letters()
-        self._commit(offsets, {p: before.encode(p, step) for p in self._partitions})  # write-ahead
+        # write-ahead: the step is committed before any of its effects; its encoding does not depend on
+        # the commit, so it runs while the broker answers
+        confirm = self._commit_start(offsets, {p: before.encode(p, step) for p in self._partitions})
         self._clean = False
         tm.lap("commit")
         actions = self._execute(step)
         tm.lap("process")
+        confirm()
+        tm.lap("commit")
         self.counters.batches += 1
         if not self._send(actions):
             return False, True
