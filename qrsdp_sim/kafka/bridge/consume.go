@@ -490,19 +490,29 @@ func (c *consumer) onRevoked(lost bool) func(context.Context, *kgo.Client, map[s
 
 // ---------------------------------------------------------------- fetch loop
 
+// nextRound starts one round of a fetch loop: the pending assign commands are applied (apply), and
+// the round's context is one that a later assign or a stop cancels. stop: the consumer is stopping.
+func (c *consumer) nextRound(apply func(*command)) (ctx context.Context, cancel context.CancelFunc, stop bool) {
+	c.mu.Lock()
+	cmds := c.pending
+	c.pending = nil
+	ctx, cancel = context.WithCancel(context.Background())
+	c.pollCancel = cancel
+	c.mu.Unlock()
+	for _, cmd := range cmds {
+		apply(cmd)
+	}
+	if c.stopping.Load() {
+		cancel()
+		return nil, nil, true
+	}
+	return ctx, cancel, false
+}
+
 func (c *consumer) fetchLoop() {
 	for {
-		c.mu.Lock()
-		cmds := c.pending
-		c.pending = nil
-		ctx, cancel := context.WithCancel(context.Background())
-		c.pollCancel = cancel
-		c.mu.Unlock()
-		for _, cmd := range cmds {
-			c.applyAssign(cmd)
-		}
-		if c.stopping.Load() {
-			cancel()
+		ctx, cancel, stop := c.nextRound(c.applyAssign)
+		if stop {
 			return
 		}
 		fs := c.cl.PollRecords(ctx, c.cfg.maxPollRecords)

@@ -82,17 +82,8 @@ func newRawFetcher(c *consumer) *rawFetcher {
 func (c *consumer) rawFetchLoop() {
 	f := newRawFetcher(c)
 	for {
-		c.mu.Lock()
-		cmds := c.pending
-		c.pending = nil
-		ctx, cancel := context.WithCancel(context.Background())
-		c.pollCancel = cancel
-		c.mu.Unlock()
-		for _, cmd := range cmds {
-			f.assign(cmd)
-		}
-		if c.stopping.Load() {
-			cancel()
+		ctx, cancel, stop := c.nextRound(f.assign)
+		if stop {
 			return
 		}
 		var err error
@@ -128,16 +119,11 @@ func (f *rawFetcher) assign(cmd *command) {
 	pos := make(map[int32]int64, len(cmd.Partitions))
 	var bad []string
 	for _, p := range cmd.Partitions {
-		if p.Offset >= 0 {
-			pos[p.Partition] = p.Offset
-			continue
+		o := p.Offset
+		_, err := startOffset(o) // the same rule and message as franz-go's path
+		if err == nil && o < 0 {
+			o, err = f.listOffset(p.Partition, o == -2)
 		}
-		if p.Offset != -2 && p.Offset != -1 {
-			bad = append(bad, fmt.Sprintf("partition %d: offset %d: use >= 0, -2 (earliest) or -1 (latest)",
-				p.Partition, p.Offset))
-			continue
-		}
-		o, err := f.listOffset(p.Partition, p.Offset == -2)
 		if err != nil {
 			bad = append(bad, fmt.Sprintf("partition %d: %v", p.Partition, err))
 			continue
