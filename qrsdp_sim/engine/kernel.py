@@ -37,7 +37,15 @@ from qrsdp_sim.engine.book import (
     window_depth,
 )
 from qrsdp_sim.engine.clock import CK_INV_RATE, CK_THETA
-from qrsdp_sim.engine.decorators import DEC_EXCITE, DEC_HAWKES, DEC_NONE, dec_bound, dec_lower, dec_multiplier, dec_on_event
+from qrsdp_sim.engine.decorators import (
+    DEC_EXCITE,
+    DEC_HAWKES,
+    DEC_NONE,
+    dec_bound,
+    dec_lower,
+    dec_multiplier,
+    dec_on_event,
+)
 from qrsdp_sim.engine.models.base import (
     MODEL_CONSTANT,
     MODEL_HLR,
