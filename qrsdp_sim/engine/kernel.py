@@ -139,6 +139,15 @@ def _top_of_book(grid, ist, tob, row):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def count_types(records, counts):
+    """Add the records of each type (``counts[type]``, types 0-5) to ``counts``: one pass, no temporaries."""
+    for i in range(records.shape[0]):
+        t = records[i].type
+        if t < 6:
+            counts[t] += 1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def run_kernel(
     grid,
     pool,

@@ -35,6 +35,7 @@ from qrsdp_sim.engine.kernel import (
     S_UNIT,
     TOB_COLS,
     buffer_records,
+    count_types,
     max_records_per_event,
     run_kernel,
     scratch_size,
@@ -392,7 +393,7 @@ def simulate_session(
     for records, _ in driver.batches():
         if stop is not None and stop.is_set():
             raise interrupted(delivered)
-        counts += np.bincount(records["type"], minlength=6)[:6]
+        count_types(records, counts)
         if pacer is not None:
             handed = pacer.deliver(sink, records)
             if handed < len(records):
