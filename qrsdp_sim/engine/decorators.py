@@ -151,10 +151,8 @@ def _excite_lower(params, state, t):
     j = int(params[X_J])
     dt = t - state[2 * j + 3]
     tot = 0.0
-    for i in range(j):
-        f = 1.0 - params[X_BETA + i] * dt
-        if f > 0.0:
-            tot += state[j + 3 + i] * f
+    for i in range(j):  # branch-free: which components have decayed past the line is unpredictable
+        tot += state[j + 3 + i] * max(1.0 - params[X_BETA + i] * dt, 0.0)
     return 1.0 + min(tot, params[X_CAP])
 
 
