@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -283,3 +284,15 @@ def test_the_run_command_does_not_import_the_platform_commands():
     loaded = set(res.stdout.split())
     assert "qrsdp_sim.cli.run" in loaded
     assert not loaded & {"qrsdp_sim.cli.kafka", "qrsdp_sim.cli.itch", "qrsdp_sim.cli.platform", "qrsdp_sim.cli.log_info"}
+
+
+def test_the_command_line_starts_no_blas_threads():
+    """numpy's and scipy's OpenBLAS (numba loads the latter) each start busy-waiting worker threads at
+    load; the command line loads them single-threaded so they do not compete with its start-up."""
+    code = (
+        "import os; import qrsdp_sim.cli; import numpy; import scipy.linalg; "
+        "print(len(os.listdir('/proc/self/task')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert int(res.stdout) == 1

@@ -7,8 +7,15 @@ are entry points that call the same subcommand.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
+
+# Before numpy is loaded: numba loads scipy's BLAS and numpy its own, and each OpenBLAS starts a
+# worker thread per extra core that busy-waits for a while -- stealing the second core from the
+# command's own start-up. No command does large linear algebra; the engine's threads are its
+# parallelism. An explicit setting in the environment is respected.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer
 
