@@ -117,6 +117,9 @@ def main() -> None:
     ap.add_argument("--parquet-clients", default=None,
                     help="Kafka clients of the Parquet consumer for figure 3, comma-separated: bridge, python "
                          "(default: bridge when built, else python)")
+    ap.add_argument("--batch-records", default=None,
+                    help="Parquet consumer's records per object for figure 3, comma-separated to compare "
+                         "(default: the consumer's)")
     args = ap.parse_args()
     clients = (args.parquet_clients or ("bridge" if bridge_available() else "python")).split(",")
     if not set(clients) <= {"bridge", "python"}:
@@ -170,19 +173,22 @@ def bench_parquet(args: argparse.Namespace, topic: str, events: int) -> None:
     message, to its last commit, which comes after every object, the _SUCCESS marker and the sessions row
     are written.
     """
-    for client in args.parquet_clients:
-        prefix = f"{topic}-{client}"
+    sizes = [int(b) for b in args.batch_records.split(",")] if args.batch_records else [None]
+    for i, (client, batch) in enumerate((c, b) for c in args.parquet_clients for b in sizes):
+        prefix = f"{topic}-{client}-{i}"
+        extra = {} if batch is None else {"batch_records": batch}
         lake = Lake.from_uri(f"s3://exchange-data/bench/{prefix}", S3Options(args.s3_endpoint, "qrsdp", "qrsdp-secret"))
         with CpuMeter(args) as cpu:
             t_new = time.monotonic()
-            consumer = ParquetConsumer(args.brokers, lake, topic=topic, group_id=f"bench-{prefix}", client=client)
+            consumer = ParquetConsumer(args.brokers, lake, topic=topic, group_id=f"bench-{prefix}", client=client,
+                                       **extra)
             t0 = time.monotonic()
             stats = consumer.run(idle_exit_seconds=3.0)
         end, first = consumer.last_commit_at, consumer.first_item_at
         if end is None or first is None or stats.records_landed != events or stats.markers_written != 1:
             print(f"3. Parquet consumer ({client}) -> MinIO: incomplete: {stats.to_dict()}")
             continue
-        print(f"3. Parquet consumer ({client}) -> MinIO: {stats.records_landed:,} records landed and committed in "
+        print(f"3. Parquet consumer ({client}, batch {consumer.batch_records:,}) -> MinIO: {stats.records_landed:,} records landed and committed in "
               f"{end - t0:.2f} s = {stats.records_landed / (end - t0) / 1e6:.2f} M records/s from its start "
               f"({stats.records_landed / (end - t_new) / 1e6:.2f} M/s counting its construction, "
               f"{t0 - t_new:.2f} s: the Kafka client's start; "

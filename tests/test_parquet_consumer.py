@@ -90,7 +90,7 @@ def test_dual_written_run_lands_every_event_exactly_once(
     assert set(markers) == set(expected)
     objects = {i.path for i in lake_objects(lake)}
     sizes = [pq.read_metadata(p, filesystem=lake.fs).num_rows for p in objects if p.endswith(".parquet")]
-    assert len(sizes) == stats.objects_written and max(sizes) <= 10_000 and sum(sizes) == total
+    assert len(sizes) == stats.objects_written and max(sizes) <= consumer.batch_records and sum(sizes) == total
     for key, marker in markers.items():
         assert marker.rows == len(expected[key]), key
         assert marker.extra["source"] == "kafka" and marker.extra["close_ticks"] == closes[key]

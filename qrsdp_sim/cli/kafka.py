@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from qrsdp_sim.eventlog.errors import EventLogError
+from qrsdp_sim.kafka.names import DEFAULT_BATCH_RECORDS
 
 
 def republish_command(
@@ -66,7 +67,7 @@ def parquet_consumer_command(
         str, typer.Option("--s3-endpoint", help="S3 endpoint (MinIO).", envvar="QRSDP_S3_ENDPOINT")
     ] = "http://127.0.0.1:9000",
     group: Annotated[str, typer.Option("--consumer-group", help="Kafka consumer group.")] = "parquet-writer",
-    batch_records: Annotated[int, typer.Option("--batch-records", help="Flush after this many records.")] = 10_000,
+    batch_records: Annotated[int, typer.Option("--batch-records", help="Records per Parquet object at most: a partition's pending records are landed at every offset that is a multiple of this.")] = DEFAULT_BATCH_RECORDS,
     batch_seconds: Annotated[float, typer.Option("--batch-seconds", help="...or after this many seconds.")] = 5.0,
     idle_exit: Annotated[
         float | None,

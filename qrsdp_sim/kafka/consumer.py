@@ -4,9 +4,9 @@
   is built (runs of records arrive as numpy arrays, no Python per message), else confluent-kafka;
   ``QRSDP_KAFKA_CLIENT=auto|bridge|python`` chooses (:mod:`qrsdp_sim.kafka.client`).
 * Batching per Kafka partition: a partition's pending records are landed once they reach an
-  offset that is a multiple of ``batch_records`` (10,000), when the oldest of them has waited
+  offset that is a multiple of ``batch_records`` (50,000), when the oldest of them has waited
   ``batch_seconds`` (5 s), when an end-of-session marker arrives, on revocation and at the end.
-  An object never crosses a multiple of ``batch_records``, so it holds at most 10,000 records.
+  An object never crosses a multiple of ``batch_records``, so it holds at most 50,000 records.
 * Each landed chunk's (partition, symbol, date) group becomes one object
   ``raw/events/symbol=SYM/date=YYYY-MM-DD/events-{partition}-{first_offset}-{owner}.parquet``
   with the same columns as the embedded landing. ``owner`` is a token drawn each time this process
@@ -68,6 +68,7 @@ from qrsdp_sim.kafka.decode import (
     run_messages,
 )
 from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC
+from qrsdp_sim.kafka.names import DEFAULT_BATCH_RECORDS
 from qrsdp_sim.lake.landing import events_table
 from qrsdp_sim.lake.store import Lake, utc_now_iso
 from qrsdp_sim.records import RECORD_SIZE
@@ -215,7 +216,7 @@ class ParquetConsumer:
         topic: str = DEFAULT_TOPIC,
         group_id: str = GROUP_ID,
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
-        batch_records: int = 10_000,
+        batch_records: int = DEFAULT_BATCH_RECORDS,
         batch_seconds: float = 5.0,
         max_backoff: float = 10.0,
         compression: str = "lz4",
