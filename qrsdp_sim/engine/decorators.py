@@ -50,8 +50,11 @@ Kinds:
     below from them without an exponential (the kernel's thinning accepts most candidates on
     that bound alone), and a trigger at t_D reuses them.
 
-A new decorator adds a kind code and a branch in each of these three functions (and in
-``dec_integral``, which the kernel does not use: calibration replays a session's multiplier with it).
+A new decorator adds a kind code and a branch in ``dec_bound``, ``dec_multiplier`` and
+``dec_on_event`` (and in ``dec_integral``, which the kernel does not use: calibration replays a
+session's multiplier with it). The kernel calls ``dec_on_event`` at triggers only (every event
+for ``DEC_HAWKES``) and uses ``dec_lower`` for ``DEC_EXCITE`` only: a new kind is thinned like
+``DEC_HAWKES`` (the multiplier at every candidate) until the kernel's branches name it.
 """
 
 from __future__ import annotations
