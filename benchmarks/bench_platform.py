@@ -10,9 +10,11 @@
 Each part runs ``qrsdp_pipeline`` in process (as ``qrsdp demo`` does) on a temporary data dir and
 Dagster instance, and prints one JSON object per measurement:
 
-* ``pipeline``: symbols x days of sessions in one run; seconds and events/s per step (session_log,
-  raw_events, book_states, qrsdp_dbt = ``dbt build`` with every test) and end to end (the run's
-  wall time, Dagster's start-up included; Python start-up and imports excluded).
+* ``pipeline``: symbols x days of sessions in one run; seconds, CPU seconds and events/s per step
+  (session_log, raw_events, book_states, qrsdp_dbt = ``dbt build`` with every test) and end to end
+  (the run's wall time, Dagster's start-up included; Python start-up and imports excluded). A
+  step's CPU seconds are this process's between its start and end (the steps run in it, one after
+  another): the figure a shared machine distorts least.
 * ``nightly``: the nightly job -- one new trading date for every symbol -- timed with 5, 20 and 60
   dates of history already simulated, landed and modelled (history built by single-run backfills
   of the same configuration); the median of 3 nights in a row per size, wall and CPU seconds (the
@@ -64,6 +66,39 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+class CpuSampler:
+    """(wall clock, CPU seconds of this process) every ``interval`` s on a thread, so a step's CPU
+    time can be read off its start and end timestamps (the steps run in this process)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), cpu_seconds()))
+            self._stop.wait(interval)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.time(), cpu_seconds()))
+
+    def at(self, moment: float) -> float:
+        """CPU seconds at a wall-clock moment (the last sample at or before it)."""
+        import bisect
+
+        k = bisect.bisect_right([t for t, _ in self.samples], moment)
+        return self.samples[max(k - 1, 0)][1]
+
+
 def dbt_nodes(data: Path, top: int = 6) -> dict:
     """dbt's own elapsed time and its slowest nodes, from the run's run_results.json."""
     path = data / "dbt" / "target" / "run_results.json"
@@ -92,27 +127,28 @@ def run_pipeline(data: Path, symbols: list[str], first: dt.date, last: dt.date, 
     job = defs.resolve_job_def("qrsdp_pipeline")
     selection = [k for k in job.asset_layer.executable_asset_keys if "/" in k.to_user_string()] if only_dbt else None
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    result = job.execute_in_process(
-        asset_selection=selection,
-        instance=instance,
-        tags=range_tags(symbols, first, last),
-        run_config={
-            "resources": {
-                "simulation": {
-                    "config": {
-                        "data_dir": str(data), "session_seconds": session_seconds, "fsync": False,
-                        "price_plots": plots,
-                    }
+    with CpuSampler() as sampler:
+        result = job.execute_in_process(
+            asset_selection=selection,
+            instance=instance,
+            tags=range_tags(symbols, first, last),
+            run_config={
+                "resources": {
+                    "simulation": {
+                        "config": {
+                            "data_dir": str(data), "session_seconds": session_seconds, "fsync": False,
+                            "price_plots": plots,
+                        }
+                    },
+                    "lake": {"config": {"uri": (data / "lake").as_uri()}},
+                    "warehouse": {
+                        "config": {"duckdb_path": str(data / "warehouse" / "qrsdp.duckdb"), "min_events_per_session": 100}
+                    },
                 },
-                "lake": {"config": {"uri": (data / "lake").as_uri()}},
-                "warehouse": {
-                    "config": {"duckdb_path": str(data / "warehouse" / "qrsdp.duckdb"), "min_events_per_session": 100}
-                },
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
             },
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-        },
-        raise_on_error=False,
-    )
+            raise_on_error=False,
+        )
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
     if not result.success:
         failures = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -129,14 +165,16 @@ def run_pipeline(data: Path, symbols: list[str], first: dt.date, last: dt.date, 
             ends[ev.step_key] = entry.timestamp
     # before the first step: the run's creation, its planned-materialization/check events, start-up
     before_steps = min(starts.values(), default=logs[-1].timestamp) - logs[0].timestamp
-    steps = {}
+    steps, step_cpu = {}, {}
     for key, t0 in starts.items():
         name = next((s for s in STEPS if s in key), key)
         steps[name] = round(ends[key] - t0, 2)
+        step_cpu[name] = round(sampler.at(ends[key]) - sampler.at(t0), 2)
     checks = [
         e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
-    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "steps": steps, "checks": len(checks),
+    return {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "steps": steps,
+            "steps_cpu_seconds": step_cpu, "checks": len(checks),
             "checks_passed": sum(c.passed for c in checks), "before_steps_seconds": round(before_steps, 2),
             "event_log_entries": len(logs)}  # fmt: skip
 
@@ -173,6 +211,7 @@ def part_pipeline(args, symbols, start) -> None:
         "part": "pipeline", "symbols": len(symbols), "days": len(dates), "session_seconds": args.session_seconds,
         "events": events, **out,
         "events_per_second": {k: round(events / v) for k, v in out["steps"].items() if v},
+        "events_per_cpu_second": {k: round(events / v) for k, v in out["steps_cpu_seconds"].items() if v},
         "qrsdp_dbt_events_per_second": against("qrsdp_dbt_events_per_second", events / out["steps"]["qrsdp_dbt"]),
         "end_to_end_events_per_second": against("end_to_end_events_per_second", events / out["wall_seconds"]),
         **dbt_nodes(data),

@@ -248,7 +248,7 @@ def test_realistic_accounting_and_excitation_replay_match_the_kernel():
     J = 3
     state = replay.decorator_state
     assert state[J + 1] == kernel_state[J + 1] > 1000  # triggers: market orders and mid changes
-    np.testing.assert_allclose(state[J], kernel_state[J], rtol=0, atol=1e-7)  # last event's business time
+    np.testing.assert_allclose(state[J], kernel_state[J], rtol=0, atol=1e-7)  # the last trigger's business time (the state changes at triggers only)
     np.testing.assert_allclose(state[J + 2], kernel_state[J + 2], rtol=1e-7)  # integral of the multiplier
     np.testing.assert_allclose(state[:J], kernel_state[:J], rtol=1e-4, atol=1e-9)
     clock = cfg.clock_grid()

@@ -483,13 +483,21 @@ def stored_failures(wh: Warehouse, test: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def test_every_data_test_goes_red_on_its_bad_data(wh):
+@pytest.mark.parametrize(
+    "order_tables",
+    [
+        pytest.param([], id="one-order-table-per-partition"),
+        # stg_event_checks' other plan (a run of more partitions than orders_per_partition_max)
+        pytest.param(["--vars", '{"orders_per_partition_max": 0}'], id="one-order-table-for-the-run"),
+    ],
+)
+def test_every_data_test_goes_red_on_its_bad_data(wh, order_tables):
     expect = land_defects(wh.lake)
     symbols = ["GOOD", "GOODSWP", *sorted({s for syms in expect.values() for s in syms})]
     # `dbt build` would skip the marts below a red staging test: build every model, then run every test
     selection = [(s, DAY) for s in symbols]
-    assert failing(wh.build(selection, command="run")) == set()
-    statuses = wh.build(selection, "--store-failures", command="test")
+    assert failing(wh.build(selection, *order_tables, command="run")) == set()
+    statuses = wh.build(selection, "--store-failures", *order_tables, command="test")
     assert set(statuses) - {"qrsdp-on-run-start-0"} == ALL_TESTS
     lake_level = {
         t for t in ALL_TESTS if not t.startswith("fct_ohlcv_1min_") or "minute" in t or "executed" in t

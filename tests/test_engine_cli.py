@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -258,3 +259,40 @@ def test_the_command_line_does_not_load_the_engine_until_a_command_needs_it():
     code = "import sys, qrsdp_sim.cli; print('numba' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stdout + res.stderr
+
+
+def test_every_command_is_registered_by_the_module_the_table_names():
+    """``qrsdp COMMAND`` builds an app with only ``COMMAND_MODULES[COMMAND]``'s commands: the table must
+    cover every command of the full app, and each module must register the commands it is named for."""
+    from qrsdp_sim.cli import COMMAND_MODULES, build_app
+
+    def names(typer_app) -> set[str]:
+        return {c.name for c in typer_app.registered_commands} | {g.name for g in typer_app.registered_groups}
+
+    assert names(app) == set(COMMAND_MODULES)
+    for command in COMMAND_MODULES:
+        assert command in names(build_app(command))
+
+
+def test_the_run_command_does_not_import_the_platform_commands():
+    """Start-up of ``qrsdp run`` imports only its own command module (not Kafka, ITCH, lake ...)."""
+    code = (
+        "import sys; from qrsdp_sim.cli import _app_for; _app_for(['run', '--days', '1']); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('qrsdp_sim.cli.'))))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(res.stdout.split())
+    assert "qrsdp_sim.cli.run" in loaded
+    assert not loaded & {"qrsdp_sim.cli.kafka", "qrsdp_sim.cli.itch", "qrsdp_sim.cli.platform", "qrsdp_sim.cli.log_info"}
+
+
+def test_the_command_line_starts_no_blas_threads():
+    """numpy's and scipy's OpenBLAS (numba loads the latter) each start busy-waiting worker threads at
+    load; the command line loads them single-threaded so they do not compete with its start-up."""
+    code = (
+        "import os; import qrsdp_sim.cli; import numpy; import scipy.linalg; "
+        "print(len(os.listdir('/proc/self/task')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert int(res.stdout) == 1

@@ -218,3 +218,33 @@ def test_a_failing_extra_sink_is_reported_and_the_file_still_written(tmp_path):
     )
     assert len(read_records(tmp_path / "f.qrsdp")) == res.events == len(mem.records)
     assert len(res.sink_failures) == 1 and "disk on fire" in res.sink_failures[0]
+
+
+def test_a_file_that_cannot_be_put_in_place_fails_the_run_without_a_manifest(tmp_path):
+    """Files are closed (index, fsync, rename) on a background thread: a close that fails still fails
+    the run, before any manifest is written, and leaves neither the session nor a partial file."""
+    spec = RunSpec(base_seed=3, days=2, start_date=dt.date(2026, 1, 1), session_seconds=60)
+    blocked = session_path(tmp_path, "BBB", spec.dates()[0])
+    blocked.mkdir(parents=True)  # a directory with content where the first BBB file must go
+    (blocked / "keep").write_text("x")
+    with pytest.raises(OSError):
+        run(spec, parse_securities("AAA:10000,BBB:20000"), tmp_path, workers=2)
+    assert not (tmp_path / "manifest.json").exists()
+    assert list(tmp_path.rglob("*.partial")) == []
+    assert blocked.is_dir() and (blocked / "keep").read_text() == "x"
+    for day in spec.dates():  # the other security's sessions were finished and are complete
+        assert len(read_records(session_path(tmp_path, "AAA", day))) > 0
+
+
+def test_closed_size_is_the_size_of_the_closed_file(tmp_path):
+    from qrsdp_sim.eventlog.writer import BinaryFileSink
+
+    cfg = SessionConfig(seed=7, session_seconds=120)
+    sink = BinaryFileSink(tmp_path / "s.qrsdp", cfg.header())
+    simulate_session(cfg, sink)
+    with pytest.raises(ValueError, match="flush"):
+        _ = sink.closed_size
+    sink.flush()
+    size = sink.closed_size
+    sink.close()
+    assert (tmp_path / "s.qrsdp").stat().st_size == size

@@ -213,7 +213,7 @@ def test_a_restart_rebuilds_resting_orders_and_resends_the_step_in_flight(sessio
     assert b"".join(lis.raw_kept) == reference_day(sessions, symbols)
     assert_books(lis, sessions, symbols)
     assert second.counters.resent_after_restart > 0
-    assert second.timings.restore > 0
+    assert second.timings.wall["restore"] > 0
     # X and D of orders added before the restart came out right (the order table was rebuilt)
     assert lis.stats.by_type["ORDER_CANCEL"] > 0
 
@@ -290,3 +290,103 @@ def test_run_slice_keeps_offsets_and_seqs_aligned() -> None:
     r = Run(3, 100, 7, b"K", DATE.encode(), b"r", recs)
     s = run_slice(r, 4, 9)
     assert (s.partition, s.first_offset, s.first_seq, len(s.records), s.next_offset) == (3, 104, 11, 5, 109)
+
+
+def test_no_packet_or_dead_letter_of_a_step_leaves_before_its_commit_is_confirmed(sessions) -> None:
+    """The write-ahead commit is sent before a step's encoding and confirmed only after it (the broker
+    answers meanwhile): the step's packets and the dead letters of events refused while encoding must
+    still wait for the confirmation."""
+    symbols = ("AAPL", "BIG", "MSFT")
+    aapl, big_log, _n, big = _poisoned(sessions)
+    log = {0: aapl, 1: big_log, 2: topic_of({"MSFT": (2, sessions["MSFT"])})[2]}
+    trail: list[str] = []
+
+    class RecordingKafka(MemKafka):
+        def commit_start(self, offsets, metadata):
+            trail.append("commit sent")
+
+            def confirm() -> None:
+                self.commit(offsets, metadata)
+                trail.append("confirmed")
+
+            return confirm
+
+    class RecordingSender(CollectingSender):
+        def _add(self, data: bytes) -> None:
+            trail.append("packet")
+            super()._add(data)
+
+    st = streamer(config(symbols), RecordingKafka(config(symbols), log, seed=5), RecordingSender())
+    produce = st.producer.produce
+    st.producer.produce = lambda *a, **k: (trail.append("dead letter"), produce(*a, **k))
+    drive(st, 4_096)
+    assert trail.count("commit sent") == trail.count("confirmed") > 3
+    in_flight = False
+    for what in trail:
+        if what == "commit sent":
+            in_flight = True
+        elif what == "confirmed":
+            in_flight = False
+        else:
+            assert not in_flight, f"a {what} left before its step's commit was confirmed"
+    refused_at_encode = int((big["type"] >= 2).sum())  # cancels/executions of orders whose add was refused
+    assert refused_at_encode and st.counters.rejected["unknown_order"] == 1 + refused_at_encode
+    assert lis_ok(st)
+
+
+def lis_ok(st) -> bool:
+    lis = listen(st.sender.datagrams)
+    return lis.complete and lis.stats.book_errors == 0 and lis.stats.unrecovered == 0
+
+
+def test_a_refused_overlapped_commit_is_made_again_before_the_step_goes_on() -> None:
+    from qrsdp_sim.kafka.bridge import BridgeRequestError
+
+    class FakeBridge:
+        def __init__(self) -> None:
+            self.commits: list[tuple[dict, dict]] = []
+
+        def commit_start(self, offsets, metadata):
+            def refused() -> None:
+                raise BridgeRequestError("commit on t (group g): NOT_COORDINATOR")
+
+            return refused
+
+        def commit(self, offsets, metadata):
+            self.commits.append((dict(offsets), dict(metadata)))
+
+    fake = FakeBridge()
+    source = BridgeKafkaSource(config(("AAPL",)), fake)  # type: ignore[arg-type]
+    confirm = source.commit_start({0: 7}, {0: "state"})
+    assert fake.commits == []
+    confirm()
+    assert fake.commits == [({0: 7}, {0: "state"})]
+
+
+def test_read_ahead_stops_at_its_limit_and_keeps_its_count_through_split_runs() -> None:
+    """While the compiled code loads the streamer reads ahead from the bridge up to a limit; once there,
+    ``prefetch`` must return at once without reading (the old loop recounted the held runs on every call
+    and spun, holding the interpreter the loading thread needed)."""
+
+    class FakeBridge:
+        def __init__(self, runs: list[Run]) -> None:
+            self.runs = collections.deque(runs)
+            self.polls = 0
+
+        def poll(self, timeout: float | None = None):
+            self.polls += 1
+            return self.runs.popleft() if self.runs else None
+
+    recs = np.zeros(100, RECORD_DTYPE)
+    runs = [Run(0, 100 * k, 100 * k, b"AAPL", DATE.encode(), b"r", recs) for k in range(5)]
+    fake = FakeBridge(runs)
+    source = BridgeKafkaSource(config(("AAPL",)), fake)  # type: ignore[arg-type]
+    assert source.prefetch(250, 0.0)  # reads until 300 >= 250 are held
+    polls = fake.polls
+    assert not source.prefetch(250, 0.0) and fake.polls == polls  # full: nothing read
+    got = source.fetch(150, 0.0)  # one run and half of the next: the other half is carried
+    assert [len(r.records) for r in got] == [100, 50] and got[1].first_offset == 100
+    assert source.prefetch(250, 0.0)  # 150 held: reads again (up to 350)
+    rest = source.fetch(10_000, 0.0)
+    assert [r.first_offset for r in rest] == [150, 200, 300, 400]
+    assert sum(len(r.records) for r in got + rest) == 500

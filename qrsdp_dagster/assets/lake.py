@@ -6,14 +6,22 @@ stack the Kafka parquet-consumer lands the same layout; the asset graph stays th
 Every landing replaces the partition's objects and writes its ``_SUCCESS`` marker last.
 """
 
+import datetime as dt
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from dagster import AssetExecutionContext
 
 from qrsdp_dagster.assets import blocking_check, check_result
+from qrsdp_dagster.assets.per_symbol import map_per_symbol
 from qrsdp_dagster.partitions import chain_order, session_key, session_partitions
 from qrsdp_dagster.resources import LakeResource, SimulationResource
 from qrsdp_sim.book import BookReplayError
 from qrsdp_sim.lake import land_book_states, land_session_file
+from qrsdp_sim.lake.landing import LandingReport
+
+if TYPE_CHECKING:
+    from qrsdp_sim.book.replay import BookStates
 
 RAW_EVENTS_CHECK = "raw_events_rows_match_session"
 BOOK_STATES_CHECK = "book_states_replay_consistent"
@@ -41,7 +49,8 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
     store = lake.lake()
     problems: list[str] = []
     partitions = chain_order(context.partition_keys)
-    for symbol, date in partitions:
+
+    def land(symbol: str, date: dt.date) -> LandingReport:
         key = str(session_key(symbol, date))
         manifest = simulation.read_manifest(symbol, date)
         path = simulation.session_file(symbol, date)
@@ -54,13 +63,18 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
             close_ticks=manifest["close_ticks"], market_open_ns=manifest["market_open_ns"],
             marker_extra={"dagster_run_id": context.run.run_id},
         )  # fmt: skip
-        context.log.info(
-            f"{key}: landed {events.rows:,} events ({events.bytes:,} bytes) in {events.seconds:.2f}s"
-        )
-        marker = store.read_marker("events", symbol, date)
+        marker = store.read_marker("events", symbol, date)  # the _SUCCESS written, read back
         if marker is None or marker.rows != manifest["events"] or events.rows != manifest["events"]:
             problems.append(f"{key}: {events.rows:,} rows landed (marker: {marker and marker.rows}), "
                             f"the session has {manifest['events']:,} events")  # fmt: skip
+        return events
+
+    # one symbol per thread (qrsdp_dagster/assets/per_symbol.py); reported here, in partition order
+    for (symbol, date), events in zip(partitions, map_per_symbol(partitions, land), strict=True):
+        key = str(session_key(symbol, date))
+        context.log.info(
+            f"{key}: landed {events.rows:,} events ({events.bytes:,} bytes) in {events.seconds:.2f}s"
+        )
         context.add_asset_metadata(
             {
                 "rows": dg.MetadataValue.int(events.rows),
@@ -76,7 +90,7 @@ def raw_events(context: AssetExecutionContext, simulation: SimulationResource, l
             partition_key=key,
         )
     yield dg.MaterializeResult()
-    yield check_result(RAW_EVENTS_CHECK, problems, len(partitions))
+    yield check_result(RAW_EVENTS_CHECK, sorted(problems), len(partitions))
 
 
 @dg.asset(
@@ -101,14 +115,13 @@ def book_states(context: AssetExecutionContext, lake: LakeResource):
     store = lake.lake()
     problems: list[str] = []
     partitions = chain_order(context.partition_keys)
-    for symbol, date in partitions:
+
+    def replay(symbol: str, date: dt.date) -> tuple[LandingReport, "BookStates"]:
         key = str(session_key(symbol, date))
         try:
             report, states = land_book_states(store, symbol, date)
         except BookReplayError as exc:
             raise dg.Failure(f"book_states {key}: the landed events do not replay: {exc}") from exc
-        spread = states.spread[states.two_sided]
-        context.log.info(f"{key}: replayed {report.rows:,} events, landed in {report.seconds:.2f}s")
         landed = store.read_marker("events", symbol, date)
         close = landed.extra.get("close_ticks") if landed is not None else None
         final_mid = (int(states.bid_price[-1]) + int(states.ask_price[-1])) // 2 if len(states) else None
@@ -118,6 +131,13 @@ def book_states(context: AssetExecutionContext, lake: LakeResource):
             problems.append(f"{key}: {states.n_flagged:,} events flagged by the replay")
         if close is not None and final_mid != close:
             problems.append(f"{key}: replayed close {final_mid} != engine close {close}")
+        return report, states
+
+    # one symbol per thread (the replay and Parquet release the GIL); reported in partition order
+    for (symbol, date), (report, states) in zip(partitions, map_per_symbol(partitions, replay), strict=True):
+        key = str(session_key(symbol, date))
+        spread = states.spread[states.two_sided]
+        context.log.info(f"{key}: replayed {report.rows:,} events, landed in {report.seconds:.2f}s")
         context.add_asset_metadata(
             {
                 "rows": dg.MetadataValue.int(report.rows),
@@ -136,4 +156,4 @@ def book_states(context: AssetExecutionContext, lake: LakeResource):
             partition_key=key,
         )
     yield dg.MaterializeResult()
-    yield check_result(BOOK_STATES_CHECK, problems, len(partitions))
+    yield check_result(BOOK_STATES_CHECK, sorted(problems), len(partitions))

@@ -26,10 +26,12 @@ import numpy as np
 from dagster import AssetExecutionContext
 
 from qrsdp_dagster.assets import blocking_check, check_result
+from qrsdp_dagster.assets.per_symbol import map_per_symbol
 from qrsdp_dagster.chain import chain_problems, describe_config, session_config
 from qrsdp_dagster.partitions import chain_order, previous_session, session_key, session_partitions, split_key
 from qrsdp_dagster.resources import KafkaResource, SimulationResource
 from qrsdp_sim.engine.calendar import previous_trading_date
+from qrsdp_sim.engine.runner import warm_up
 from qrsdp_sim.eventlog.reader import read_records
 from qrsdp_sim.records import EventType
 
@@ -64,14 +66,15 @@ def opening_price(simulation: SimulationResource, symbol: str, date: dt.date) ->
 def write_price_plot(
     records: np.ndarray, tick_size: int, market_open_ns: int, title: str, path: Path
 ) -> Path:
-    """A small PNG of the traded price over the session (a file: the event log only references it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A small PNG of the traded price over the session (a file: the event log only references it).
+    Matplotlib's object API, not pyplot: sessions of different symbols are plotted on threads at once."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     trades = records[records["type"] >= EventType.EXECUTE_BUY]
-    fig, ax = plt.subplots(figsize=(5, 1.8), dpi=80)
+    fig = Figure(figsize=(5, 1.8), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     if len(trades):
         step = max(1, len(trades) // 2000)
         t = (trades["ts_ns"][::step].astype(np.int64) - market_open_ns) / 3.6e12
@@ -83,7 +86,6 @@ def write_price_plot(
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")
-    plt.close(fig)
     tmp.replace(path)
     return path
 
@@ -124,7 +126,8 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
     config = session_config({**simulation.spec().manifest_fields(), "base_seed": simulation.base_seed})
     metadata: dict[str, dict[str, Any]] = {}
     bad_files: list[str] = []
-    for symbol, date in partitions:
+
+    def simulate(symbol: str, date: dt.date) -> dict[str, Any]:
         key = str(session_key(symbol, date))
         open_ticks, open_source = opening_price(simulation, symbol, date)
         started = time.perf_counter()
@@ -136,23 +139,35 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
         if len(records) != manifest["events"] or Path(result.file).stat().st_size != manifest["file_bytes"]:
             bad_files.append(f"{key}: {len(records):,} records / {Path(result.file).stat().st_size:,} bytes read, "
                              f"manifest says {manifest['events']:,} / {manifest['file_bytes']:,}")  # fmt: skip
-        context.log.info(
-            f"{key}: {result.events:,} events, open {result.open_ticks} -> close {result.close_ticks} ticks, "
-            f"{result.file_bytes:,} bytes in {wall:.2f}s"
-        )
         plot = None
         if simulation.price_plots:
             plot = write_price_plot(records, manifest["tick_size"], manifest["market_open_ns"], f"{symbol} {date}",
                                     simulation.plot_file(symbol, date))  # fmt: skip
         # visible to every reader (the next date's open, raw_events, other workers) only now, manifest last
         location = simulation.publish(symbol, date, manifest, plot)
+        return {"result": result, "manifest": manifest, "wall": wall, "open_source": open_source,
+                "location": location, "plot": plot}  # fmt: skip
+
+    # one symbol per thread (its dates in order: each opens at the previous close); the kernel,
+    # LZ4 and the PNG encoder release the GIL. Reported here, in partition order.
+    spec = simulation.spec()
+    warm_up(spec.model, spec.levels_per_side, spec.realism)  # the kernel loaded once, before the threads
+    if simulation.price_plots:
+        import matplotlib  # noqa: F401  (imported once here, not by two threads at once)
+    for (symbol, date), done in zip(partitions, map_per_symbol(partitions, simulate), strict=True):
+        key = str(session_key(symbol, date))
+        result, manifest, wall = done["result"], done["manifest"], done["wall"]
+        context.log.info(
+            f"{key}: {result.events:,} events, open {result.open_ticks} -> close {result.close_ticks} ticks, "
+            f"{result.file_bytes:,} bytes in {wall:.2f}s"
+        )
         metadata[key] = {
             "events": dg.MetadataValue.int(result.events),
             "open_ticks": dg.MetadataValue.int(result.open_ticks),
             "close_ticks": dg.MetadataValue.int(result.close_ticks),
-            "open_from": dg.MetadataValue.text(open_source),
+            "open_from": dg.MetadataValue.text(done["open_source"]),
             "seed": dg.MetadataValue.text(str(result.seed)),
-            "file": dg.MetadataValue.path(location),
+            "file": dg.MetadataValue.path(done["location"]),
             "file_bytes": dg.MetadataValue.int(result.file_bytes),
             "compression": dg.MetadataValue.float(round(result.compression or 0.0, 3)),
             "events_per_second": dg.MetadataValue.float(round(result.events / wall if wall else 0.0, 1)),
@@ -163,7 +178,7 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
         }
         if open_changed := open_source_change(simulation, symbol, date, config):
             metadata[key]["config_changed"] = dg.MetadataValue.text(open_changed)
-        if plot is not None:
+        if done["plot"] is not None:
             metadata[key]["price_plot"] = dg.MetadataValue.path(simulation.location(symbol, date, ".png"))
     if publisher is not None:
         # One flush for the whole run (bounded), then per-session delivery totals.
@@ -181,7 +196,7 @@ def session_log(context: AssetExecutionContext, simulation: SimulationResource, 
     for key, meta in metadata.items():
         context.add_asset_metadata(meta, partition_key=key)
     yield dg.MaterializeResult()
-    yield check_result(SESSION_FILE_CHECK, bad_files, len(metadata))
+    yield check_result(SESSION_FILE_CHECK, sorted(bad_files), len(metadata))
 
 
 def open_source_change(simulation: SimulationResource, symbol: str, date: dt.date, config: dict) -> str:

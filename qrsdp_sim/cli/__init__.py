@@ -6,23 +6,40 @@ are entry points that call the same subcommand.
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from collections.abc import Callable
 
+# Before numpy is loaded: numba loads scipy's BLAS and numpy its own, and each OpenBLAS starts a
+# worker thread per extra core that busy-waits for a while -- stealing the second core from the
+# command's own start-up. No command does large linear algebra; the engine's threads are its
+# parallelism. An explicit setting in the environment is respected.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import typer
 
-app = typer.Typer(
-    name="qrsdp",
-    help="QRSDP: synthetic exchange data. Simulate limit-order-book sessions, inspect .qrsdp event logs, "
-    "and run the data platform around them.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode="markdown",
-)
+# command -> the module that registers it (``qrsdp COMMAND`` imports only that module: the
+# platform's commands pull in Kafka, ITCH and lake libraries that ``qrsdp run`` never needs)
+COMMAND_MODULES = {
+    "log-info": "log_info",
+    "run": "run",
+    "cli": "run",
+    "facts": "facts",
+    "stack": "stack",
+    "demo": "platform",
+    "backfill": "platform",
+    "ui": "platform",
+    "republish": "kafka",
+    "parquet-consumer": "kafka",
+    "calibrate": "calibrate",
+    "itch-stream": "itch",
+    "listen": "itch",
+    "itch-export": "itch",
+}
+_MODULE_ORDER = ("log_info", "run", "facts", "stack", "platform", "kafka", "calibrate", "itch")  # as --help lists them
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the QRSDP version and exit.", is_eager=True),
 ) -> None:
@@ -34,24 +51,46 @@ def _root(
         raise typer.Exit()
 
 
-def _register() -> None:
-    from qrsdp_sim.cli import calibrate, facts, itch, kafka, log_info, platform, run, stack
+def build_app(command: str | None = None) -> typer.Typer:
+    """The ``qrsdp`` app with every command, or only the commands of ``command``'s module."""
+    app = typer.Typer(
+        name="qrsdp",
+        help="QRSDP: synthetic exchange data. Simulate limit-order-book sessions, inspect .qrsdp event logs, "
+        "and run the data platform around them.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode="markdown",
+    )
+    app.callback()(_root)
+    names = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else _MODULE_ORDER
+    for name in names:
+        importlib.import_module(f"qrsdp_sim.cli.{name}").register(app)
+    return app
 
-    for module in (log_info, run, facts, stack, platform, kafka, calibrate, itch):
-        module.register(app)
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the full app, built on first use (``from qrsdp_sim.cli import app``)."""
+    if name == "app":
+        full = build_app()
+        globals()["app"] = full
+        return full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_register()
+def _app_for(argv: list[str]) -> typer.Typer:
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return build_app(first) if first in COMMAND_MODULES else build_app()
 
 
 def main() -> None:
-    app()
+    _app_for(sys.argv[1:])()
 
 
 def _alias(command: str) -> Callable[[], None]:
     def entry() -> None:
         sys.argv[1:1] = [command]
-        app()
+        build_app(command)()
 
     entry.__name__ = f"{command.replace('-', '_')}_alias"
     return entry

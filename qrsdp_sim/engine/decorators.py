@@ -5,10 +5,16 @@ whose multiplier decays between events (Hawkes excitation) is sampled exactly, n
 frozen at the last event:
 
 * ``dec_bound(t)`` must be >= the multiplier at every time after ``t`` until the next
-  accepted event (a decaying multiplier: its value at ``t``);
-* a candidate time ``tc`` is accepted with probability ``dec_multiplier(tc) / bound``;
-  when the two are equal no uniform is drawn, so a decorator that is switched off
-  consumes exactly the random numbers of the base model (byte-identical output);
+  event that changes the state (a decaying multiplier: its value at ``t``); the kernel
+  computes it at the start of a session, after every event that called ``dec_on_event`` with
+  ``trigger`` (every event for ``DEC_HAWKES``) and after a step of the exogenous signal, and
+  otherwise keeps the bound it has (still a bound: the multiplier only decayed since);
+* a candidate time ``tc`` is accepted with probability ``dec_multiplier(tc) / bound``: the
+  kernel draws a uniform u and accepts when u x bound < ``dec_lower(tc)`` (a cheap lower bound
+  of the multiplier) or else u x bound < ``dec_multiplier(tc)``, the same decision as with the
+  multiplier alone; for ``DEC_HAWKES``, when the multiplier equals its bound no uniform is
+  drawn; a decorator that is switched off is ``DEC_NONE`` and consumes exactly the random
+  numbers of the base model (byte-identical output);
 * after a rejection the kernel continues from ``tc`` with the multiplier it just
   computed there as the new bound (for a non-increasing multiplier that *is* the
   bound at ``tc``);
@@ -32,16 +38,23 @@ Kinds:
     by increasing beta; k_i > 0 when beta_i = k_i beta_(i-1) for a whole k_i, and then
     e^(-beta_i t) is computed as (e^(-beta_(i-1) t))^k_i by squaring instead of with another
     exponential (the default scales 30 s, 1 s, 0.05 s need one exponential per evaluation); ``state = [E_0 .. E_J-1, t_E,
-    N, M, D_0 .. D_J-1, t_D]``. Multiplier 1 + min(sum_j E_j e^(-beta_j (t - t_E)), cap). At a
+    N, M, D_0 .. D_J-1, t_D]``. Multiplier 1 + min(sum_j E_j e^(-beta_j (t - t_E)), cap), with E_j
+    the components just after the last *trigger*, at t_E: events that do not trigger leave the
+    state alone (the multiplier only decays until the next trigger), so they cost nothing. At a
     trigger, E_j += n w_j beta_j / lambda_hat, where lambda_hat = (N + lambda0 prior) / (M + prior)
-    estimates the base trigger rate (N triggers so far, M = integral of the multiplier so far):
-    each trigger then raises the expected number of later triggers by n (the branching ratio),
-    whatever the base model's rates, so the excitation is stationary for any n < 1 and its
-    mean multiplier is 1 / (1 - n). ``D_j``, ``t_D``: the decayed values computed at the last
-    candidate time, reused when that candidate is accepted (saves J exponentials per event).
+    estimates the base trigger rate (N triggers so far, M = integral of the multiplier up to the
+    last trigger, cap ignored): each trigger then raises the expected number of later triggers by
+    n (the branching ratio), whatever the base model's rates, so the excitation is stationary for
+    any n < 1 and its mean multiplier is 1 / (1 - n). ``D_j``, ``t_D``: the decayed components at
+    the last time the multiplier was evaluated exactly; ``dec_lower`` bounds the multiplier from
+    below from them without an exponential (the kernel's thinning accepts most candidates on
+    that bound alone), and a trigger at t_D reuses them.
 
-A new decorator adds a kind code and a branch in each of these three functions (and in
-``dec_integral``, which the kernel does not use: calibration replays a session's multiplier with it).
+A new decorator adds a kind code and a branch in ``dec_bound``, ``dec_multiplier`` and
+``dec_on_event`` (and in ``dec_integral``, which the kernel does not use: calibration replays a
+session's multiplier with it). The kernel calls ``dec_on_event`` at triggers only (every event
+for ``DEC_HAWKES``) and uses ``dec_lower`` for ``DEC_EXCITE`` only: a new kind is thinned like
+``DEC_HAWKES`` (the multiplier at every candidate) until the kernel's branches name it.
 """
 
 from __future__ import annotations
@@ -135,25 +148,40 @@ def _ipow(x, k):
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def _excite_lower(params, state, t):
+    """A lower bound of the multiplier at ``t`` (>= t_D) without an exponential: e^(-x) >= 1 - x
+    applied to the decay since the components were last evaluated (``D_j`` at ``t_D``)."""
+    j = int(params[X_J])
+    dt = t - state[2 * j + 3]
+    tot = 0.0
+    for i in range(j):  # branch-free: which components have decayed past the line is unpredictable
+        tot += state[j + 3 + i] * max(1.0 - params[X_BETA + i] * dt, 0.0)
+    return 1.0 + min(tot, params[X_CAP])
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def _excite_on_event(params, state, t, trigger):
+    """A trigger at ``t``: the integral of the multiplier since the last trigger, the new estimate
+    of the base trigger rate, and the jump. Other events change nothing (the multiplier decays
+    from the last trigger on, whatever happens in between)."""
+    if not trigger:
+        return
     j = int(params[X_J])
     if state[2 * j + 3] != t:
         _excite_multiplier(params, state, t)
-    # integral of the multiplier since the last update (cap ignored: an estimate's denominator)
+    # integral of the multiplier since the last trigger (cap ignored: an estimate's denominator)
     m = t - state[j]
     for i in range(j):
         m += (state[i] - state[j + 3 + i]) / params[X_BETA + i]
     state[j + 2] += m
-    if trigger:
-        prior = params[X_PRIOR]
-        lam = (state[j + 1] + params[X_LAMBDA0] * prior) / (state[j + 2] + prior)
-        k = params[X_N] / lam
-        for i in range(j):
-            state[i] = state[j + 3 + i] + k * params[X_BETA + j + i] * params[X_BETA + i]
-        state[j + 1] += 1.0
-    else:
-        for i in range(j):
-            state[i] = state[j + 3 + i]
+    prior = params[X_PRIOR]
+    lam = (state[j + 1] + params[X_LAMBDA0] * prior) / (state[j + 2] + prior)
+    k = params[X_N] / lam
+    for i in range(j):
+        e = state[j + 3 + i] + k * params[X_BETA + j + i] * params[X_BETA + i]
+        state[i] = e
+        state[j + 3 + i] = e  # the evaluation cache now holds the components at t (= t_D)
+    state[j + 1] += 1.0
     state[j] = t
 
 
@@ -178,6 +206,15 @@ def dec_multiplier(kind, params, state, t):
         return _hawkes_multiplier(params, state, t)
     if kind == DEC_EXCITE:
         return _excite_multiplier(params, state, t)
+    return 1.0
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def dec_lower(kind, params, state, t):
+    """A cheap lower bound of ``dec_multiplier(t)`` (1 when the kind has none); for the kernel's
+    thinning, which accepts a candidate on it without evaluating the multiplier."""
+    if kind == DEC_EXCITE:
+        return _excite_lower(params, state, t)
     return 1.0
 
 

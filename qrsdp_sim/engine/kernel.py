@@ -37,7 +37,15 @@ from qrsdp_sim.engine.book import (
     window_depth,
 )
 from qrsdp_sim.engine.clock import CK_INV_RATE, CK_THETA
-from qrsdp_sim.engine.decorators import DEC_NONE, dec_bound, dec_multiplier, dec_on_event
+from qrsdp_sim.engine.decorators import (
+    DEC_EXCITE,
+    DEC_HAWKES,
+    DEC_NONE,
+    dec_bound,
+    dec_lower,
+    dec_multiplier,
+    dec_on_event,
+)
 from qrsdp_sim.engine.models.base import (
     MODEL_CONSTANT,
     MODEL_HLR,
@@ -66,7 +74,8 @@ F_EXO = 3  # the exogenous signal's current step (an index, kept as a float)
 F_LAST_TS = 4  # timestamp (ns) of the last record written
 F_META_SIGN = 5  # the active metaorder's side: 0 none yet, 1 buy, -1 sell
 F_META_LEFT = 6  # children the active metaorder still has
-N_FST = 7
+F_BOUND = 7  # the thinning bound carried to the next call (0: compute it afresh)
+N_FST = 8
 
 # session parameters (float64 array ``spar``)
 S_PARTIAL = 0  # share of cancels that are partial
@@ -127,6 +136,15 @@ def _top_of_book(grid, ist, tob, row):
     tob[row, 3] = grid[G_QSUM, 1, ba - base]
     tob[row, 4] = window_depth(grid, ist, 0)
     tob[row, 5] = window_depth(grid, ist, 1)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def count_types(records, counts):
+    """Add the records of each type (``counts[type]``, types 0-5) to ``counts``: one pass, no temporaries."""
+    for i in range(records.shape[0]):
+        t = records[i].type
+        if t < 6:
+            counts[t] += 1
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -225,6 +243,7 @@ def run_kernel(
     jx = np.int64(fst[F_EXO])
     last_ts = np.uint64(fst[F_LAST_TS])
     tcal = fst[F_CAL]
+    m_hi = fst[F_BOUND]  # the thinning bound; 0: compute it at the current time
 
     while True:
         # room for the worst case of the next event (a market order touches every order at the best)
@@ -264,9 +283,11 @@ def run_kernel(
         # -- next event time: thinning against the decorator's bound
         # (Ogata): candidates from a Poisson process of rate total x bound, each accepted with
         # probability multiplier / bound; after a rejection the multiplier just computed at the
-        # candidate is the new bound (the multiplier does not increase between events)
+        # candidate is the new bound (the multiplier does not increase between triggers, so a
+        # bound stays one until the next trigger: events that do not excite keep it)
         accepted = False
-        m_hi = dec_bound(dec_kind, dec_params, dec_state, t)
+        if m_hi == 0.0:
+            m_hi = dec_bound(dec_kind, dec_params, dec_state, t)
         while True:
             tc = t + exponential_zig(rng) / (total * m_hi)
             if tc >= t_limit:
@@ -275,6 +296,19 @@ def run_kernel(
                 t = tc
                 accepted = True
                 break
+            if dec_kind == DEC_EXCITE:
+                # squeeze: most candidates are accepted on a lower bound, without an exponential
+                u = uniform(rng) * m_hi
+                t = tc
+                if u < dec_lower(dec_kind, dec_params, dec_state, tc):
+                    accepted = True
+                    break
+                m = dec_multiplier(dec_kind, dec_params, dec_state, tc)
+                if u < m:
+                    accepted = True
+                    break
+                m_hi = m
+                continue
             m = dec_multiplier(dec_kind, dec_params, dec_state, tc)
             t = tc
             if m >= m_hi or uniform(rng) * m_hi < m:
@@ -283,6 +317,7 @@ def run_kernel(
             m_hi = m
         if not accepted:
             t = t_limit
+            m_hi = 0.0  # a step of the exogenous signal: the bound is taken afresh there
             if t_limit >= t_end:
                 status = DONE
                 break
@@ -373,7 +408,9 @@ def run_kernel(
             _top_of_book(grid, ist, tob, n - 1)
         if dec_kind != DEC_NONE:
             trigger = etype >= 4 or ist[BB] + ist[BB + 1] != mid_before
-            dec_on_event(dec_kind, dec_params, dec_state, t, etype, trigger)
+            if trigger or dec_kind == DEC_HAWKES:  # the seed's Hawkes form: every event excites
+                dec_on_event(dec_kind, dec_params, dec_state, t, etype, trigger)
+                m_hi = 0.0
     fst[F_TIME] = t
     fst[F_CAL] = tcal
     fst[F_CELL] = cell
@@ -381,4 +418,5 @@ def run_kernel(
     fst[F_LAST_TS] = last_ts
     fst[F_META_SIGN] = meta_sign
     fst[F_META_LEFT] = meta_left
+    fst[F_BOUND] = m_hi
     return status, n

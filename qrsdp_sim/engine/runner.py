@@ -48,6 +48,7 @@ from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
 from qrsdp_sim.engine.realism import Realism
 from qrsdp_sim.engine.seeds import SEED_STRATEGY, session_seed, validate_symbol
 from qrsdp_sim.engine.session import DEFAULT_BATCH, SessionConfig, SessionResult, simulate_to_file
+from qrsdp_sim.eventlog.closer import BackgroundCloser
 from qrsdp_sim.eventlog.format import DEFAULT_CHUNK_CAPACITY
 from qrsdp_sim.sinks.base import EventSink
 
@@ -246,12 +247,14 @@ def simulate_symbol_date(
     realtime_speed: float | None = None,
     fsync: bool = True,
     stop: threading.Event | None = None,
+    closer: BackgroundCloser | None = None,
 ) -> SessionResult:
     """Simulate one symbol-date opening at ``open_ticks`` into ``path`` (a ``.qrsdp`` file).
 
     The orchestrator's per-partition entry point. ``open_ticks`` is the symbol's ``p0``
     on its first date and the previous trading date's ``close_ticks`` afterwards.
-    ``stop``: see ``simulate_session`` (raises ``SessionInterrupted``; no file is left).
+    ``stop``: see ``simulate_session`` (raises ``SessionInterrupted``; no file is left);
+    ``closer``: see ``simulate_to_file`` (the file is complete after ``closer.wait()``).
     """
     config = spec.session_config(symbol, date, open_ticks)
     return simulate_to_file(
@@ -264,6 +267,7 @@ def simulate_symbol_date(
         exo=spec.factor_signal(date),
         exo_step_seconds=spec.factor.step_seconds,
         stop=stop,
+        closer=closer,
     )
 
 
@@ -279,6 +283,7 @@ def run_session(
     publisher: SessionPublisher | None = None,
     run_id: str = "",
     stop: threading.Event | None = None,
+    closer: BackgroundCloser | None = None,
 ) -> SessionRecord:
     """One session of a run: its file under ``output_dir``, published too when there is a publisher
     (the end-of-session marker goes out after the file is complete). ``stop``: see ``simulate_session``."""
@@ -292,7 +297,7 @@ def run_session(
     extra = [publisher.open_session(symbol, date, run_id)] if publisher is not None else None
     result = simulate_symbol_date(
         spec, symbol, date, open_ticks, path, progress=cb, realtime_speed=realtime_speed,
-        extra_sinks=extra, stop=stop,
+        extra_sinks=extra, stop=stop, closer=closer,
     )
     if publisher is not None and extra:
         publisher.end_session(extra[0], session_description(spec, symbol, date, result))
@@ -308,6 +313,7 @@ def _run_security(
     stop: threading.Event,
     publisher: SessionPublisher | None = None,
     run_id: str = "",
+    closer: BackgroundCloser | None = None,
 ) -> list[SessionRecord]:
     out: list[SessionRecord] = []
     open_ticks = sec.p0_ticks
@@ -315,7 +321,7 @@ def _run_security(
         if stop.is_set():
             break
         rec = run_session(spec, sec.symbol, date, open_ticks, output_dir, progress=progress,
-                          realtime_speed=realtime_speed, publisher=publisher, run_id=run_id)
+                          realtime_speed=realtime_speed, publisher=publisher, run_id=run_id, closer=closer)
         out.append(rec)
         open_ticks = rec.result.close_ticks
     return out
@@ -399,19 +405,30 @@ def run(
     run_id = run_id or uuid.uuid4().hex
     sessions: list[SessionRecord] = []
     n_workers = max(1, min(workers, len(securities)))
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="qrsdp-sim") as pool:
-        futures = [
-            pool.submit(_run_security, spec, sec, output, progress, realtime_speed, stop, publisher, run_id)
-            for sec in securities
-        ]
-        try:
-            for fut in futures:
-                sessions.extend(fut.result())
-        except BaseException:
-            stop.set()
-            if publisher is not None:
-                publisher.close()
-            raise
+    # files are closed (index, fsync, rename) off the simulating threads, except when a publisher's
+    # end-of-session marker must follow the complete file
+    closer = BackgroundCloser() if publisher is None else None
+    try:
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="qrsdp-sim") as pool:
+            futures = [
+                pool.submit(
+                    _run_security, spec, sec, output, progress, realtime_speed, stop, publisher, run_id, closer
+                )
+                for sec in securities
+            ]
+            try:
+                for fut in futures:
+                    sessions.extend(fut.result())
+            except BaseException:
+                stop.set()
+                if publisher is not None:
+                    publisher.close()
+                raise
+        if closer is not None:
+            closer.wait()
+    finally:
+        if closer is not None:
+            closer.shutdown()
     order = {s.symbol: i for i, s in enumerate(securities)}
     sessions.sort(key=lambda r: (order[r.symbol], r.date))
     manifest = build_manifest(spec, securities, sessions, run_id)

@@ -35,6 +35,7 @@ from qrsdp_sim.engine.kernel import (
     S_UNIT,
     TOB_COLS,
     buffer_records,
+    count_types,
     max_records_per_event,
     run_kernel,
     scratch_size,
@@ -44,6 +45,7 @@ from qrsdp_sim.engine.models.simple_imbalance import SimpleImbalance
 from qrsdp_sim.engine.pacing import Pacer
 from qrsdp_sim.engine.realism import Realism
 from qrsdp_sim.engine.rng import seed_state
+from qrsdp_sim.eventlog.closer import BackgroundCloser
 from qrsdp_sim.eventlog.format import DEFAULT_CHUNK_CAPACITY, LogHeader
 from qrsdp_sim.eventlog.writer import BinaryFileSink
 from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
@@ -391,7 +393,7 @@ def simulate_session(
     for records, _ in driver.batches():
         if stop is not None and stop.is_set():
             raise interrupted(delivered)
-        counts += np.bincount(records["type"], minlength=6)[:6]
+        count_types(records, counts)
         if pacer is not None:
             handed = pacer.deliver(sink, records)
             if handed < len(records):
@@ -418,6 +420,7 @@ def simulate_to_file(
     exo: np.ndarray | None = None,
     exo_step_seconds: float = 1.0,
     stop: threading.Event | None = None,
+    closer: BackgroundCloser | None = None,
 ) -> SessionResult:
     """Simulate one session into a ``.qrsdp`` file (published atomically on success).
 
@@ -425,7 +428,9 @@ def simulate_to_file(
     fails is isolated and its failure listed in ``SessionResult.sink_failures``. On any
     error of the file itself the partial file is removed and the exception propagates.
     ``exo`` / ``exo_step_seconds`` / ``stop``: as for ``simulate_session`` (an interrupted
-    session leaves no file, not even a partial one).
+    session leaves no file, not even a partial one). ``closer``: the file is closed (index, fsync,
+    rename) on the closer's thread and this returns as soon as the records are written; the file
+    is in place once ``closer.wait()`` has returned.
     """
     config.validate()
     started = time.perf_counter()
@@ -449,11 +454,16 @@ def simulate_to_file(
             stop=stop,
         )
         sink.flush()
-        file_sink.close()
+        if closer is None:
+            file_sink.close()
     except BaseException:
         file_sink.abort()
         raise
-    size = Path(path).stat().st_size
+    if closer is not None:
+        size = file_sink.closed_size
+        closer.close_later(file_sink)
+    else:
+        size = Path(path).stat().st_size
     failures = tuple(f"{f.sink}: {f.operation}: {f.error}" for f in mux.failures) if mux else ()
     return replace(
         result,

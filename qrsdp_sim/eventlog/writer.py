@@ -154,6 +154,13 @@ class BinaryFileSink:
     def file_size(self) -> int:
         return self._offset
 
+    @property
+    def closed_size(self) -> int:
+        """The file's size once ``close`` has written the index (after ``flush``: no records pending)."""
+        if self._n_pending:
+            raise ValueError(f"{self.path}: flush before asking for the closed size")
+        return self._offset + len(self._index) * INDEX_ENTRY.size + INDEX_TAIL.size
+
     def __enter__(self) -> BinaryFileSink:
         return self
 

@@ -119,6 +119,15 @@ class _Source:
     def fetch(self, budget: int, timeout: float) -> list[Item]:
         raise NotImplementedError
 
+    def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
+        raise NotImplementedError
+
+    def commit_start(self, offsets: dict[int, int], metadata: dict[int, str]) -> Callable[[], None]:
+        """Start a commit; the returned function returns once it is confirmed (raises when it failed for
+        good). Here: the commit is made synchronously now."""
+        self.commit(offsets, metadata)
+        return lambda: None
+
     def read_range(self, start: dict[int, int], end: dict[int, int], timeout: float = 120.0) -> Iterator[list[Item]]:
         """Every message in [start[p], end[p]) of each partition, in batches (each partition in order).
         Leaves the client positioned somewhere past the range: the caller assigns afterwards."""
@@ -233,6 +242,7 @@ class BridgeKafkaSource(_Source):
         self.cfg = cfg
         self.consumer = consumer or BridgeConsumer(cfg.brokers, cfg.topic, cfg.group_id, mode="assign")
         self._carry: collections.deque[Item] = collections.deque()  # fetched, not yet batched
+        self._carried = 0  # messages in _carry
         self._low: dict[int, int] = {}
 
     def _call(self, what: str, fn: Callable[[], Any], timeout: float = 60.0, *, topic_known: bool = True) -> Any:
@@ -274,13 +284,33 @@ class BridgeKafkaSource(_Source):
     def assign(self, offsets: dict[int, int]) -> None:
         self._call("assign", lambda: self.consumer.assign(offsets))
         self._carry.clear()  # the bridge drops what it held of the old positions; so do we
+        self._carried = 0
 
     def commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
         self._call("commit", lambda: self.consumer.commit(offsets, metadata))
 
+    def commit_start(self, offsets: dict[int, int], metadata: dict[int, str]) -> Callable[[], None]:
+        """Send the commit now; the returned function waits for the broker's answer. A refused commit
+        is made again synchronously, with the retries of :meth:`commit`."""
+        try:
+            wait = self.consumer.commit_start(offsets, metadata)
+        except BridgeRequestError:
+            return lambda: self.commit(offsets, metadata)
+
+        def confirm() -> None:
+            try:
+                wait()
+            except BridgeRequestError as exc:
+                log.warning("itch-stream: Kafka commit: %s (retrying)", exc)
+                self.commit(offsets, metadata)
+
+        return confirm
+
     def _next(self, timeout: float) -> Item | None:
         if self._carry:
-            return self._carry.popleft()
+            item = self._carry.popleft()
+            self._carried -= _item_count(item)
+            return item
         deadline = time.monotonic() + timeout
         while True:
             item = self.consumer.poll(max(0.0, deadline - time.monotonic()))
@@ -300,24 +330,28 @@ class BridgeKafkaSource(_Source):
             k = _item_count(item)
             if n + k > budget:
                 self._carry.appendleft(run_slice(item, budget - n))
+                self._carried += k - (budget - n)
                 item = run_slice(item, 0, budget - n)
                 k = budget - n
             out.append(item)
             n += k
         return out
 
-    def prefetch(self, limit: int, timeout: float) -> None:
+    def prefetch(self, limit: int, timeout: float) -> bool:
         """Take what the bridge has sent, up to ``limit`` messages held, waiting at most ``timeout`` s for
-        more: the bridge goes on fetching and converting meanwhile instead of blocking on its stdout."""
-        held = sum(_item_count(i) for i in self._carry)
+        more: the bridge goes on fetching and converting meanwhile instead of blocking on its stdout.
+        False when ``limit`` messages are held already (nothing was read)."""
+        if self._carried >= limit:
+            return False
         deadline = time.monotonic() + timeout
-        while held < limit:
+        while self._carried < limit:
             item = self.consumer.poll(max(0.0, deadline - time.monotonic()))
             if item is None:
-                return
+                break
             if not isinstance(item, Event):
                 self._carry.append(item)
-                held += _item_count(item)
+                self._carried += _item_count(item)
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(BridgeError):

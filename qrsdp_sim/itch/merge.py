@@ -51,6 +51,7 @@ class Taken:
                                for _s, h in self.parts])
         if self.order is not None:
             recs, locs, seqs, offs = recs[self.order], locs[self.order], seqs[self.order], offs[self.order]
+        recs.flags.writeable = False  # like every record array the streamer handles: one compiled version
         return recs, locs, seqs, offs
 
 

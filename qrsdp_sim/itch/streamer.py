@@ -41,9 +41,11 @@ may switch clients across a restart.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,17 +97,82 @@ class EndOfSession:
 
 
 @dataclass
-class Timings:
-    """Seconds the main loop spent per step on batches that carried messages (waiting included)."""
+class DeadRecord:
+    """An event its resting order refused when it was encoded: dead-lettered when the step's actions
+    run (after the step's write-ahead commit is confirmed, like every other effect of a step)."""
 
-    restore: float = 0.0  # re-reading Kafka after a restart
-    fetch: float = 0.0  # taking the batch from the Kafka client
-    process: float = 0.0  # checking and holding it, merging, encoding
-    commit: float = 0.0  # the write-ahead commits
-    send: float = 0.0  # packets out (and pacing in real-time mode)
+    symbol: str
+    date: str
+    partition: int
+    offset: int
+    seq: int
+    record: np.void
+    reason_name: str
+    reason: str
+
+
+def warm_up(feed: DayFeed, max_packet: int = mold.DEFAULT_MAX_PACKET, span_ns: int | None = None) -> None:
+    """Call every compiled function of the streamer's hot path once, with the argument types it meets
+    there, so the first batches never wait for a compile or a cache load in the main loop. numba makes
+    one machine-code version per argument type, and a read-only array is another type than a writable
+    one: every record array the streamer handles is read-only (a view of what the Kafka client read;
+    the merge marks its copy read-only too), so these are too. A changed source compiles them here
+    (seconds, once per installation); an unchanged one loads them from numba's cache."""
+    from qrsdp_sim.itch.validate import StockSequence, check_records
+
+    recs = np.zeros(4, RECORD_DTYPE)
+    recs["ts_ns"] = 1
+    recs["type"] = [0, 1, 3, 0]
+    recs["side"] = [0, 1, 1, 0]
+    recs["price_ticks"] = 1
+    recs["qty"] = 1
+    recs["order_id"] = [1, 2, 2, 3]
+    recs.flags.writeable = False
+    fit = check_records(recs, locate=1, n_locates=feed.directory.n, tick_size=feed.tick_size) == 0
+    StockSequence().feed(recs["ts_ns"], 0, fit)
+    framed = feed.orders(recs, 1, 1, OrderTable(16, 16)).framed
+    feed.orders(recs, 1, 1, OrderTable(16, 16), write=False)
+    mold.packet_bounds(framed, max_packet, span_ns)
+    OrderTable(16, 16).reserve(64)  # the table's growth (a day's first batches)
+
+
+class Timings:
+    """Seconds the main loop spent per step on batches that carried messages: wall time (waiting
+    included) and the main thread's CPU time.
+
+    Steps: ``restore`` (re-reading Kafka after a restart), ``fetch`` (taking the batch from the Kafka
+    client), ``process`` (checking and holding it, merging, encoding), ``commit`` (the write-ahead
+    commits), ``send`` (packets out, and pacing in real-time mode)."""
+
+    STEPS = ("restore", "fetch", "process", "commit", "send")
+
+    def __init__(self) -> None:
+        self.wall = dict.fromkeys(self.STEPS, 0.0)
+        self.cpu = dict.fromkeys(self.STEPS, 0.0)
+        self._mark = (0.0, 0.0)
+
+    def start(self) -> None:
+        self._mark = (time.perf_counter(), time.thread_time())
+
+    def lap(self, step: str) -> None:
+        """Charge the time since the last ``start``/``lap`` to ``step``."""
+        now = (time.perf_counter(), time.thread_time())
+        self.wall[step] += now[0] - self._mark[0]
+        self.cpu[step] += now[1] - self._mark[1]
+        self._mark = now
 
     def to_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.__dict__.items()}
+        return {k: round(v, 4) for k, v in self.wall.items()}
+
+    def cpu_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.cpu.items()}
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process (every thread, start-up included) and of its ended child processes
+    (the Kafka bridge, once closed)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"process": round(me.ru_utime + me.ru_stime, 3), "children": round(kids.ru_utime + kids.ru_stime, 3)}
 
 
 class Streamer:
@@ -178,20 +245,7 @@ class Streamer:
     def _warm_up(self) -> None:
         """Load the compiled checks, encoder and packetiser (numba's cache: ~0.5 s on first use)."""
         try:
-            recs = np.zeros(3, RECORD_DTYPE)
-            recs["ts_ns"] = 1
-            recs["type"] = [0, 1, 3]
-            recs["side"] = [0, 1, 1]
-            recs["price_ticks"] = 1
-            recs["qty"] = 1
-            recs["order_id"] = [1, 2, 2]
-            from qrsdp_sim.itch.validate import StockSequence, check_records
-
-            fit = check_records(recs, locate=1, n_locates=self.directory.n, tick_size=self.feed.tick_size) == 0
-            StockSequence().feed(recs["ts_ns"], 0, fit)
-            framed = self.feed.orders(recs, 1, 1, OrderTable(16)).framed
-            self.feed.orders(recs, 1, 1, OrderTable(16), write=False)
-            mold.packet_bounds(framed, self.cfg.max_packet, int(1e6 * self.cfg.speed) if self.cfg.realtime else None)
+            warm_up(self.feed, self.cfg.max_packet, int(1e6 * self.cfg.speed) if self.cfg.realtime else None)
         except Exception:  # the real call reports any problem
             log.debug("itch-stream: warm-up failed", exc_info=True)
 
@@ -216,6 +270,10 @@ class Streamer:
     def _commit(self, offsets: dict[int, int], metadata: dict[int, str]) -> None:
         self.kafka.commit({p: offsets[p] for p in self._partitions}, metadata)
 
+    def _commit_start(self, offsets: dict[int, int], metadata: dict[int, str]) -> Callable[[], None]:
+        """Send a commit; the returned function returns once the broker confirmed it."""
+        return self.kafka.commit_start({p: offsets[p] for p in self._partitions}, metadata)
+
     def _confirm_dead_letters(self) -> None:
         """Every dead letter is in its topic before any offset passes it (waits while Kafka cannot take
         them; the messages are read again after a restart if it never can)."""
@@ -234,7 +292,7 @@ class Streamer:
     def _restore(self) -> None:
         """Position and feed state from the group's committed offsets: re-read each running stock's day
         (resting orders, events held for the merge), re-send a step that was in flight."""
-        t0 = time.perf_counter()
+        self.timings.start()
         self._partitions = self.kafka.partitions()
         consumed: dict[int, int] = {}
         metas: dict[int, str] = {}
@@ -271,7 +329,7 @@ class Streamer:
             for batch in self.kafka.read_range(start, read_to):
                 intake.items(batch, time.monotonic(), fresh_from=consumed)
         intake.consumed = dict(read_to)
-        self.timings.restore += time.perf_counter() - t0
+        self.timings.lap("restore")
         if step is not None:
             before = self.counters.messages
             self._send(self._execute(step), resend=True)
@@ -357,9 +415,9 @@ class Streamer:
                 code = int(enc.reasons[i])
                 loc = int(locs[i]) if isinstance(locs, np.ndarray) else locs
                 sym = symbols[loc - 1]
-                self.intake.dead_record(sym, date, day.stocks[sym].partition, int(offs[i]), int(seqs[i]), recs[i],
-                                        REASON_NAMES[code],
-                                        describe(code, recs[i], self.feed.tick_size, int(enc.rest[i])))
+                out.append(DeadRecord(sym, date, day.stocks[sym].partition, int(offs[i]), int(seqs[i]), recs[i],
+                                      REASON_NAMES[code],
+                                      describe(code, recs[i], self.feed.tick_size, int(enc.rest[i]))))
         framed = enc.framed
         if framed.count:
             ts = framed.ts
@@ -401,6 +459,10 @@ class Streamer:
         """Send actions in order; False if stopped part-way (the batch stays in flight)."""
         sender = self.sender
         for action in actions:
+            if isinstance(action, DeadRecord):
+                self.intake.dead_record(action.symbol, action.date, action.partition, action.offset, action.seq,
+                                        action.record, action.reason_name, action.reason)
+                continue
             if isinstance(action, EndOfSession):
                 sender.send(mold.end_of_session(action.session, action.next_seq), lossy=False)
                 self.counters.eos_packets += 1
@@ -470,7 +532,7 @@ class Streamer:
         """Read ``batch`` and send what the merge lets out. Returns (completed, anything done); not
         completed means stopped part-way (the step stays in flight: a restart re-sends it)."""
         tm = self.timings
-        t0 = time.perf_counter()
+        tm.start()
         before = self.state.snapshot()
         offsets = dict(self.intake.consumed)
         now = time.monotonic()
@@ -478,22 +540,23 @@ class Streamer:
             self._await_warm_up()
             self.intake.items(batch, now)
         step = self._plan(now)
-        t1 = time.perf_counter()
-        tm.process += t1 - t0
+        tm.lap("process")
         if not batch and not step.cuts and not step.closes:
             return True, False
         self._confirm_dead_letters()
-        self._commit(offsets, {p: before.encode(p, step) for p in self._partitions})  # write-ahead
+        # write-ahead: the step is committed before any of its effects; its encoding does not depend on
+        # the commit, so it runs while the broker answers
+        confirm = self._commit_start(offsets, {p: before.encode(p, step) for p in self._partitions})
         self._clean = False
-        t2 = time.perf_counter()
-        tm.commit += t2 - t1
+        tm.lap("commit")
         actions = self._execute(step)
-        t3 = time.perf_counter()
-        tm.process += t3 - t2
+        tm.lap("process")
+        confirm()
+        tm.lap("commit")
         self.counters.batches += 1
         if not self._send(actions):
             return False, True
-        tm.send += time.perf_counter() - t3
+        tm.lap("send")
         return True, True
 
     def run(self) -> dict[str, Any]:
@@ -505,7 +568,8 @@ class Streamer:
             if isinstance(self.kafka, BridgeKafkaSource):
                 # while the compiled code loads, read ahead so the bridge keeps converting
                 while self._warm_thread is not None and self._warm_thread.is_alive() and not self._stop.is_set():
-                    self.kafka.prefetch(PREFETCH, 0.01)
+                    if not self.kafka.prefetch(PREFETCH, 0.01):
+                        self._warm_thread.join(0.05)  # read ahead as far as allowed: only wait
             while not self._stop.is_set():
                 now = time.monotonic()
                 if self.cfg.max_runtime and now - t_start > self.cfg.max_runtime:
@@ -521,10 +585,11 @@ class Streamer:
                     self._idle_tasks(now)
                     time.sleep(0.05)
                     continue
-                t0 = time.perf_counter()
+                fetch_started = (time.perf_counter(), time.thread_time())
                 batch = self.kafka.fetch(self.cfg.batch, 0.2)
                 if batch:
-                    self.timings.fetch += time.perf_counter() - t0
+                    self.timings.wall["fetch"] += time.perf_counter() - fetch_started[0]
+                    self.timings.cpu["fetch"] += time.thread_time() - fetch_started[1]
                 completed, busy = self._step(batch)
                 if not completed:
                     self._aborted = True
@@ -539,6 +604,7 @@ class Streamer:
         summary: dict[str, Any] = {
             "counters": self.counters.to_dict(),
             "timings_s": self.timings.to_dict(),
+            "cpu_s": {"steps": self.timings.cpu_dict(), **_cpu_seconds()},
             "next_offsets": dict(self.intake.consumed),
             "sessions": {d: v.next_seq for d, v in self.state.days.items()},
             "held": {d: v.held for d, v in self.state.days.items()},

@@ -771,12 +771,21 @@ class BridgeConsumer:
                metadata: Mapping[int, str] | None = None, *, timeout: float = 30.0) -> None:
         """Commit ``{partition: next offset}`` synchronously (with ``{partition: metadata}``, <= 4000 bytes
         each). Raises :class:`BridgeRequestError` when the broker refuses."""
+        self.commit_start(offsets, metadata, timeout=timeout)()
+
+    def commit_start(self, offsets: Mapping[int, int] | Iterable[tuple[int, int]],
+                     metadata: Mapping[int, str] | None = None, *, timeout: float = 30.0) -> Callable[[], None]:
+        """Send a commit and return at once the function that waits for its answer (raising
+        :class:`BridgeRequestError` when the broker refused): work that does not depend on the commit
+        goes on meanwhile. Call the returned function before the next request or ``poll``."""
         pairs = offsets.items() if isinstance(offsets, Mapping) else offsets
         meta = metadata or {}
         body = [{"partition": int(p), "offset": int(o), "metadata": meta.get(int(p), "")} for p, o in pairs]
         if not body:
-            return
-        self._request({"op": "commit", "offsets": body, "timeout_ms": int(timeout * 1000)}, "committed", timeout)
+            return lambda: None
+        cmd = {"op": "commit", "offsets": body, "timeout_ms": int(timeout * 1000)}
+        rid = self._send_request(cmd)
+        return lambda: self._check_reply(cmd, self._request_wait("committed", rid, timeout + 30.0))
 
     def committed(self, *, timeout: float = 30.0) -> dict[int, tuple[int, str]]:
         """The group's committed ``{partition: (offset, metadata)}`` for this topic (absent: none)."""
@@ -828,11 +837,17 @@ class BridgeConsumer:
         self.close()
 
     def _request(self, cmd: dict[str, Any], event: str, timeout: float) -> dict[str, Any]:
+        rid = self._send_request(cmd)
+        return self._check_reply(cmd, self._request_wait(event, rid, timeout + 30.0))
+
+    def _send_request(self, cmd: dict[str, Any]) -> int:
         if self.closed:
             raise BridgeError(f"BridgeConsumer: {cmd['op']} after close")
         rid = next(self._ids)
         self._proc.write(encode_json({**cmd, "id": rid}))
-        reply = self._request_wait(event, rid, timeout + 30.0)
+        return rid
+
+    def _check_reply(self, cmd: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
         if reply.get("error"):
             raise BridgeRequestError(f"{cmd['op']} on {self.topic} (group {self.group}): {reply['error']}")
         return reply

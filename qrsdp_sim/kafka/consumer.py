@@ -70,7 +70,7 @@ from qrsdp_sim.kafka.decode import (
 from qrsdp_sim.kafka.message import DEAD_LETTER_TOPIC, DEFAULT_TOPIC
 from qrsdp_sim.kafka.names import DEFAULT_BATCH_RECORDS
 from qrsdp_sim.lake.landing import events_table
-from qrsdp_sim.lake.store import Lake, utc_now_iso
+from qrsdp_sim.lake.store import Lake, parquet_encoding, utc_now_iso
 from qrsdp_sim.records import RECORD_SIZE
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,6 @@ GROUP_ID = "parquet-writer"
 # increasing ones (ts_ns, seq, order_id) delta-encoded -- trying a dictionary on them and falling back
 # costs half the encoding time; LZ4: with the delta encoding a chunk encodes in ~30% less CPU than
 # with zstd and plain ints, and is still ~10% smaller.
-DICTIONARY_COLUMNS = ["symbol", "date", "type", "side", "price_ticks", "qty", "_landed_at"]
-DELTA_COLUMNS = {name: "DELTA_BINARY_PACKED" for name in ("ts_ns", "seq", "order_id")}
 MAX_ATTEMPTS = 3  # a write failing with anything but an I/O error is set aside after this many tries
 MAX_KNOWN_SESSIONS = 4096  # sessions whose objects are remembered for completion (bounded memory)
 # Pending messages of a partition are landed once they hold this much, whatever their offsets: a flood
@@ -648,8 +646,7 @@ class ParquetConsumer:
         table = events_table(rows.records, rows.symbol, rows.date, landed_at=utc_now_iso())
         table = table.set_column(table.schema.get_field_index("seq"), "seq", [rows.seq])
         buf = pa.BufferOutputStream()
-        pq.write_table(table, buf, compression=self.compression, use_dictionary=DICTIONARY_COLUMNS,
-                       column_encoding=DELTA_COLUMNS)
+        pq.write_table(table, buf, compression=self.compression, **parquet_encoding(table.column_names))
         data = buf.getvalue()
         pdir = self.lake.partition_dir("events", rows.symbol, rows.date)
         name = f"events-{landing.partition}-{rows.first_offset}-{landing.owner}.parquet"

@@ -294,8 +294,14 @@ def read_records(lake: Lake, symbol: str, date: dt.date | str) -> np.ndarray:
     delivery is harmless. Raises :class:`LakeError` for two different records under
     one seq, or for a gap in ``seq`` (which must run 0..n-1).
     """
-    t = lake.read_partition("events", symbol, date)
+    t = lake.read_partition("events", symbol, date, columns=["seq", *RECORD_DTYPE.names])
     seq = t.column("seq").to_numpy()
+    rec = np.empty(len(seq), dtype=RECORD_DTYPE)
+    if np.array_equal(seq, np.arange(len(seq), dtype=seq.dtype)):
+        # stored as seq 0..n-1 (what land_records writes): already in order, no copies, no gaps
+        for name in RECORD_DTYPE.names:
+            rec[name] = t.column(name).to_numpy()
+        return rec
     order = np.argsort(seq, kind="stable")
     seq = seq[order]
     rec = np.empty(len(seq), dtype=RECORD_DTYPE)

@@ -123,9 +123,11 @@ def simple_rates(grid, ist, p, x, mult, unit, rates):
     qa = grid[G_QSUM, 1, ia]
     db = 0
     da = 0
+    # unsigned indices (never negative here): no wrap-around code, so the short loop stays scalar
+    # loads instead of a vector gather
     for k in range(K):
-        db += grid[G_QSUM, 0, ib - k]
-        da += grid[G_QSUM, 1, ia + k]
+        db += grid[G_QSUM, 0, np.uint64(ib - k)]
+        da += grid[G_QSUM, 1, np.uint64(ia + k)]
     imb = (qb - qa) / (qb + qa + 1e-9)
     shift = 0.0
     if x != 0.0:

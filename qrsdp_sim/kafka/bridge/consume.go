@@ -40,6 +40,7 @@ type consumerConfig struct {
 	revokeWaitMs       int
 	requestTimeoutMs   int
 	outBuffer          int
+	rawFetch           bool
 }
 
 func parseConsumeFlags(args []string, stderr io.Writer) (consumerConfig, error) {
@@ -63,6 +64,7 @@ func parseConsumeFlags(args []string, stderr io.Writer) (consumerConfig, error) 
 	fs.IntVar(&c.revokeWaitMs, "revoke-wait-ms", 30_000, "how long a revoke waits for Python's revoke_done (ms)")
 	fs.IntVar(&c.requestTimeoutMs, "request-timeout-ms", 30_000, "default timeout of commit/committed/partitions commands (ms)")
 	fs.IntVar(&c.outBuffer, "out-buffer", 4<<20, "stdout buffer size (bytes)")
+	fs.BoolVar(&c.rawFetch, "raw-fetch", true, "--assign: fetch and walk record batches directly (rawfetch.go); false: franz-go's consumer")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -166,7 +168,11 @@ func runConsume(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c.out.event(map[string]any{"event": "ready", "mode": mode, "pid": os.Getpid(), "topic": cfg.topic,
 		"group": cfg.group})
 	go c.readCommands(bufio.NewReaderSize(stdin, 1<<16))
-	c.fetchLoop()
+	if cfg.assign && cfg.rawFetch {
+		c.rawFetchLoop()
+	} else {
+		c.fetchLoop()
+	}
 	c.close()
 	return exitOK
 }
@@ -484,19 +490,29 @@ func (c *consumer) onRevoked(lost bool) func(context.Context, *kgo.Client, map[s
 
 // ---------------------------------------------------------------- fetch loop
 
+// nextRound starts one round of a fetch loop: the pending assign commands are applied (apply), and
+// the round's context is one that a later assign or a stop cancels. stop: the consumer is stopping.
+func (c *consumer) nextRound(apply func(*command)) (ctx context.Context, cancel context.CancelFunc, stop bool) {
+	c.mu.Lock()
+	cmds := c.pending
+	c.pending = nil
+	ctx, cancel = context.WithCancel(context.Background())
+	c.pollCancel = cancel
+	c.mu.Unlock()
+	for _, cmd := range cmds {
+		apply(cmd)
+	}
+	if c.stopping.Load() {
+		cancel()
+		return nil, nil, true
+	}
+	return ctx, cancel, false
+}
+
 func (c *consumer) fetchLoop() {
 	for {
-		c.mu.Lock()
-		cmds := c.pending
-		c.pending = nil
-		ctx, cancel := context.WithCancel(context.Background())
-		c.pollCancel = cancel
-		c.mu.Unlock()
-		for _, cmd := range cmds {
-			c.applyAssign(cmd)
-		}
-		if c.stopping.Load() {
-			cancel()
+		ctx, cancel, stop := c.nextRound(c.applyAssign)
+		if stop {
 			return
 		}
 		fs := c.cl.PollRecords(ctx, c.cfg.maxPollRecords)
