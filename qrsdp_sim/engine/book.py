@@ -10,7 +10,9 @@ on every access, so the hot path never does it):
 * ``pool`` int32 (3, P): per order slot ``P_QTY``, ``P_NEXT``, ``P_PREV``; ``oid`` int64 (P)
   the order ids. Each tick's orders form a doubly linked FIFO list; free slots are
   chained through ``P_NEXT``.
-* ``ist`` int64: the scalar state (best prices, next order id, free list, refill depth ...).
+* ``ist`` int64: the scalar state (best prices, next order id, free list, refill depth ...,
+  and each side's window depth ``WIN``: the total quantity over its window, kept up to date by
+  every operation so the models need not sum the window per event).
 
 Every function that makes an order appear or disappear writes the matching record
 into the output buffer, so the emitted stream replays to exactly this book.
@@ -44,7 +46,8 @@ ASK_HIGH = 7  # highest price that ever held an ask this session (search bound)
 LEVELS = 8  # K, the window width
 REFILL = 9  # orders placed on a tick newly entering a window (= initial_depth)
 ERROR = 10  # non-zero once the book left its grid (the kernel stops)
-N_IST = 11
+WIN = 11  # WIN + s: total quantity over side s's window (= window_depth(grid, ist, s), kept incrementally)
+N_IST = 13
 
 MAX_FILLS = 1000  # resting orders one market order may touch (the rest of it is not executed)
 
@@ -134,7 +137,8 @@ def outward(s):
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def window_depth(grid, ist, s):
-    """Total quantity over the K ticks of side ``s``'s window."""
+    """Total quantity over the K ticks of side ``s``'s window, summed from the grid (the book keeps
+    it in ``ist[WIN + s]``; this recomputes it where the window moves to a new place)."""
     K = ist[LEVELS]
     d = outward(s)
     i = ist[BB + s] - ist[BASE]
@@ -146,7 +150,10 @@ def window_depth(grid, ist, s):
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def push_order(grid, pool, oid, ist, s, price, qty, out, n, ts):
-    """Append a new order at the tail of ``price``'s queue and emit its ADD. Needs a free slot."""
+    """Append a new order at the tail of ``price``'s queue and emit its ADD. Needs a free slot.
+
+    Counts ``qty`` into the window depth: the caller adds inside the window, or (opening book,
+    refills after a shift) recomputes the depth once the window is in place."""
     slot = ist[FREE_HEAD]
     ist[FREE_HEAD] = pool[P_NEXT, slot]
     ist[N_FREE] -= 1
@@ -165,6 +172,7 @@ def push_order(grid, pool, oid, ist, s, price, qty, out, n, ts):
     grid[G_TAIL, s, idx] = slot
     grid[G_NORD, s, idx] += 1
     grid[G_QSUM, s, idx] += qty
+    ist[WIN + s] += qty
     if s == 0:
         if price < ist[BID_LOW]:
             ist[BID_LOW] = price
@@ -177,7 +185,8 @@ def push_order(grid, pool, oid, ist, s, price, qty, out, n, ts):
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def _unlink(grid, pool, ist, s, idx, slot):
-    """Take ``slot`` out of tick ``idx``'s queue and return it to the free list."""
+    """Take ``slot`` out of tick ``idx``'s queue (inside side ``s``'s window: cancels and executions
+    only touch the window) and return it to the free list."""
     prv = pool[P_PREV, slot]
     nxt = pool[P_NEXT, slot]
     if prv == NO_SLOT:
@@ -190,6 +199,7 @@ def _unlink(grid, pool, ist, s, idx, slot):
         pool[P_PREV, nxt] = prv
     grid[G_NORD, s, idx] -= 1
     grid[G_QSUM, s, idx] -= pool[P_QTY, slot]
+    ist[WIN + s] -= pool[P_QTY, slot]
     pool[P_QTY, slot] = 0
     pool[P_NEXT, slot] = ist[FREE_HEAD]
     ist[FREE_HEAD] = slot
@@ -249,6 +259,7 @@ def shift_after_depletion(grid, pool, oid, ist, s, sizes, rng, out, n, ts):
         q = p + d * k
         if (not found or (q - old_far) * d > 0) and grid[G_NORD, s, q - base] == 0:
             n = _refill(grid, pool, oid, ist, s, q, sizes, rng, out, n, ts)
+    ist[WIN + s] = window_depth(grid, ist, s)  # the window moved: count it afresh
     return n
 
 
@@ -265,6 +276,8 @@ def add_improving(grid, pool, oid, ist, s, qty, out, n, ts):
     price = ist[BB + s] - outward(s)
     if not _best_in_grid(ist, s, price):
         return n
+    # the window moves inward by one tick: its far tick leaves it (its orders stay in the book)
+    ist[WIN + s] -= grid[G_QSUM, s, ist[BB + s] + outward(s) * (ist[LEVELS] - 1) - ist[BASE]]
     ist[BB + s] = price
     return push_order(grid, pool, oid, ist, s, price, qty, out, n, ts)
 
@@ -297,6 +310,7 @@ def cancel_nth(grid, pool, oid, ist, s, k, j, partial_share, lot, sizes, rng, ou
             c = 1 + below(rng, qty - 1)
         pool[P_QTY, slot] = qty - c
         grid[G_QSUM, s, idx] -= c
+        ist[WIN + s] -= c
         return emit(
             out, n, ts, np.uint8(CANCEL_BID + s), np.uint8(s), np.int32(price), np.uint32(c), np.uint64(oid[slot])
         )
@@ -341,6 +355,7 @@ def execute_best(grid, pool, oid, ist, s, qty, sizes, rng, out, n, ts):
         if take < rest:
             pool[P_QTY, slot] = rest - take
             grid[G_QSUM, s, idx] -= take
+            ist[WIN + s] -= take
         else:
             _unlink(grid, pool, ist, s, idx, slot)
             if grid[G_NORD, s, idx] == 0:
@@ -365,6 +380,7 @@ def open_book(grid, pool, oid, ist, best_bid, spread, sizes, rng, out, n, ts):
         d = outward(s)
         for k in range(K):
             n = _refill(grid, pool, oid, ist, s, ist[BB + s] + d * k, sizes, rng, out, n, ts)
+        ist[WIN + s] = window_depth(grid, ist, s)
     return n
 
 

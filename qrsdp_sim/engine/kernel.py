@@ -30,6 +30,7 @@ from qrsdp_sim.engine.book import (
     MAX_FILLS,
     N_FREE,
     REFILL,
+    WIN,
     add_at_level,
     add_improving,
     cancel_nth,
@@ -49,6 +50,7 @@ from qrsdp_sim.engine.decorators import (
 from qrsdp_sim.engine.models.base import (
     MODEL_CONSTANT,
     MODEL_HLR,
+    MODEL_SIMPLE,
     P_ADD_ALPHA,
     P_CANCEL_BEST,
     P_IMPROVE,
@@ -57,7 +59,7 @@ from qrsdp_sim.engine.models.base import (
 )
 from qrsdp_sim.engine.models.constant import constant_rates
 from qrsdp_sim.engine.models.hlr import hlr_rates
-from qrsdp_sim.engine.models.simple_imbalance import simple_rates
+from qrsdp_sim.engine.models.simple_imbalance import simple_constants, simple_rates_c
 from qrsdp_sim.engine.rng import below, exponential_zig, uniform, uniform_pos
 from qrsdp_sim.engine.sizes import draw_size
 
@@ -89,12 +91,13 @@ N_SPAR = 6
 
 TOB_COLS = 6  # best bid, best ask, qty at each, bid and ask window depth
 
-SPREAD_TABLE = 64  # spreads below this use a precomputed exp(sS (s - 2))
+SPREAD_TABLE = 64  # spreads below this use a precomputed exp(sS (s - 2)) and its reciprocal
 
 
 def scratch_size(levels: int) -> int:
-    """float64 work space the kernel needs: rates, spread multipliers, add-level weights."""
-    return 5 * levels + 2 + SPREAD_TABLE
+    """float64 work space the kernel needs: rates, spread multipliers and their reciprocals,
+    add-level weights."""
+    return 5 * levels + 2 + 2 * SPREAD_TABLE
 
 
 def max_records_per_event(levels: int, refill_depth: int) -> int:
@@ -215,10 +218,12 @@ def run_kernel(
     nr = 4 * K + 2 if per_level else 6
     rates = scratch[: 4 * K + 2]
     mult = scratch[4 * K + 2 : 4 * K + 2 + SPREAD_TABLE]
+    inv_mult = scratch[4 * K + 2 + SPREAD_TABLE : 4 * K + 2 + 2 * SPREAD_TABLE]
     for s in range(SPREAD_TABLE):
         mult[s] = np.exp(params[P_SPREAD_SENS] * (s - 2))
+        inv_mult[s] = 1.0 / mult[s]
     alpha = params[P_ADD_ALPHA]
-    wcum = scratch[4 * K + 2 + SPREAD_TABLE : 5 * K + 2 + SPREAD_TABLE]  # cumulative add-level weights
+    wcum = scratch[4 * K + 2 + 2 * SPREAD_TABLE : 5 * K + 2 + 2 * SPREAD_TABLE]  # cumulative add-level weights
     acc = 0.0
     for k in range(K):
         acc += np.exp(-alpha * k)
@@ -228,6 +233,10 @@ def run_kernel(
     partial = spar[S_PARTIAL]
     lot = np.int64(spar[S_LOT])
     unit = spar[S_UNIT]
+    if kind == MODEL_SIMPLE:
+        simple_c = simple_constants(params, unit)
+    else:  # the other models' params vectors lack SimpleImbalance's slots
+        simple_c = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     meta_share = spar[S_META_SHARE]
     meta_inv_tail = -1.0 / spar[S_META_TAIL] if meta_share > 0.0 else 0.0
     meta_sign = fst[F_META_SIGN]
@@ -264,8 +273,8 @@ def run_kernel(
             total = hlr_rates(grid, ist, params, tables, x, mult, unit, rates)
         elif kind == MODEL_CONSTANT:
             total = constant_rates(params, rates)
-        else:
-            total = simple_rates(grid, ist, params, x, mult, unit, rates)
+        else:  # MODEL_SIMPLE
+            total = simple_rates_c(grid, ist, simple_c, ist[WIN], ist[WIN + 1], x, mult, inv_mult, rates)
         if meta_liq > 0.0 and meta_sign != 0.0:  # liquidity providers lean against the metaorder
             up = 1.0 + meta_liq  # the side it consumes: asks for a buy metaorder
             dn = 1.0 - meta_liq

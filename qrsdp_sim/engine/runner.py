@@ -444,9 +444,11 @@ _warm_lock = threading.Lock()
 
 def warm_up(model: IntensityModel, levels: int = 5, realism: Realism | None = None) -> None:
     """Compile (or load from the cache) the kernel in the calling thread before workers start."""
+    from qrsdp_sim.engine._numba_load import import_arraymath_without_blas_probe
     from qrsdp_sim.engine.session import simulate_session
     from qrsdp_sim.sinks.memory import InMemorySink
 
+    import_arraymath_without_blas_probe()  # before the first load: it would import scipy.linalg
     with _warm_lock:
         simulate_session(
             SessionConfig(

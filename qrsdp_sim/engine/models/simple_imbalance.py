@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from qrsdp_sim.engine.book import BASE, BB, G_QSUM, LEVELS
+from qrsdp_sim.engine.book import BASE, BB, G_QSUM, window_depth
 from qrsdp_sim.engine.models.base import (
     MODEL_SIMPLE,
     N_SHARED,
@@ -107,13 +107,47 @@ class SimpleImbalance:
 
 
 @njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def simple_constants(p, unit):
+    """The per-session constants of ``simple_rates_c``, read from ``p`` once per kernel call.
+
+    As scalars in a tuple they stay in registers: array loads inside the event loop cannot be
+    hoisted by the compiler (the loop writes float64 arrays that could alias ``p``), and the cancel
+    coefficient would cost a division per event.
+    """
+    return (
+        p[P_L],
+        p[P_SI],
+        p[P_C] * p[P_SC] / unit,  # cancel rate per share of window depth
+        p[P_CANCEL_BEST] - 1.0,
+        p[P_M],
+        p[P_EPS],
+        p[P_LOADING],
+        p[P_SPREAD_SENS],
+    )
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
 def simple_rates(grid, ist, p, x, mult, unit, rates):
     """Fill ``rates[0:6]`` (by EventType) and return their sum.
 
     ``x`` is the exogenous signal value (0 without one); ``mult[s]`` caches exp(sS (s - 2));
-    ``unit``: shares per queue unit.
+    ``unit``: shares per queue unit. (The kernel calls ``simple_rates_c`` with the constants, the
+    reciprocals of ``mult`` and the window depths the book keeps; this form computes them here.)
     """
-    K = ist[LEVELS]
+    inv = np.empty(mult.shape[0])
+    for i in range(mult.shape[0]):
+        inv[i] = 1.0 / mult[i]
+    db = window_depth(grid, ist, 0)
+    da = window_depth(grid, ist, 1)
+    return simple_rates_c(grid, ist, simple_constants(p, unit), db, da, x, mult, inv, rates)
+
+
+@njit(inline="always", nogil=True, cache=True, error_model="numpy")
+def simple_rates_c(grid, ist, c, db, da, x, mult, inv_mult, rates):
+    """``simple_rates`` with the constants ``c = simple_constants(p, unit)``, the window depths
+    ``db``/``da`` (shares over each side's window) and ``inv_mult[s] = 1 / mult[s]`` given (bit for
+    bit the same rates)."""
+    L, si_sens, cs, kb, M, eps, loading, spread_sens = c
     base = ist[BASE]
     bb = ist[BB]
     ba = ist[BB + 1]
@@ -121,32 +155,27 @@ def simple_rates(grid, ist, p, x, mult, unit, rates):
     ia = ba - base
     qb = grid[G_QSUM, 0, ib]
     qa = grid[G_QSUM, 1, ia]
-    db = 0
-    da = 0
-    # unsigned indices (never negative here): no wrap-around code, so the short loop stays scalar
-    # loads instead of a vector gather
-    for k in range(K):
-        db += grid[G_QSUM, 0, np.uint64(ib - k)]
-        da += grid[G_QSUM, 1, np.uint64(ia + k)]
     imb = (qb - qa) / (qb + qa + 1e-9)
     shift = 0.0
     if x != 0.0:
         raw = imb
-        imb = min(1.0, max(-1.0, imb + p[P_LOADING] * x))
+        imb = min(1.0, max(-1.0, imb + loading * x))
         shift = imb - raw
     s = ba - bb
-    a = mult[s] if s < mult.shape[0] else np.exp(p[P_SPREAD_SENS] * (s - 2))
-    e = 1.0 / a
-    si = p[P_SI] * imb
-    r0 = max(p[P_L] * (1.0 - si) * a, RATE_FLOOR)
-    r1 = max(p[P_L] * (1.0 + si) * a, RATE_FLOOR)
-    cs = p[P_C] * p[P_SC] / unit
-    kb = p[P_CANCEL_BEST] - 1.0
+    if s < mult.shape[0]:
+        a = mult[s]
+        e = inv_mult[s]
+    else:
+        a = np.exp(spread_sens * (s - 2))
+        e = 1.0 / a
+    si = si_sens * imb
+    r0 = max(L * (1.0 - si) * a, RATE_FLOOR)
+    r1 = max(L * (1.0 + si) * a, RATE_FLOOR)
     # the market factor leans on cancels too: a rising market takes offers away and keeps bids
     r2 = max(cs * (db + kb * qb) * max(1.0 + 2.0 * shift, 0.0), RATE_FLOOR)
     r3 = max(cs * (da + kb * qa) * max(1.0 - 2.0 * shift, 0.0), RATE_FLOOR)
-    r4 = max(p[P_M] * (p[P_EPS] + max(-si, 0.0)) * e, RATE_FLOOR)
-    r5 = max(p[P_M] * (p[P_EPS] + max(si, 0.0)) * e, RATE_FLOOR)
+    r4 = max(M * (eps + max(-si, 0.0)) * e, RATE_FLOOR)
+    r5 = max(M * (eps + max(si, 0.0)) * e, RATE_FLOOR)
     rates[0] = r0
     rates[1] = r1
     rates[2] = r2
