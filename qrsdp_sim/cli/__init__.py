@@ -83,14 +83,31 @@ def _app_for(argv: list[str]) -> typer.Typer:
     return build_app(first) if first in COMMAND_MODULES else build_app()
 
 
+# commands whose start-up loads the compiled kernels: the collector is off until they are loaded
+# (qrsdp_sim.cli.startup; the command turns it back on)
+DEFERRED_GC_COMMANDS = frozenset({"run"})
+
+
+def _invoke(app_for: Callable[[], typer.Typer], command: str | None) -> None:
+    from qrsdp_sim.cli import startup
+
+    if command in DEFERRED_GC_COMMANDS:
+        startup.defer_collection()
+    try:
+        app_for()()
+    finally:
+        startup.freeze_for_exit()
+
+
 def main() -> None:
-    _app_for(sys.argv[1:])()
+    argv = sys.argv[1:]
+    _invoke(lambda: _app_for(argv), next((a for a in argv if not a.startswith("-")), None))
 
 
 def _alias(command: str) -> Callable[[], None]:
     def entry() -> None:
         sys.argv[1:1] = [command]
-        build_app(command)()
+        _invoke(lambda: build_app(command), command)
 
     entry.__name__ = f"{command.replace('-', '_')}_alias"
     return entry

@@ -457,6 +457,7 @@ def run_command(
             _check_writable_file(perf_doc, "--perf-doc file")
     except ArgError as exc:
         _fail(str(exc))
+    _load_kernel(spec)
     if days == 0:
         _run_live(spec, secs, output, workers, speed if realtime else None, kafka_brokers, kafka_topic, perf_doc)
         return
@@ -469,6 +470,18 @@ def run_command(
     _report(result, perf_doc, spec)
     if publisher is not None:
         _report_publish(result.manifest["publish"], output)
+
+
+def _load_kernel(spec) -> None:
+    """Load the compiled kernel, then let the garbage collector run again (qrsdp_sim.cli.startup: it
+    was off for the start-up; the run itself loads nothing more)."""
+    from qrsdp_sim.cli.startup import collection_resumed
+    from qrsdp_sim.engine.runner import warm_up
+
+    try:
+        warm_up(spec.model, spec.levels_per_side, spec.realism)
+    finally:
+        collection_resumed()
 
 
 def _resolve_workers(workers: int | None, days: int, realtime: bool, secs) -> int:
