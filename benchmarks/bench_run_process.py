@@ -47,6 +47,10 @@ def whole_process(days: int, extra: list[str], tmp: Path) -> tuple[float, int]:
 
 def child_breakdown(days: int, out: str) -> dict:
     t0 = time.perf_counter()
+    # as ``qrsdp run`` does: the garbage collector off until the kernel is loaded
+    from qrsdp_sim.cli import startup
+
+    startup.defer_collection()
     import qrsdp_sim.cli  # noqa: F401  (what the command imports before it simulates)
     from qrsdp_sim.engine.realism import Realism
     from qrsdp_sim.engine.runner import RunSpec, parse_securities, run, warm_up
@@ -55,6 +59,7 @@ def child_breakdown(days: int, out: str) -> dict:
     spec = RunSpec(base_seed=42, days=days, realism=Realism())
     t1 = time.perf_counter()
     warm_up(spec.model, 5, spec.realism)
+    startup.collection_resumed()
     t_warm = time.perf_counter() - t1
     c0 = time.process_time()
     res = run(spec, parse_securities(SECURITIES), out, workers=2)
@@ -96,7 +101,10 @@ def main() -> None:
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child_breakdown(int(args.child[0]), args.child[1])))
+        print(json.dumps(child_breakdown(int(args.child[0]), args.child[1])), flush=True)
+        from qrsdp_sim.cli import startup
+
+        startup.freeze_for_exit()
         return
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
