@@ -377,7 +377,8 @@ class QrsdpDbtCliResource(DbtCliResource):
 
     in_process: bool = os.environ.get("QRSDP_DBT_IN_PROCESS", "1").strip() not in ("0", "false", "no")
     # pay dbt's one-time start-up costs on a background thread as soon as a run that builds in
-    # process starts (set for the embedded warehouse): qrsdp_dagster/dbt_in_process.py
+    # process starts (set for the embedded warehouse unless env QRSDP_DBT_WARM_UP=0):
+    # qrsdp_dagster/dbt_in_process.py
     warm_up: bool = False
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -449,6 +450,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             project_dir=str(s.dbt_project_dir),
             profiles_dir=str(s.dbt_project_dir),
             dbt_executable=dbt_executable(),
-            warm_up=s.warehouse == "duckdb",
+            warm_up=s.warehouse == "duckdb"
+            and os.environ.get("QRSDP_DBT_WARM_UP", "1").strip() not in ("0", "false", "no"),
         ),
     }

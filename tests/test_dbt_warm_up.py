@@ -68,6 +68,8 @@ def test_warm_up_starts_once_per_process_and_only_for_the_embedded_warehouse(mon
     for warehouse, expected in (("duckdb", True), ("ducklake", False)):
         settings = dataclasses.replace(Settings.from_env(), warehouse=warehouse)
         assert build_resources(settings)["dbt"].warm_up is expected
+    monkeypatch.setenv("QRSDP_DBT_WARM_UP", "0")
+    assert build_resources(dataclasses.replace(Settings.from_env(), warehouse="duckdb"))["dbt"].warm_up is False
 
 
 @pytest.mark.parametrize("in_process", [True, False])
