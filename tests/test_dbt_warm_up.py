@@ -1,10 +1,12 @@
-"""The background warm-up of the in-process dbt (qrsdp_dagster/dbt_in_process.py): it parses into
-a scratch directory, never the project's target, starts once per process, and a failing warm-up
-only logs (the build then pays dbt's one-time costs itself)."""
+"""The background warm-up of the in-process dbt (qrsdp_dagster/dbt_in_process.py): it parses with
+a profile of its own into a scratch directory (never the run's target or warehouse), keeps its
+partial parse so the next process re-parses nothing, starts once per process, and a failing
+warm-up only logs (the build then pays dbt's one-time costs itself)."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,46 +17,51 @@ from qrsdp_dagster.resources import QrsdpDbtCliResource, build_resources
 from qrsdp_dagster.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
-FLAGS = ["--no-send-anonymous-usage-stats", "--log-level", "none", "--quiet", "--profiles-dir", str(PROJECT)]
 
 
 def scratch_dirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("qrsdp-dbt-warm-up-*")}
 
 
-def test_warm_up_parses_in_a_scratch_dir_and_leaves_the_project_target_alone(tmp_path, monkeypatch):
-    monkeypatch.setenv("QRSDP_DUCKDB_PATH", str(tmp_path / "wh.duckdb"))
-    target = PROJECT / "target"
-    before = {p.name: p.stat().st_mtime_ns for p in target.iterdir()} if target.exists() else {}
-    parsed: list[Path] = []
-    reuse = dbt_in_process._reuse_partial_parse
-
-    def spy(project_dir: Path, scratch: Path) -> None:
-        parsed.append(scratch)
-        reuse(project_dir, scratch)
-
-    monkeypatch.setattr(dbt_in_process, "_reuse_partial_parse", spy)
-    leftovers = scratch_dirs()
-    assert dbt_in_process._warm_up(PROJECT, FLAGS)
-    assert len(parsed) == 1 and parsed[0].parent == Path(tempfile.gettempdir())
-    assert not parsed[0].exists() and scratch_dirs() == leftovers  # the scratch target is gone
-    after = {p.name: p.stat().st_mtime_ns for p in target.iterdir()} if target.exists() else {}
-    assert after == before
-    assert not (tmp_path / "wh.duckdb").exists()  # parsing never opens the warehouse
-    assert dbt_in_process._ONE_AT_A_TIME.acquire(blocking=False)  # released for the build
+def lock_is_free() -> bool:
+    if not dbt_in_process._ONE_AT_A_TIME.acquire(blocking=False):
+        return False
     dbt_in_process._ONE_AT_A_TIME.release()
+    return True
+
+
+def test_warm_up_keeps_its_partial_parse_and_touches_nothing_of_the_runs(tmp_path, monkeypatch):
+    project = tmp_path / "dbt_project"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
+    (project / "target").mkdir()
+    (project / "target" / "manifest.json").write_text("{}")  # the run's artifacts stay as they are
+    monkeypatch.setenv("QRSDP_DUCKDB_PATH", str(tmp_path / "wh.duckdb"))
+    leftovers = scratch_dirs()
+
+    first = dbt_in_process._warm_up(project)
+    assert first is not None and first > 0  # nothing saved yet: a full parse
+    assert (project / dbt_in_process.WARM_UP_CACHE / "partial_parse.msgpack").is_file()
+    # another process, another warehouse: the warm-up's own profile keeps the saved parse valid
+    monkeypatch.setenv("QRSDP_DUCKDB_PATH", str(tmp_path / "elsewhere.duckdb"))
+    assert dbt_in_process._warm_up(project) == 0
+
+    assert (project / "target" / "manifest.json").read_text() == "{}"
+    assert sorted(p.name for p in (project / "target").iterdir()) == ["manifest.json", "warm-up"]
+    assert not (tmp_path / "wh.duckdb").exists() and not (tmp_path / "elsewhere.duckdb").exists()
+    assert scratch_dirs() == leftovers and lock_is_free()
 
 
 def test_a_failing_warm_up_only_logs(tmp_path):
-    assert not dbt_in_process._warm_up(tmp_path / "no-such-project", FLAGS)  # no dbt_project.yml
-    assert dbt_in_process._ONE_AT_A_TIME.acquire(blocking=False)
-    dbt_in_process._ONE_AT_A_TIME.release()
+    (tmp_path / "dbt_project.yml").write_text("name: [broken\nprofile: qrsdp\n")  # not YAML
+    assert dbt_in_process._warm_up(tmp_path) is None  # dbt refuses the project
+    assert dbt_in_process._warm_up(tmp_path / "no-such-project") is None  # no project at all
+    assert not (tmp_path / dbt_in_process.WARM_UP_CACHE).exists() and lock_is_free()
 
 
 def test_warm_up_starts_once_per_process_and_only_for_the_embedded_warehouse(monkeypatch):
-    started: list[tuple[Path, list[str]]] = []
+    started: list[Path] = []
     monkeypatch.setattr(dbt_in_process, "_WARM_UP_STARTED", type(dbt_in_process._WARM_UP_STARTED)())
-    monkeypatch.setattr(dbt_in_process, "_warm_up", lambda project, flags: started.append((project, flags)))
+    monkeypatch.setattr(dbt_in_process, "_warm_up", lambda project, profile, flags: started.append(project))
     resource = QrsdpDbtCliResource(project_dir=str(PROJECT), profiles_dir=str(PROJECT), warm_up=True)
     dbt_in_process.warm_up_in_background(resource)
     dbt_in_process.warm_up_in_background(resource)
@@ -62,8 +69,7 @@ def test_warm_up_starts_once_per_process_and_only_for_the_embedded_warehouse(mon
         if started:
             break
         dbt_in_process._WARM_UP_STARTED.wait(0.01)
-    assert [project for project, _flags in started] == [PROJECT.resolve()]
-    assert "--profiles-dir" in started[0][1]
+    assert started == [PROJECT.resolve()]
 
     for warehouse, expected in (("duckdb", True), ("ducklake", False)):
         settings = dataclasses.replace(Settings.from_env(), warehouse=warehouse)
