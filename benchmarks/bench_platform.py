@@ -369,8 +369,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="nights timed per history size (median reported)")
     ap.add_argument("--backfill-days", type=int, default=250)
     ap.add_argument("--backfill-seconds", type=int, default=60)
-    ap.add_argument("--tmp", default=None, help="where the temporary data dirs go")
+    ap.add_argument("--tmp", default=None, help="where the temporary data dirs go (created if missing)")
     args = ap.parse_args()
+    if args.tmp:
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)
     os.environ["QRSDP_SYMBOLS"] = args.symbols
     home = tempfile.mkdtemp(prefix="qrsdp-bench-home-", dir=args.tmp)
     os.environ["DAGSTER_HOME"] = home

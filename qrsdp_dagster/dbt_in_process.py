@@ -12,13 +12,21 @@ an in-memory database (the attached lake) alive for the life of the process, and
 build must start from nothing.
 
 One in-process dbt at a time per process (dbt's flags and adapters are process-wide).
+
+The first dbt command of a process also pays one-time costs that no later one does: dbt builds
+the JSON schemas and (de)serialisers of its manifest classes on first use (about 1 s of CPU here).
+:func:`warm_up_in_background` pays them on a background thread while a run's earlier steps
+(simulation, landing, replay: numba and Arrow, which release the GIL) keep the cores busy, so the
+run's ``dbt build`` starts warm.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +43,7 @@ from dagster_dbt.dagster_dbt_translator import DagsterDbtTranslator
 from dagster_dbt.dbt_manifest import validate_manifest
 
 _ONE_AT_A_TIME = threading.Lock()
+_WARM_UP_STARTED = threading.Event()
 _END = object()
 _FORWARDED_LEVELS = {"info", "warn", "error"}  # what a dbt process prints at its default log level
 logger = get_dagster_logger()
@@ -195,3 +204,78 @@ def _reuse_partial_parse(project_dir: Path, target_path: Path) -> None:
     if saved.exists() and not destination.exists():
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(saved, destination)
+
+
+# The warm-up parses with a profile of its own, the same on every run: dbt's partial parsing
+# starts over from nothing whenever the profile's connection values change (the embedded profile's
+# DuckDB path differs per data dir), so a constant profile keeps the warm-up's saved partial parse
+# (WARM_UP_CACHE under the project's target) valid from run to run: after the first run the warm-up
+# re-parses no file and costs only dbt's one-time costs. Parsing never connects to the database.
+WARM_UP_CACHE = Path("target") / "warm-up"
+_WARM_UP_PROFILE = """{profile}:
+  target: warm_up
+  outputs:
+    warm_up:
+      type: duckdb
+      path: ":memory:"
+"""
+
+
+def warm_up_in_background(resource: Any) -> None:
+    """Start, once per process, a ``dbt parse`` of ``resource``'s project on a daemon thread, into
+    a scratch target path with the warm-up's own profile (the run's target, partial parse and
+    warehouse are never touched). The build waits for it (one dbt at a time); a failure only logs:
+    the build then pays the costs itself."""
+    if _WARM_UP_STARTED.is_set():
+        return
+    _WARM_UP_STARTED.set()
+    threading.Thread(
+        target=_warm_up,
+        args=(Path(resource.project_dir).resolve(), resource.profile, list(resource.global_config_flags)),
+        name="dbt-warm-up",
+        daemon=True,
+    ).start()
+
+
+def _warm_up(project_dir: Path, profile: str | None = None, flags: Sequence[str] = ()) -> int | None:
+    """The warm-up itself (run on the background thread): how many files dbt parsed (0: all from
+    the saved partial parse), None if it failed. Its partial parse is kept in
+    ``project_dir / WARM_UP_CACHE`` for the next process (replaced atomically: processes may warm
+    up at once)."""
+    with _ONE_AT_A_TIME, tempfile.TemporaryDirectory(prefix="qrsdp-dbt-warm-up-") as tmp:
+        scratch = Path(tmp)
+        cache = project_dir / WARM_UP_CACHE / PARTIAL_PARSE_FILE_NAME
+        try:
+            from dbt.cli.main import dbtRunner
+
+            name = profile or _project_profile(project_dir)
+            (scratch / "profiles.yml").write_text(_WARM_UP_PROFILE.format(profile=name))
+            if cache.is_file():
+                shutil.copy(cache, scratch / PARTIAL_PARSE_FILE_NAME)
+            args = [
+                "parse", "--project-dir", str(project_dir), "--profiles-dir", tmp, "--profile", name,
+                "--target", "warm_up", "--target-path", tmp, "--log-path", tmp,
+                "--no-send-anonymous-usage-stats", "--log-level", "none", "--quiet",
+            ]  # fmt: skip
+            result = dbtRunner().invoke([*flags, *args])
+            if not result.success:
+                logger.debug(f"dbt warm-up did not succeed: {result.exception}")
+                return None
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            kept = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            shutil.copy(scratch / PARTIAL_PARSE_FILE_NAME, kept)
+            os.replace(kept, cache)
+            parsed = int(json.loads((scratch / "perf_info.json").read_text())["parsed_path_count"])
+            logger.debug(f"dbt warm-up: {parsed} file(s) parsed")
+            return parsed
+        except Exception as exc:  # the build pays the one-time costs itself
+            logger.debug(f"dbt warm-up failed: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            _release_duckdb()
+
+
+def _project_profile(project_dir: Path) -> str:
+    import yaml
+
+    return str(yaml.safe_load((project_dir / "dbt_project.yml").read_text())["profile"])

@@ -376,6 +376,19 @@ class QrsdpDbtCliResource(DbtCliResource):
     partial-parse load (seconds on 2 cores). The DuckLake build always uses a subprocess."""
 
     in_process: bool = os.environ.get("QRSDP_DBT_IN_PROCESS", "1").strip() not in ("0", "false", "no")
+    # pay dbt's one-time start-up costs on a background thread as soon as a run that builds in
+    # process starts (set for the embedded warehouse unless env QRSDP_DBT_WARM_UP=0):
+    # qrsdp_dagster/dbt_in_process.py
+    warm_up: bool = False
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """The in-process executor sets up a run's resources once, before its first step: the
+        warm-up then overlaps the simulation, landing and replay steps."""
+        super().setup_for_execution(context)
+        if self.in_process and self.warm_up:
+            from qrsdp_dagster.dbt_in_process import warm_up_in_background
+
+            warm_up_in_background(self)
 
     @functools.cached_property
     def _cli_version(self) -> Version:
@@ -437,5 +450,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             project_dir=str(s.dbt_project_dir),
             profiles_dir=str(s.dbt_project_dir),
             dbt_executable=dbt_executable(),
+            warm_up=s.warehouse == "duckdb"
+            and os.environ.get("QRSDP_DBT_WARM_UP", "1").strip() not in ("0", "false", "no"),
         ),
     }

@@ -249,6 +249,42 @@ def test_session_summary_is_the_same_whatever_order_the_partition_is_stored_in(w
         assert np.allclose(row[:3], expected[:3], rtol=1e-9)
 
 
+def test_a_one_sided_last_state_weighs_nothing_in_either_order(wh):
+    """The last book state lasts until the close; when it is one-sided it has no spread and adds
+    no time to the time-weighted spread, whether the partition is stored in seq order (the staging
+    pass's last state) or not (the mart's sorted path), and the close is the last floor mid there is."""
+    rec = random_session(N_EVENTS, 21)
+    for symbol in ("AAPL", "MSFT"):
+        land_session(wh.lake, symbol, DATES[0], rec, 10_000)
+        path = Path(wh.lake.partition_dir("book_states", symbol, DATES[0])) / "part-00000.parquet"
+        states = pq.read_table(path)
+        asks = states.column("best_ask_ticks").to_pylist()
+        asks[-1] = None  # the last event took the last ask
+        states = states.set_column(states.schema.get_field_index("best_ask_ticks"), "best_ask_ticks",
+                                   pa.array(asks, states.schema.field("best_ask_ticks").type))  # fmt: skip
+        pq.write_table(states, path)
+    store_out_of_seq_order(wh.lake, "book_states", "MSFT", DATES[0])
+    build = wh.build()
+    assert failing(build) - {"fct_session_summary_close_matches_engine"} == set()
+    in_order, reordered = wh.query(
+        "select time_weighted_spread_ticks, close_ticks, n_one_sided_states from marts.fct_session_summary order by symbol"
+    )  # fmt: skip
+    assert in_order == reordered
+
+    tob = reference_top_of_book(rec)
+    two_sided = (tob[:, 0] != -(2**31)) & (tob[:, 2] != -(2**31))
+    two_sided[-1] = False
+    spread = (tob[:, 2] - tob[:, 0]).astype(float)
+    close_ns = int(rec["ts_ns"][0]) + 600 * 10**9
+    dwell = np.diff(np.append(rec["ts_ns"].astype(np.int64), close_ns)).clip(min=0)
+    assert dwell[-1] > 0
+    expected = (spread * dwell)[two_sided].sum() / dwell[two_sided].sum()
+    assert np.isclose(in_order[0], expected, rtol=1e-9)
+    last_mid = (tob[-2, 0] + tob[-2, 2]) // 2 if two_sided[-2] else None
+    if last_mid is not None:
+        assert in_order[1] == last_mid
+
+
 def test_cancel_of_unknown_order_fails_the_reference_test(wh):
     rec = random_session(N_EVENTS, 7)
     broken = rec.copy()

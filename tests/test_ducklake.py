@@ -94,7 +94,7 @@ def test_ducklake_catalog_in_postgres_data_on_minio(lake_settings, minio_stack, 
     listed = minio_stack.s3_client().list_objects_v2(Bucket=stack.BUCKET, Prefix=prefix)
     keys = {f"s3://{stack.BUCKET}/{o['Key']}" for o in listed.get("Contents", [])}
     assert {f[0] for f in files} <= keys
-    with psycopg2.connect(postgres_stack.pg_url("qrsdp_lake")) as conn, conn.cursor() as cur:
+    with psycopg2.connect(postgres_stack.pg_url(lake_settings.pg_db)) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from ducklake_snapshot")
         assert cur.fetchone()[0] >= 4  # catalog rows live in PostgreSQL
 

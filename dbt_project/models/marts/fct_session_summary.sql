@@ -107,6 +107,7 @@ book_stats_reordered as (
         symbol,
         date,
         {{ book_state_stats() }},
+        arg_max(mid_floor_ticks, seq) as close_ticks,
         sum(spread_ticks * dwell_ns) / nullif(sum(dwell_ns) filter (where spread_ticks is not null), 0)
             as time_weighted_spread_ticks
     from reordered_durations
@@ -120,7 +121,7 @@ book_stats as (
 
     select * from book_stats_in_order
     {%- if reordered %}
-    union all
+    union all by name
     select * from book_stats_reordered
     {%- endif %}
 

@@ -65,9 +65,29 @@ reordered_stats as (
         list({'seq': previous_seq, 'order_id': previous_order_id}) filter (
             where seq = previous_seq + 1 and event_type in (4, 5) and previous_event_type = event_type
                 and ts_ns = previous_ts_ns
-        ) as sweep_steps,
-        {{ event_summary_stats('event_type') }}
+        ) as sweep_steps
     from reordered
+    group by all
+
+),
+
+reordered_types as (
+
+    select symbol, date, {{ event_type_summary('event_type') }}
+    from (
+        select symbol, date, event_type, count(*) as n, min(ts_ns) as first_ts_ns, max(ts_ns) as last_ts_ns
+        from reordered
+        group by all
+    )
+    group by all
+
+),
+
+reordered_trades as (
+
+    select symbol, date, {{ trade_summary() }}
+    from reordered
+    where event_type in (4, 5)
     group by all
 
 ),
@@ -93,8 +113,11 @@ sequence_stats as materialized (
     from landings
     where in_seq_order
     {%- if reordered %}
-    union all
-    select * from reordered_stats
+    union all by name
+    select *
+    from reordered_stats
+    inner join reordered_types using (symbol, date)
+    left join reordered_trades using (symbol, date)
     {%- endif %}
 
 ),
@@ -110,31 +133,30 @@ sweep_steps as (
         -- the order's first record, and whether it is a removal (low bit): a removal first means
         -- a CANCEL/EXECUTE with no ADD before it
         min(cast(seq as bigint) * 2 + (event_type >= 2)::int) as first_record,
-        sum((event_type <= 1)::int) as adds,
+        count(*) filter (where event_type <= 1) as adds,
         max(seq) as last_seq,
         -- shares the ADD rested minus every share cancelled or executed since
         sum(case when event_type <= 1 then cast(qty as bigint) else -cast(qty as bigint) end) as open_qty,
         -- side and price of every record, packed: min <> max when a removal disagrees with its ADD
         min(cast(side as bigint) * 4294967296 + price_ticks) as min_side_price,
-        max(cast(side as bigint) * 4294967296 + price_ticks) as max_side_price,
-        -- the order's records that are sweep steps, and the last of them: a sweep step is fine
-        -- only as the order's last record, leaving it with no shares
-        count(*) filter (where is_sweep_step) as sweep_steps,
-        max(seq) filter (where is_sweep_step) as last_sweep_seq
+        max(cast(side as bigint) * 4294967296 + price_ticks) as max_side_price
 {%- endset %}
+{#- A sweep step is fine only as its order's last record, leaving the order with no shares: the
+    orders for which that holds are counted after aggregating (a semi-join of the few sweep steps
+    against the aggregated orders, not of every event: sweeps_ending_their_order), and every other
+    sweep step is a sweep past a partial fill. -#}
 {%- set order_counts %}
         count(*) filter (where adds > 1) as duplicate_add_ids,
         count(*) filter (where first_record % 2 = 1) as removals_without_earlier_add,
         count(*) filter (where adds > 0 and first_record % 2 = 0 and min_side_price <> max_side_price)
             as removals_off_side_or_price,
         count(*) filter (where adds > 0 and open_qty < 0) as overfilled_orders,
-        coalesce(sum(sweep_steps - (last_sweep_seq = last_seq and open_qty = 0)::int), 0) as sweeps_past_partial_fill
 {%- endset %}
 {#- One hash table per partition (grouped by order_id alone) costs 40 % less CPU than one table
     keyed by (symbol, date, order_id) for the whole run: a session's orders fit the caches better.
     The SQL grows with the run's partitions, so above orders_per_partition_max (default 64) -- a
     backfill of short sessions -- or without a selection, one grouped table. Either way the orders
-    are counted where they are aggregated (nothing per order is stored or joined). -#}
+    are counted where they are aggregated (nothing per order is stored). -#}
 {%- set run_parts = partitions() if has_partitions() else [] %}
 {%- set per_partition = 0 < run_parts | length <= var('orders_per_partition_max', 64) | int %}
 
@@ -143,17 +165,15 @@ order_stats as (
     -- six plain integer aggregates per order (one hash table entry per order), then per session
     {%- if per_partition %}
     {%- for p in run_parts %}
+    {%- set this_partition = "symbol = '" ~ p["symbol"] ~ "' and date = date '" ~ p["date"] ~ "'" %}
     select '{{ p["symbol"] }}' as symbol, date '{{ p["date"] }}' as date, {{- order_counts }}
+        count(*) filter (where open_qty = 0 and (order_id, last_seq) in (
+            select (order_id, seq) from sweep_steps where {{ this_partition }}
+        )) as sweeps_ending_their_order
     from (
         select order_id, {{- order_aggregates }}
-        from (
-            select *, (seq, order_id) in (
-                select (seq, order_id) from sweep_steps
-                where symbol = '{{ p["symbol"] }}' and date = date '{{ p["date"] }}'
-            ) as is_sweep_step
-            from {{ ref('stg_events') }}
-            where symbol = '{{ p["symbol"] }}' and date = date '{{ p["date"] }}'
-        )
+        from {{ ref('stg_events') }}
+        where {{ this_partition }}
         group by order_id
     )
     {%- if not loop.last %}
@@ -162,14 +182,12 @@ order_stats as (
     {%- endfor %}
     {%- else %}
     select symbol, date, {{- order_counts }}
+        count(*) filter (where open_qty = 0 and (symbol, date, order_id, last_seq) in (
+            select (symbol, date, order_id, seq) from sweep_steps
+        )) as sweeps_ending_their_order
     from (
         select symbol, date, order_id, {{- order_aggregates }}
-        from (
-            select *, (symbol, date, seq, order_id) in (
-                select (symbol, date, seq, order_id) from sweep_steps
-            ) as is_sweep_step
-            from {{ ref('stg_events') }}
-        )
+        from {{ ref('stg_events') }}
         group by all
     )
     group by all
@@ -198,7 +216,9 @@ select
     coalesce(order_stats.removals_without_earlier_add, 0) as removals_without_earlier_add,
     coalesce(order_stats.removals_off_side_or_price, 0) as removals_off_side_or_price,
     coalesce(order_stats.overfilled_orders, 0) as overfilled_orders,
-    coalesce(order_stats.sweeps_past_partial_fill, 0) as sweeps_past_partial_fill,
+    -- every sweep step but those that end their order (see order_counts)
+    cast(coalesce(len(sequence_stats.sweep_steps), 0) - coalesce(order_stats.sweeps_ending_their_order, 0)
+        as hugeint) as sweeps_past_partial_fill,
     cast(coalesce(sequence_stats.executions, 0) as bigint) as executions,
     cast(coalesce(sequence_stats.executed_shares, 0) as bigint) as executed_shares,
     -- for fct_session_summary: counts by type, time range and trades of the (deduplicated) events
