@@ -377,8 +377,8 @@ class QrsdpDbtCliResource(DbtCliResource):
 
     in_process: bool = os.environ.get("QRSDP_DBT_IN_PROCESS", "1").strip() not in ("0", "false", "no")
     # pay dbt's one-time start-up costs on a background thread as soon as a run that builds in
-    # process starts (set for the embedded warehouse unless env QRSDP_DBT_WARM_UP=0):
-    # qrsdp_dagster/dbt_in_process.py
+    # process starts (build_resources: the embedded warehouse on a machine with cores to spare;
+    # env QRSDP_DBT_WARM_UP=1/0 forces it): qrsdp_dagster/dbt_in_process.py
     warm_up: bool = False
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -407,6 +407,21 @@ class QrsdpDbtCliResource(DbtCliResource):
         return invoke_in_process(
             self, args, context=context, target_path=target_path, raise_on_error=raise_on_error
         )
+
+
+WARM_UP_MIN_CORES = 4
+
+
+def dbt_warm_up_wanted() -> bool:
+    """Whether to warm dbt up in the background (env QRSDP_DBT_WARM_UP=1/0, else by cores): on 2
+    cores the warm-up only moves its CPU from the dbt step into the simulation step, which it slows
+    by as much (the steps keep both cores busy; measured in docs/data-platform.md), so it is on
+    only where a core is usually free."""
+    forced = os.environ.get("QRSDP_DBT_WARM_UP", "").strip().lower()
+    if forced:
+        return forced not in ("0", "false", "no")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores >= WARM_UP_MIN_CORES
 
 
 def dbt_executable() -> str:
@@ -450,7 +465,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             project_dir=str(s.dbt_project_dir),
             profiles_dir=str(s.dbt_project_dir),
             dbt_executable=dbt_executable(),
-            warm_up=s.warehouse == "duckdb"
-            and os.environ.get("QRSDP_DBT_WARM_UP", "1").strip() not in ("0", "false", "no"),
+            warm_up=s.warehouse == "duckdb" and dbt_warm_up_wanted(),
         ),
     }

@@ -6,6 +6,7 @@ warm-up only logs (the build then pays dbt's one-time costs itself)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -71,11 +72,17 @@ def test_warm_up_starts_once_per_process_and_only_for_the_embedded_warehouse(mon
         dbt_in_process._WARM_UP_STARTED.wait(0.01)
     assert started == [PROJECT.resolve()]
 
-    for warehouse, expected in (("duckdb", True), ("ducklake", False)):
-        settings = dataclasses.replace(Settings.from_env(), warehouse=warehouse)
-        assert build_resources(settings)["dbt"].warm_up is expected
+    def wanted(warehouse: str) -> bool:
+        return build_resources(dataclasses.replace(Settings.from_env(), warehouse=warehouse))["dbt"].warm_up
+
+    monkeypatch.setenv("QRSDP_DBT_WARM_UP", "1")
+    assert wanted("duckdb") and not wanted("ducklake")  # DuckLake builds in a dbt subprocess
     monkeypatch.setenv("QRSDP_DBT_WARM_UP", "0")
-    assert build_resources(dataclasses.replace(Settings.from_env(), warehouse="duckdb"))["dbt"].warm_up is False
+    assert not wanted("duckdb")
+    monkeypatch.delenv("QRSDP_DBT_WARM_UP")
+    for cores, expected in ((2, False), (4, True), (16, True)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert wanted("duckdb") is expected
 
 
 @pytest.mark.parametrize("in_process", [True, False])
