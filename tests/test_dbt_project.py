@@ -209,6 +209,17 @@ def store_out_of_seq_order(lake: Lake, table: str, symbol: str, day: dt.date) ->
     pq.write_table(rows.slice(0, half), directory / "part-00001.parquet")
 
 
+def reference_spreads(rec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The top of book after each event, which states are two-sided, their spreads, and how long
+    each lasted (the last until the close: land_session's market opens at the first event, 600 s)."""
+    tob = reference_top_of_book(rec)
+    two_sided = (tob[:, 0] != -(2**31)) & (tob[:, 2] != -(2**31))
+    spread = (tob[:, 2] - tob[:, 0]).astype(float)
+    close_ns = int(rec["ts_ns"][0]) + 600 * 10**9
+    dwell = np.diff(np.append(rec["ts_ns"].astype(np.int64), close_ns)).clip(min=0)
+    return tob, two_sided, spread, dwell
+
+
 def test_session_summary_is_the_same_whatever_order_the_partition_is_stored_in(wh):
     """The summary takes the statistics of partitions stored in seq order from the staging passes
     (one streaming pass each) and sorts the others itself: both ways give the same row, and the
@@ -228,11 +239,7 @@ def test_session_summary_is_the_same_whatever_order_the_partition_is_stored_in(w
     )  # fmt: skip
     assert in_order == reordered
 
-    tob = reference_top_of_book(rec)
-    two_sided = (tob[:, 0] != -(2**31)) & (tob[:, 2] != -(2**31))
-    spread = (tob[:, 2] - tob[:, 0]).astype(float)
-    close_ns = int(rec["ts_ns"][0]) + 600 * 10**9  # land_session: market open = first event, 600 s
-    dwell = np.diff(np.append(rec["ts_ns"].astype(np.int64), close_ns)).clip(min=0)
+    _tob, two_sided, spread, dwell = reference_spreads(rec)
     trades = rec[rec["type"] >= 4]
     expected = (
         spread[two_sided].mean(),
@@ -271,12 +278,8 @@ def test_a_one_sided_last_state_weighs_nothing_in_either_order(wh):
     )  # fmt: skip
     assert in_order == reordered
 
-    tob = reference_top_of_book(rec)
-    two_sided = (tob[:, 0] != -(2**31)) & (tob[:, 2] != -(2**31))
+    tob, two_sided, spread, dwell = reference_spreads(rec)
     two_sided[-1] = False
-    spread = (tob[:, 2] - tob[:, 0]).astype(float)
-    close_ns = int(rec["ts_ns"][0]) + 600 * 10**9
-    dwell = np.diff(np.append(rec["ts_ns"].astype(np.int64), close_ns)).clip(min=0)
     assert dwell[-1] > 0
     expected = (spread * dwell)[two_sided].sum() / dwell[two_sided].sum()
     assert np.isclose(in_order[0], expected, rtol=1e-9)
