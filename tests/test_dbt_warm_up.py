@@ -45,6 +45,9 @@ def test_warm_up_keeps_its_partial_parse_and_touches_nothing_of_the_runs(tmp_pat
     # another process, another warehouse: the warm-up's own profile keeps the saved parse valid
     monkeypatch.setenv("QRSDP_DUCKDB_PATH", str(tmp_path / "elsewhere.duckdb"))
     assert dbt_in_process._warm_up(project) == 0
+    # a damaged saved parse costs one full parse, never the warm-up
+    (project / dbt_in_process.WARM_UP_CACHE / "partial_parse.msgpack").write_bytes(b"\x00garbage" * 100)
+    assert dbt_in_process._warm_up(project) == first
 
     assert (project / "target" / "manifest.json").read_text() == "{}"
     assert sorted(p.name for p in (project / "target").iterdir()) == ["manifest.json", "warm-up"]
