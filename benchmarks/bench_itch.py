@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qrsdp_sim import stack
 from qrsdp_sim.engine import SessionConfig, simulate_session
 from qrsdp_sim.itch import moldudp64 as mold
 from qrsdp_sim.itch.encoder import Framed
@@ -85,9 +86,7 @@ def prepare_streamer_start() -> None:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return stack.free_port(kind=socket.SOCK_DGRAM)
 
 
 def main() -> None:

@@ -205,9 +205,14 @@ spawn() {
 # Alive and not a zombie (a detached child whose reaper is slow still counts as gone).
 alive() {
   kill -0 "$1" 2>/dev/null || return 1
-  local state
+  local state tasks
   state="$(sed -n 's/^[0-9]* (.*) \([A-Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
-  [[ "$state" != "Z" ]]
+  [[ "$state" != "Z" ]] && return 0
+  # A zombie leader is dead only once its other threads are gone too. After SIGKILL a multi-threaded
+  # process (MinIO, the JVM) shows its leader as Z while the other threads still exit and its sockets
+  # still listen: a restart at that moment found its own port "in use by another process".
+  tasks=("/proc/$1/task/"*)
+  (( ${#tasks[@]} > 1 ))
 }
 
 # SIGTERM, wait up to $3 seconds, then SIGKILL. $4 = "kill" sends SIGKILL straight away.

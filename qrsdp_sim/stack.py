@@ -17,6 +17,7 @@ and the tail of the service log. Tests use it through ``tests/services.py``; peo
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -49,27 +50,65 @@ def project_root() -> Path:
     raise StackError("cannot find infra/stack.sh (run from the QRSDP project folder)")
 
 
-def free_port_pair(taken: set[int], kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that is free now, as is the one above it (MinIO's console address), and not in
-    ``taken`` (both are added to it): for private stacks on free ports (tests, the chaos soak)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port in taken or port + 1 in taken or port + 1 > 65535:
-            continue
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        taken.update({port, port + 1})
-        return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
-
-
 class StackError(RuntimeError):
     """A stack command failed; the message holds the script's output and the service log tail."""
+
+
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PRIVATE_PORT = 20000  # above the services' default ports (9092, 9000/9001, 5432, 6379, 3000, 4000, 16379)
+
+
+def private_port_range() -> range:
+    """The ports a private stack listens on: outside the kernel's ephemeral range.
+
+    Every outgoing connection and every ``bind(port 0)`` on the machine takes its port from the ephemeral
+    range, so a port picked there can be taken by a client socket or another process's listener between
+    the pick and the service's start (a chaos soak restarting MinIO found its port "in use"), and a
+    connection to it while the service is down can even connect to itself (TCP simultaneous open). Below
+    the range neither happens."""
+    try:
+        low, high = (int(x) for x in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - _LOWEST_PRIVATE_PORT >= 1000:
+        return range(_LOWEST_PRIVATE_PORT, low)
+    if 65535 - high >= 1000:
+        return range(high + 1, 65535)
+    raise StackError(f"no room outside the ephemeral port range {low}-{high} for a private stack's ports")
+
+
+def _bindable(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(taken: set[int] | None = None, kind: int = socket.SOCK_STREAM, *, pair: bool = False) -> int:
+    """A port on 127.0.0.1 that is free now, outside the ephemeral range (see :func:`private_port_range`)
+    and not in ``taken`` (it is added to it); with ``pair`` the one above it too (MinIO's console address).
+
+    For private stacks, test listeners and addresses where nothing listens. The pick is random, so
+    processes picking at once rarely try the same port, and a port found bound is skipped."""
+    taken = taken if taken is not None else set()
+    ports = private_port_range()
+    pick = random.SystemRandom()
+    wanted = 2 if pair else 1
+    for _ in range(500):
+        port = pick.randrange(ports.start, ports.stop - wanted + 1)  # the whole block inside the range
+        block = range(port, port + wanted)
+        if any(p in taken for p in block) or not all(_bindable(p, kind) for p in block):
+            continue
+        taken.update(block)
+        return port
+    raise StackError(f"no free port in {ports.start}-{ports.stop - 1} on 127.0.0.1 after 500 tries")
+
+
+def free_port_pair(taken: set[int], kind: int = socket.SOCK_STREAM) -> int:
+    """:func:`free_port` with the port above it free too (MinIO listens on it for its console)."""
+    return free_port(taken, kind, pair=True)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ unreachable-broker case, which needs nobody listening)."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from book_streams import random_session
 from qrsdp_log_testutil import write_log
 from typer.testing import CliRunner
 
+from qrsdp_sim import stack
 from qrsdp_sim.cli import app
 
 RUNNER = CliRunner(env={"COLUMNS": "120"})
@@ -103,10 +103,8 @@ def test_republish_refuses_a_manifest_that_is_not_one(run_dir: Path, manifest: b
 
 
 def test_republish_to_an_unreachable_broker_is_one_line_exit_1(run_dir: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        res = _invoke("republish", str(run_dir / "AAA" / "2026-01-05.qrsdp"), "--kafka-brokers", f"127.0.0.1:{port}")
+    port = stack.free_port()  # nothing listens there
+    res = _invoke("republish", str(run_dir / "AAA" / "2026-01-05.qrsdp"), "--kafka-brokers", f"127.0.0.1:{port}")
     assert res.exit_code == 1
     assert "unreachable" in _one_error_line(res)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from qrsdp_sim import stack
+
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_SECONDS = 120
 QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return stack.free_port()
 
 
 def _graphql(port: int, query: str) -> dict:

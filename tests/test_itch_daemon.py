@@ -122,9 +122,7 @@ def test_sensor_against_a_real_group(kafka_stack, monkeypatch):
 
 
 def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return stack.free_port(kind=socket.SOCK_DGRAM)
 
 
 def _alive(pid: int) -> bool:

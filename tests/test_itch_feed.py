@@ -40,6 +40,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from itch_streams import sweep_session
 from test_itch_listener import assert_matches_source
 
+from qrsdp_sim import stack
 from qrsdp_sim.engine.runner import RunSpec, session_description, session_path, simulate_symbol_date
 from qrsdp_sim.eventlog.reader import read_records
 from qrsdp_sim.itch import moldudp64 as mold
@@ -81,9 +82,7 @@ def _publish(bootstrap: str, topic: str, out: Path, symbols: list[str], seconds:
 
 
 def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return stack.free_port(kind=socket.SOCK_DGRAM)
 
 
 class Procs:

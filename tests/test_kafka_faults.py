@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -54,6 +53,7 @@ from kafka_lake_testutil import (
 )
 from qrsdp_log_testutil import make_records
 
+from qrsdp_sim import stack
 from qrsdp_sim.engine.runner import RunSpec, session_description
 from qrsdp_sim.kafka.consumer import ParquetConsumer
 from qrsdp_sim.kafka.message import EndOfSession
@@ -71,9 +71,7 @@ N_SESSIONS = len(SECURITIES) * 2
 
 def _dead_broker() -> str:
     """HOST:PORT where nothing listens."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    return f"127.0.0.1:{stack.free_port()}"
 
 
 def _uv_qrsdp(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

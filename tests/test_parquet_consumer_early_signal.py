@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from qrsdp_sim import stack
 
 SIGTERM_WHILE_STARTING = """
 import os, signal
@@ -27,9 +28,7 @@ main()
 
 
 def test_sigterm_while_the_consumer_starts_is_a_clean_stop(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nobody = f"127.0.0.1:{s.getsockname()[1]}"  # no broker needed: it stops before reading anything
+    nobody = f"127.0.0.1:{stack.free_port()}"  # no broker needed: it stops before reading anything
     proc = subprocess.run(
         [sys.executable, "-c", SIGTERM_WHILE_STARTING, "parquet-consumer", "--kafka-brokers", nobody,
          "--lake-uri", str(tmp_path / "lake")],

@@ -4,6 +4,7 @@ ports under pytest's temp dir)."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 import uuid
@@ -120,6 +121,23 @@ def test_kafka_restart_recovers(kafka_stack, kill: bool) -> None:
     _produce(bootstrap, topic, after)
     # What was acknowledged before the stop is still there, in order, followed by the new message.
     assert _consume_all(bootstrap, topic, 2) == before + after
+
+
+def test_a_killed_minio_has_let_go_of_its_port_when_stop_returns(stack_installed, tmp_path) -> None:
+    """SIGKILL of a multi-threaded server leaves its leader a zombie while the other threads still exit
+    and its socket still listens; a stop that returned then let the restart find the port "in use by
+    another process" (a CI chaos soak). Stop must return only when the process has let go of it."""
+    taken: set[int] = set()
+    cfg = dataclasses.replace(stack_installed, stack_dir=tmp_path / "stack", minio_port=stack.free_port_pair(taken))
+    stack.start_service("minio", cfg)
+    try:
+        for _ in range(6):
+            stack.stop_service("minio", cfg, kill=True)
+            assert not _port_open(cfg.minio_port)
+            stack.start_service("minio", cfg)  # raises StackError when it finds the port taken
+            assert _port_open(cfg.minio_port)
+    finally:
+        stack.stop_service("minio", cfg)
 
 
 def test_up_is_idempotent_and_status(kafka_stack, minio_stack) -> None:

@@ -37,8 +37,8 @@ FAST_MONITORING = {
 
 
 def free_port(taken: set[int]) -> int:
-    """A TCP port on 127.0.0.1 that is free now, as is the one above it (MinIO's console address);
-    ``taken`` collects the ports handed out already (see ``stack.free_port_pair``)."""
+    """A TCP port on 127.0.0.1 outside the ephemeral range that is free now, as is the one above it
+    (MinIO's console address); ``taken`` collects the ports handed out already (see ``stack.free_port``)."""
     return stack.free_port_pair(taken)
 
 
