@@ -12,13 +12,14 @@ holds for the whole call.
 
 from __future__ import annotations
 
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from qrsdp_sim.engine._jit import intrinsic
 
 
 @intrinsic
 def borrow(typingctx, arr):
+    from numba import types
+    from numba.core import cgutils
+
     if not isinstance(arr, types.Array):
         return None
     sig = arr(arr)

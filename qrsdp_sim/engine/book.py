@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
+from qrsdp_sim.engine._jit import njit
 from qrsdp_sim.engine.rng import below, uniform
 from qrsdp_sim.engine.sizes import draw_size
 

@@ -34,7 +34,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from numba import njit
+
+from qrsdp_sim.engine import entry_points
+from qrsdp_sim.engine._jit import njit
 
 CLOCK_DOMAIN = 0x434C4B31  # "CLK1": separates the clock's random stream from the kernel's
 MARKET_DOMAIN = 0x4D4B5441  # "MKTA": the market-wide activity of a date
@@ -151,7 +153,9 @@ class ActivityFactor:
             if s == 0:
                 continue
             rho = math.exp(-step / tau)
-            out += s * _ar1(z, rho, math.sqrt(1.0 - rho * rho))
+            path = np.empty_like(z)
+            entry_points.ar1(z, rho, math.sqrt(1.0 - rho * rho), path)
+            out += s * path
         return out - 0.5 * sum(s * s for s in self.sigmas)
 
 
@@ -269,12 +273,11 @@ class ClockGrid:
 
 
 @njit(cache=True, nogil=True)
-def _ar1(z, rho, c):
-    """Stationary AR(1) path: x_0 = z_0, x_k = rho x_(k-1) + c z_k (exact OU transitions)."""
-    x = np.empty_like(z)
+def ar1(z, rho, c, x):
+    """Stationary AR(1) path into ``x``: x_0 = z_0, x_k = rho x_(k-1) + c z_k (exact OU transitions).
+    Writes into the caller's array (no allocation: the native library has no allocator)."""
     prev = z[0]
     x[0] = prev
     for k in range(1, z.shape[0]):
         prev = rho * prev + c * z[k]
         x[k] = prev
-    return x

@@ -60,7 +60,8 @@ for ``DEC_HAWKES``) and uses ``dec_lower`` for ``DEC_EXCITE`` only: a new kind i
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from qrsdp_sim.engine._jit import njit
 
 DEC_NONE = 0
 DEC_HAWKES = 1

@@ -17,8 +17,8 @@ which emits the event's record and any refill ADDs.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from qrsdp_sim.engine._jit import njit
 from qrsdp_sim.engine._nrt import borrow
 from qrsdp_sim.engine.book import (
     BASE,

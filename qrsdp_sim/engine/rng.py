@@ -10,7 +10,8 @@ pure function of that state.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from qrsdp_sim.engine._jit import njit
 
 STATE_WORDS = 4
 _TWO_M53 = 1.0 / 9007199254740992.0  # 2**-53

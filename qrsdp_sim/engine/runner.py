@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -57,6 +58,8 @@ PRODUCER = "qrsdp-engine 0.1.0"
 
 # (symbol, date, simulated seconds so far, records so far)
 RunProgressFn = Callable[[str, dt.date, float, int], None]
+
+log = logging.getLogger(__name__)
 
 
 class SessionPublisher(Protocol):
@@ -443,16 +446,27 @@ _warm_lock = threading.Lock()
 
 
 def warm_up(model: IntensityModel, levels: int = 5, realism: Realism | None = None) -> None:
-    """Compile (or load from the cache) the kernel in the calling thread before workers start."""
-    from qrsdp_sim.engine._numba_load import import_arraymath_without_blas_probe
+    """Load the engine's compiled code in the calling thread before workers start: the native library
+    when it is built (no numba at all), else numba's dispatchers (compiled, or from numba's cache),
+    building the native library from them for the next process (``engine/native.py``)."""
+    from qrsdp_sim.engine import entry_points, native
     from qrsdp_sim.engine.session import simulate_session
     from qrsdp_sim.sinks.memory import InMemorySink
 
-    import_arraymath_without_blas_probe()  # before the first load: it would import scipy.linalg
     with _warm_lock:
-        simulate_session(
-            SessionConfig(
-                seed=0, session_seconds=1, levels_per_side=levels, model=model, realism=realism or Realism()
-            ),
-            InMemorySink(),
-        )
+        if entry_points.is_native():
+            return
+        entry_points.use(entry_points.NumbaEntryPoints())
+
+        def session(r: Realism) -> None:
+            config = SessionConfig(seed=0, session_seconds=1, levels_per_side=levels, model=model, realism=r)
+            simulate_session(config, InMemorySink())
+
+        session(realism or Realism())
+        if native.enabled() and native.compiler() is not None:
+            if realism is not None and realism.clock.is_identity:
+                session(Realism())  # the business clock on: its entry point (ar1) compiled too
+            try:
+                entry_points.use(native.load(native.build()) or entry_points.NumbaEntryPoints())
+            except native.NativeError as exc:
+                log.warning("native kernel not built (%s); numba is used", exc)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qrsdp_sim.engine.book import BB, ERROR, N_FREE, NEXT_ID, grow_pool, new_book, open_book
+from qrsdp_sim.engine import entry_points
+from qrsdp_sim.engine.book import BB, ERROR, N_FREE, NEXT_ID, grow_pool, new_book
 from qrsdp_sim.engine.calendar import NS_PER_SECOND
 from qrsdp_sim.engine.clock import ClockGrid
 from qrsdp_sim.engine.kernel import (
@@ -35,9 +36,7 @@ from qrsdp_sim.engine.kernel import (
     S_UNIT,
     TOB_COLS,
     buffer_records,
-    count_types,
     max_records_per_event,
-    run_kernel,
     scratch_size,
 )
 from qrsdp_sim.engine.models.base import P_LOADING, IntensityModel
@@ -283,7 +282,7 @@ class SessionDriver:
         open_ns = int(cfg.market_open_ns)
         out = np.empty(self._batch, dtype=RECORD_DTYPE)
         best_bid = cfg.p0_ticks - cfg.initial_spread_ticks // 2
-        n = open_book(
+        n = entry_points.open_book(
             book.grid,
             book.pool,
             book.oid,
@@ -306,7 +305,7 @@ class SessionDriver:
             book = self.book
             out = np.empty(self._batch, dtype=RECORD_DTYPE)
             tob = self._tob_array(self._batch)
-            status, n = run_kernel(
+            status, n = entry_points.run_kernel(
                 book.grid,
                 book.pool,
                 book.oid,
@@ -393,7 +392,7 @@ def simulate_session(
     for records, _ in driver.batches():
         if stop is not None and stop.is_set():
             raise interrupted(delivered)
-        count_types(records, counts)
+        entry_points.count_types(records, counts)
         if pacer is not None:
             handed = pacer.deliver(sink, records)
             if handed < len(records):

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+from qrsdp_sim.engine._jit import njit
 from qrsdp_sim.engine.rng import uniform
 
 MAX_ORDER_SHARES = 1_000_000  # a single order never exceeds this (uint32 qty; the grid sums int32)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+from qrsdp_sim.engine._jit import njit
 from qrsdp_sim.engine.models.base import MODEL_CONSTANT, N_SHARED, check_finite, shared_params
 
 N_PARAMS = N_SHARED + 6

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+from qrsdp_sim.engine._jit import njit
 from qrsdp_sim.engine.book import BASE, BB, G_QSUM, LEVELS
 from qrsdp_sim.engine.models.base import (
     DEFAULT_IMPROVE,

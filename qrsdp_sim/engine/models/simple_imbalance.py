@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+from qrsdp_sim.engine._jit import njit
 from qrsdp_sim.engine.book import BASE, BB, G_QSUM, window_depth
 from qrsdp_sim.engine.models.base import (
     MODEL_SIMPLE,
