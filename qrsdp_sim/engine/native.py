@@ -98,7 +98,9 @@ def _cpu() -> str:
 
         return platform.machine()
     first = text.split("\n\n", 1)[0]
-    return ";".join(line for line in first.splitlines() if line.startswith(("model name", "flags", "vendor_id")))
+    return ";".join(
+        line for line in first.splitlines() if line.startswith(("model name", "flags", "vendor_id"))
+    )
 
 
 def cache_key() -> str:
@@ -351,7 +353,11 @@ def _object_code(wrapper: Any) -> bytes:
     module = ll.parse_bitcode(library._final_module.as_bitcode())
     target = ll.Target.from_triple(module.triple or ll.get_process_triple())
     machine = target.create_target_machine(
-        cpu=codegen._get_host_cpu_name(), features=codegen._tm_features, opt=3, reloc="pic", codemodel="default"
+        cpu=codegen._get_host_cpu_name(),
+        features=codegen._tm_features,
+        opt=3,
+        reloc="pic",
+        codemodel="default",
     )
     return machine.emit_object(module)
 
