@@ -4,8 +4,8 @@ Importing numba and setting up its registries costs ≈ 0.25-0.3 s, which is 7 %
 ``qrsdp run`` (46.6 M records in under 4 s). When the engine's ahead-of-time library is built
 (``engine/native.py``) a run never needs numba, so the engine's modules declare their compiled
 functions with :func:`njit` and :func:`intrinsic` from here: at import they only record the Python
-function. The first call of any of them, or any attribute a caller reads from one (``py_func``,
-``signatures`` ...), imports numba and creates *every* dispatcher at once, with exactly the options
+function. The first call of any of them, or any attribute of numba's dispatcher a caller reads from
+one (``signatures``, ``inspect_types`` ...; not ``py_func``, which is the Python function), imports numba and creates *every* dispatcher at once, with exactly the options
 written at the declaration, and rebinds the module attributes of the package that held the
 placeholders to the real dispatchers. numba resolves a compiled function's globals when it compiles
 it, after that rebinding, so it sees ordinary dispatchers and intrinsics everywhere (inlining and the

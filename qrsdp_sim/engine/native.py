@@ -39,7 +39,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: each library's digest in the manifest
 ENV_SWITCH = "QRSDP_NATIVE_KERNEL"
 MANIFEST = "manifest.json"
 # name -> (module, attribute) of the numba dispatcher it is compiled from
@@ -200,6 +200,10 @@ class NativeEntryPoints:
             setattr(self, name, fn)
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def _parse_arg(spec: list[Any]) -> _Arg:
     kind = spec[0]
     if kind == "a":
@@ -225,7 +229,11 @@ def load(directory: Path | None = None) -> NativeEntryPoints | None:
             raise NativeError(f"{manifest_path}: not a format-{FORMAT} manifest of {sorted(ENTRY_POINTS)}")
         functions = {}
         for name, entry in manifest["entries"].items():
-            lib = ctypes.CDLL(str(directory / entry["file"]))
+            path = directory / entry["file"]
+            # a damaged file must never reach dlopen: a truncated library kills the process (SIGBUS)
+            if _digest(path.read_bytes()) != entry["digest"]:
+                raise NativeError(f"{path.name} does not match its digest in the manifest (damaged)")
+            lib = ctypes.CDLL(str(path))
             fn = getattr(lib, entry["symbol"])
             args = [_parse_arg(a) for a in entry["args"]]
             argtypes: list[Any] = []
@@ -396,6 +404,7 @@ def build(directory: Path | None = None) -> Path:
             if proc.returncode != 0:
                 raise NativeError(f"linking {name}.so failed ({cc}): {proc.stderr.strip()[-2000:]}")
             (staging / f"{name}.o").unlink()
+            entries[name]["digest"] = _digest((staging / f"{name}.so").read_bytes())
         (staging / MANIFEST).write_text(json.dumps({"format": FORMAT, "entries": entries}, indent=1))
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)  # damaged or half-built: replaced
