@@ -163,14 +163,15 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 def test_a_damaged_library_is_refused_and_numba_used(library, tmp_path, caplog, damage: str) -> None:
     folder = _copy(library[1], tmp_path)
     manifest = json.loads((folder / native.MANIFEST).read_text())
+    library_file = {name: folder / entry["file"] for name, entry in manifest["entries"].items()}
     if damage == "garbage-library":
-        (folder / "run_kernel.so").write_bytes(os.urandom(4096))
+        library_file["run_kernel"].write_bytes(os.urandom(4096))
     elif damage == "truncated-library":
-        data = (folder / "open_book.so").read_bytes()
-        (folder / "open_book.so").write_bytes(data[: len(data) // 3])
+        data = library_file["open_book"].read_bytes()
+        library_file["open_book"].write_bytes(data[: len(data) // 3])
     elif damage == "garbage-library-with-its-digest":  # past the digest: dlopen refuses it
         garbage = b"\x7fELF" + os.urandom(4092)
-        (folder / "run_kernel.so").write_bytes(garbage)
+        library_file["run_kernel"].write_bytes(garbage)
         manifest["entries"]["run_kernel"]["digest"] = native._digest(garbage)
         (folder / native.MANIFEST).write_text(json.dumps(manifest))
     elif damage == "garbage-manifest":
@@ -263,3 +264,16 @@ def test_numba_is_set_up_only_when_a_compiled_function_is_needed() -> None:
     proc = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok run_kernel"
+
+
+def test_warm_up_replaces_a_damaged_library(library, tmp_path) -> None:
+    home = tmp_path / "home"
+    folder = home / library[1].relative_to(library[0])
+    shutil.copytree(library[1], folder)
+    manifest = json.loads((folder / native.MANIFEST).read_text())
+    (folder / manifest["entries"]["run_kernel"]["file"]).write_bytes(os.urandom(2048))
+    proc = subprocess.run([sys.executable, "-c", BUILD], env=_env(home), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Path(proc.stdout.strip().splitlines()[-1]) == folder
+    assert "using numba" in proc.stderr  # the damaged one was reported, then rebuilt
+    assert native.load(folder) is not None

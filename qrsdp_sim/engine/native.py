@@ -388,7 +388,7 @@ def build(directory: Path | None = None) -> Path:
         dispatcher = getattr(importlib.import_module(module_name), attr)
         wrapper, entry = _compile_entry(name, dispatcher)
         objects[name] = _object_code(wrapper)
-        entries[name] = {"file": f"{name}.so", **entry}
+        entries[name] = dict(entry)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
@@ -404,10 +404,16 @@ def build(directory: Path | None = None) -> Path:
             if proc.returncode != 0:
                 raise NativeError(f"linking {name}.so failed ({cc}): {proc.stderr.strip()[-2000:]}")
             (staging / f"{name}.o").unlink()
-            entries[name]["digest"] = _digest((staging / f"{name}.so").read_bytes())
+            # named by content: a process keeps a library it once loaded under its path (dlopen answers
+            # the same path with the loaded one), so a rebuilt library must have a new name
+            digest = _digest((staging / f"{name}.so").read_bytes())
+            entries[name].update(file=f"{name}-{digest[:16]}.so", digest=digest)
+            (staging / f"{name}.so").rename(staging / entries[name]["file"])
         (staging / MANIFEST).write_text(json.dumps({"format": FORMAT, "entries": entries}, indent=1))
         if directory.exists():
-            shutil.rmtree(directory, ignore_errors=True)  # damaged or half-built: replaced
+            if load(directory) is not None:  # another process built it meanwhile
+                return directory
+            shutil.rmtree(directory, ignore_errors=True)  # damaged: replaced
         try:
             staging.rename(directory)
         except OSError:
