@@ -296,3 +296,50 @@ def test_the_command_line_starts_no_blas_threads():
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert int(res.stdout) == 1
+
+
+RUN_ON = """
+import os, pty, sys
+out = sys.argv[1]
+qrsdp = os.path.join(os.path.dirname(sys.executable), "qrsdp")  # the installed entry point
+argv = [qrsdp, "run", "--days", "2", "--seconds", "30",
+        "--securities", "AAA:10000,BBB:20000", "--output", out]
+if sys.argv[2] == "terminal":
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(qrsdp, argv)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    sys.stdout.write(b"".join(chunks).decode(errors="replace"))
+else:
+    os.execv(qrsdp, argv)
+"""
+
+
+@pytest.mark.parametrize("where", ["pipe", "terminal"])
+def test_the_sessions_table_is_plain_text_in_a_pipe_and_drawn_on_a_terminal(tmp_path, where):
+    res = subprocess.run([sys.executable, "-c", RUN_ON, str(tmp_path / "out"), where], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    events = [s["events"] for sec in manifest["securities"] for s in sec["sessions"]]
+    if where == "pipe":  # a header, one aligned line per session, the summary on one line
+        assert re.fullmatch(r"Symbol +Date +Events +File size +Compression +Events/s +Open +Close", lines[1]), lines
+        rows = lines[2:6]
+        assert [r.split()[0] for r in rows] == ["AAA", "AAA", "BBB", "BBB"]
+        assert [int(r.split()[2].replace(",", "")) for r in rows] == events
+        assert len({len(r) for r in rows}) == 1  # aligned
+        assert lines[6].startswith(f"4 sessions, {sum(events):,} events in ") and lines[6].endswith("manifest.json")
+        assert "┃" not in res.stdout and "│" not in res.stdout
+    else:
+        assert "┃" in res.stdout and "│" in res.stdout  # rich's table
+        assert all(f"{e:,}" in res.stdout for e in events)
