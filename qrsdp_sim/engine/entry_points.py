@@ -10,6 +10,7 @@ bytes (tested). The choice is made once per process, at the first call or at ``w
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
 
@@ -18,31 +19,15 @@ _impl: Any = None  # an object with the four functions as attributes
 
 
 class NumbaEntryPoints:
-    """The numba dispatchers (the modules are imported on first use; numba at the first call)."""
+    """The numba dispatchers (their modules imported on first use; numba set up at the first call)."""
 
-    @staticmethod
-    def open_book(*args: Any) -> Any:
-        from qrsdp_sim.engine import book
+    def __getattr__(self, name: str) -> Any:
+        from qrsdp_sim.engine.native import ENTRY_POINTS
 
-        return book.open_book(*args)
-
-    @staticmethod
-    def run_kernel(*args: Any) -> Any:
-        from qrsdp_sim.engine import kernel
-
-        return kernel.run_kernel(*args)
-
-    @staticmethod
-    def count_types(*args: Any) -> Any:
-        from qrsdp_sim.engine import kernel
-
-        return kernel.count_types(*args)
-
-    @staticmethod
-    def ar1(*args: Any) -> Any:
-        from qrsdp_sim.engine import clock
-
-        return clock.ar1(*args)
+        if name not in ENTRY_POINTS:
+            raise AttributeError(name)
+        module, attr = ENTRY_POINTS[name]
+        return getattr(importlib.import_module(module), attr)
 
 
 def current() -> Any:

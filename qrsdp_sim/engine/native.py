@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # 2: each library's digest in the manifest
 ENV_SWITCH = "QRSDP_NATIVE_KERNEL"
 MANIFEST = "manifest.json"
-# name -> (module, attribute) of the numba dispatcher it is compiled from
+# name -> (module, attribute) of the numba dispatcher behind each entry point
 ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "open_book": ("qrsdp_sim.engine.book", "open_book"),
     "run_kernel": ("qrsdp_sim.engine.kernel", "run_kernel"),
