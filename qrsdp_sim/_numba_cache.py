@@ -12,6 +12,7 @@ An explicit ``NUMBA_CACHE_DIR`` in the environment is respected.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent
 
 
+@functools.cache
 def source_digest() -> str:
     """A digest of every ``.py`` file of the package: names, sizes and modification times (a stat
     per file, no reads, so import stays cheap; any edit changes the time)."""

@@ -277,3 +277,23 @@ def test_warm_up_replaces_a_damaged_library(library, tmp_path) -> None:
     assert Path(proc.stdout.strip().splitlines()[-1]) == folder
     assert "using numba" in proc.stderr  # the damaged one was reported, then rebuilt
     assert native.load(folder) is not None
+
+
+def test_a_cache_that_cannot_be_written_keeps_the_run_on_numba(tmp_path) -> None:
+    not_a_folder = tmp_path / "cache-home"
+    not_a_folder.write_text("a file where the cache folder would go")
+    proc = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "out")], env=_env(not_a_folder),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "native kernel not built" in proc.stderr and "numba is used" in proc.stderr
+    assert proc.stdout.strip().endswith("numba imported: True")
+    assert len(list((tmp_path / "out").rglob("*.qrsdp"))) == 4
+
+
+def test_no_home_folder_is_no_error(monkeypatch, restore_entry_points) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory")
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert native.load() is None

@@ -251,9 +251,13 @@ def load(directory: Path | None = None) -> NativeEntryPoints | None:
     """The native entry points if they are built for this source and machine, else None (numba)."""
     if not enabled():
         return None
-    directory = directory or library_dir()
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
+    try:
+        directory = directory or library_dir()
+        manifest_path = directory / MANIFEST
+        if not manifest_path.is_file():
+            return None
+    except (OSError, RuntimeError) as exc:  # no home folder, an unreadable cache: numba, silently
+        log.debug("no native kernel (%s)", exc)
         return None
     try:
         manifest = json.loads(manifest_path.read_text())

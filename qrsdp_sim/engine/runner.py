@@ -468,5 +468,5 @@ def warm_up(model: IntensityModel, levels: int = 5, realism: Realism | None = No
                 session(Realism())  # the business clock on: its entry point (ar1) compiled too
             try:
                 entry_points.use(native.load(native.build()) or entry_points.NumbaEntryPoints())
-            except native.NativeError as exc:
-                log.warning("native kernel not built (%s); numba is used", exc)
+            except Exception as exc:  # an optimisation: never fail a run over it
+                log.warning("native kernel not built (%s: %s); numba is used", type(exc).__name__, exc)
