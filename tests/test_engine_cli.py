@@ -343,3 +343,9 @@ def test_the_sessions_table_is_plain_text_in_a_pipe_and_drawn_on_a_terminal(tmp_
     else:
         assert "┃" in res.stdout and "│" in res.stdout  # rich's table
         assert all(f"{e:,}" in res.stdout for e in events)
+
+
+def test_the_plain_table_of_a_run_that_finished_no_session_is_its_header():
+    from qrsdp_sim.cli.run import HEADERS, _plain_table
+
+    assert _plain_table("QRSDP run x", []).splitlines() == ["QRSDP run x", "  ".join(HEADERS)]

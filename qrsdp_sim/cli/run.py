@@ -729,7 +729,7 @@ HEADERS = ["Symbol", "Date", "Events", "File size", "Compression", "Events/s", "
 def _plain_table(title: str, rows: list[list[str]]) -> str:
     """The sessions table as aligned plain text: what a script or a log file gets (no box drawing,
     no wrapping at 80 columns, and no rich import, ≈ 40 ms of a run's end)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADERS)]  # rows may be none
 
     def line(cells: list[str]) -> str:
         return "  ".join(
