@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -251,13 +251,14 @@ def simulate_symbol_date(
     fsync: bool = True,
     stop: threading.Event | None = None,
     closer: BackgroundCloser | None = None,
+    compressor: Executor | None = None,
 ) -> SessionResult:
     """Simulate one symbol-date opening at ``open_ticks`` into ``path`` (a ``.qrsdp`` file).
 
     The orchestrator's per-partition entry point. ``open_ticks`` is the symbol's ``p0``
     on its first date and the previous trading date's ``close_ticks`` afterwards.
     ``stop``: see ``simulate_session`` (raises ``SessionInterrupted``; no file is left);
-    ``closer``: see ``simulate_to_file`` (the file is complete after ``closer.wait()``).
+    ``closer``, ``compressor``: see ``simulate_to_file`` (the file is complete after ``closer.wait()``).
     """
     config = spec.session_config(symbol, date, open_ticks)
     return simulate_to_file(
@@ -271,6 +272,7 @@ def simulate_symbol_date(
         exo_step_seconds=spec.factor.step_seconds,
         stop=stop,
         closer=closer,
+        compressor=compressor,
     )
 
 
@@ -287,6 +289,7 @@ def run_session(
     run_id: str = "",
     stop: threading.Event | None = None,
     closer: BackgroundCloser | None = None,
+    compressor: Executor | None = None,
 ) -> SessionRecord:
     """One session of a run: its file under ``output_dir``, published too when there is a publisher
     (the end-of-session marker goes out after the file is complete). ``stop``: see ``simulate_session``."""
@@ -300,7 +303,7 @@ def run_session(
     extra = [publisher.open_session(symbol, date, run_id)] if publisher is not None else None
     result = simulate_symbol_date(
         spec, symbol, date, open_ticks, path, progress=cb, realtime_speed=realtime_speed,
-        extra_sinks=extra, stop=stop, closer=closer,
+        extra_sinks=extra, stop=stop, closer=closer, compressor=compressor,
     )
     if publisher is not None and extra:
         publisher.end_session(extra[0], session_description(spec, symbol, date, result))
@@ -317,6 +320,7 @@ def _run_security(
     publisher: SessionPublisher | None = None,
     run_id: str = "",
     closer: BackgroundCloser | None = None,
+    compressor: Executor | None = None,
 ) -> list[SessionRecord]:
     out: list[SessionRecord] = []
     open_ticks = sec.p0_ticks
@@ -324,7 +328,8 @@ def _run_security(
         if stop.is_set():
             break
         rec = run_session(spec, sec.symbol, date, open_ticks, output_dir, progress=progress,
-                          realtime_speed=realtime_speed, publisher=publisher, run_id=run_id, closer=closer)
+                          realtime_speed=realtime_speed, publisher=publisher, run_id=run_id, closer=closer,
+                          compressor=compressor)
         out.append(rec)
         open_ticks = rec.result.close_ticks
     return out
@@ -411,11 +416,16 @@ def run(
     # files are closed (index, fsync, rename) off the simulating threads, except when a publisher's
     # end-of-session marker must follow the complete file
     closer = BackgroundCloser() if publisher is None else None
+    # LZ4 on threads of its own, shared by every session: when one symbol's chain ends first (the
+    # chains are sequential, and the two cores are rarely equally fast here), its core compresses
+    # for the chains still running instead of idling
+    compressor = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="qrsdp-lz4")
     try:
         with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="qrsdp-sim") as pool:
             futures = [
                 pool.submit(
-                    _run_security, spec, sec, output, progress, realtime_speed, stop, publisher, run_id, closer
+                    _run_security, spec, sec, output, progress, realtime_speed, stop, publisher, run_id, closer,
+                    compressor,
                 )
                 for sec in securities
             ]
@@ -432,6 +442,7 @@ def run(
     finally:
         if closer is not None:
             closer.shutdown()
+        compressor.shutdown(wait=True)
     order = {s.symbol: i for i, s in enumerate(securities)}
     sessions.sort(key=lambda r: (order[r.symbol], r.date))
     manifest = build_manifest(spec, securities, sessions, run_id)

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -420,6 +421,7 @@ def simulate_to_file(
     exo_step_seconds: float = 1.0,
     stop: threading.Event | None = None,
     closer: BackgroundCloser | None = None,
+    compressor: Executor | None = None,
 ) -> SessionResult:
     """Simulate one session into a ``.qrsdp`` file (published atomically on success).
 
@@ -429,11 +431,13 @@ def simulate_to_file(
     ``exo`` / ``exo_step_seconds`` / ``stop``: as for ``simulate_session`` (an interrupted
     session leaves no file, not even a partial one). ``closer``: the file is closed (index, fsync,
     rename) on the closer's thread and this returns as soon as the records are written; the file
-    is in place once ``closer.wait()`` has returned.
+    is in place once ``closer.wait()`` has returned. ``compressor``: threads that LZ4-compress the
+    file's chunks (shared by the sessions of a run, so a thread whose chain ends first compresses
+    for the others); None compresses on this thread.
     """
     config.validate()
     started = time.perf_counter()
-    file_sink = BinaryFileSink(path, config.header(), fsync=fsync)
+    file_sink = BinaryFileSink(path, config.header(), fsync=fsync, compressor=compressor)
     sink: EventSink = file_sink
     mux: MultiplexSink | None = None
     if extra_sinks:

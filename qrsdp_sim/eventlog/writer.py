@@ -10,6 +10,8 @@ session under the final name.
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import lz4.block
@@ -32,6 +34,18 @@ from qrsdp_sim.records import RECORD_DTYPE, RECORD_SIZE
 LZ4_ACCELERATION = 4
 
 
+# appends of one writer whose compression may be outstanding at once (each ≈ 16 chunks of a batch)
+MAX_IN_FLIGHT = 4
+
+
+def compress_chunks(chunks: list[np.ndarray]) -> list[bytes]:
+    """Each chunk LZ4-compressed straight from its array's buffer (liblz4 releases the GIL)."""
+    return [
+        lz4.block.compress(np.ascontiguousarray(c), store_size=False, mode="fast", acceleration=LZ4_ACCELERATION)
+        for c in chunks
+    ]
+
+
 def partial_path(path: Path) -> Path:
     """The temporary name a session is written under until it is complete."""
     return path.with_name(f".{path.name}.partial")
@@ -45,7 +59,14 @@ class BinaryFileSink:
     (file data and directory entry) before it returns.
     """
 
-    def __init__(self, path: str | os.PathLike[str], header: LogHeader, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        header: LogHeader,
+        *,
+        fsync: bool = True,
+        compressor: Executor | None = None,
+    ) -> None:
         if header.chunk_capacity <= 0:
             raise ValueError(f"chunk_capacity must be positive, got {header.chunk_capacity}")
         self.path = Path(path)
@@ -61,6 +82,9 @@ class BinaryFileSink:
         self._n_pending = 0
         self._index: list[bytes] = []
         self._last_ts = 0
+        # with a compressor: the chunks of each append are compressed on its threads, written in order
+        self._compressor = compressor
+        self._in_flight: deque[tuple[Future[list[bytes]], list[tuple[int, int, int]]]] = deque()
         self.records_written = 0
         self.bytes_compressed = 0
         self.closed = False
@@ -78,6 +102,7 @@ class BinaryFileSink:
         if ts[0] < self._last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
             raise ValueError(f"{self.path}: timestamps must never decrease (batch starting at ts {int(ts[0])})")
         self._last_ts = int(ts[-1])
+        chunks: list[np.ndarray] = []
         pos = 0
         if self._n_pending:
             take = min(self._capacity - self._n_pending, n)
@@ -85,11 +110,15 @@ class BinaryFileSink:
             self._n_pending += take
             pos = take
             if self._n_pending == self._capacity:
-                self._write_chunk(self._pending)
+                chunks.append(self._pending)
+                if self._compressor is not None:  # the full buffer is compressed later: a fresh one
+                    self._pending = np.empty(self._capacity, dtype=RECORD_DTYPE)
                 self._n_pending = 0
         while n - pos >= self._capacity:
-            self._write_chunk(batch[pos : pos + self._capacity])
+            chunks.append(batch[pos : pos + self._capacity])
             pos += self._capacity
+        if chunks:
+            self._write_chunks(chunks)
         if pos < n:
             rest = n - pos
             self._pending[:rest] = batch[pos:]
@@ -100,8 +129,9 @@ class BinaryFileSink:
         if self.closed:
             return
         if self._n_pending:
-            self._write_chunk(self._pending[: self._n_pending])
+            self._write_chunks([self._pending[: self._n_pending]])
             self._n_pending = 0
+        self._drain(wait=True)
         self._fh.flush()
 
     def close(self) -> None:
@@ -137,20 +167,32 @@ class BinaryFileSink:
         self.closed = True
 
     # -- internals ------------------------------------------------------
-    def _write_chunk(self, records: np.ndarray) -> None:
-        # compressed straight from the array's buffer (no bytes copy of the chunk first)
-        payload = lz4.block.compress(
-            np.ascontiguousarray(records), store_size=False, mode="fast", acceleration=LZ4_ACCELERATION
-        )
-        count = len(records)
-        first_ts = int(records[0]["ts_ns"])
-        last_ts = int(records[-1]["ts_ns"])
-        self._fh.write(CHUNK_HEADER.pack(count * RECORD_SIZE, len(payload), count, 0, first_ts, last_ts))
-        self._fh.write(payload)
-        self._index.append(INDEX_ENTRY.pack(self._offset, first_ts, last_ts, count, 0))
-        self._offset += CHUNK_HEADER.size + len(payload)
-        self.records_written += count
-        self.bytes_compressed += len(payload)
+    def _write_chunks(self, chunks: list[np.ndarray]) -> None:
+        metas = [(len(c), int(c[0]["ts_ns"]), int(c[-1]["ts_ns"])) for c in chunks]
+        if self._compressor is None:
+            self._write_payloads(compress_chunks(chunks), metas)
+            return
+        self._in_flight.append((self._compressor.submit(compress_chunks, chunks), metas))
+        self._drain(wait=False)
+
+    def _drain(self, *, wait: bool) -> None:
+        """Write the compressed appends in order: those already done, or all of them with ``wait``.
+        A writer more than ``MAX_IN_FLIGHT`` appends ahead of its compression waits for the oldest."""
+        while self._in_flight:
+            future, metas = self._in_flight[0]
+            if not (wait or future.done() or len(self._in_flight) > MAX_IN_FLIGHT):
+                return
+            self._in_flight.popleft()
+            self._write_payloads(future.result(), metas)
+
+    def _write_payloads(self, payloads: list[bytes], metas: list[tuple[int, int, int]]) -> None:
+        for payload, (count, first_ts, last_ts) in zip(payloads, metas, strict=True):
+            self._fh.write(CHUNK_HEADER.pack(count * RECORD_SIZE, len(payload), count, 0, first_ts, last_ts))
+            self._fh.write(payload)
+            self._index.append(INDEX_ENTRY.pack(self._offset, first_ts, last_ts, count, 0))
+            self._offset += CHUNK_HEADER.size + len(payload)
+            self.records_written += count
+            self.bytes_compressed += len(payload)
 
     @property
     def file_size(self) -> int:
