@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -112,3 +113,19 @@ def test_a_writer_ahead_of_its_compressor_waits(records, tmp_path) -> None:
     assert not thread.is_alive() and len(appended) == MAX_IN_FLIGHT + 3
     sink.close()
     assert np.array_equal(read_records(tmp_path / "s.qrsdp"), records[: (MAX_IN_FLIGHT + 3) * 1024])
+
+
+def test_a_file_that_turns_to_the_compressor_midway_is_the_same(records, tmp_path) -> None:
+    from qrsdp_sim.engine.runner import TailCompression
+
+    inline = _write(tmp_path / "inline.qrsdp", records, [3_000], None)
+    tail = TailCompression(2)
+    sink = BinaryFileSink(tmp_path / "tail.qrsdp", CONFIG.header(), fsync=False, compressor=tail)
+    for k, start in enumerate(range(0, len(records), 3_000)):
+        if k == 3:
+            assert sink._in_flight == deque() and sink.records_written > 0  # inline so far
+            tail.activate()  # as when the run's first chain ends
+        sink.append(records[start : start + 3_000].copy())
+    sink.close()
+    tail.shutdown()
+    assert (tmp_path / "tail.qrsdp").read_bytes() == inline

@@ -102,6 +102,7 @@ class BinaryFileSink:
         if ts[0] < self._last_ts or (n > 1 and bool(np.any(ts[1:] < ts[:-1]))):
             raise ValueError(f"{self.path}: timestamps must never decrease (batch starting at ts {int(ts[0])})")
         self._last_ts = int(ts[-1])
+        offload = self._offloading()  # decided once per append: the pending buffer depends on it
         chunks: list[np.ndarray] = []
         pos = 0
         if self._n_pending:
@@ -111,14 +112,14 @@ class BinaryFileSink:
             pos = take
             if self._n_pending == self._capacity:
                 chunks.append(self._pending)
-                if self._compressor is not None:  # the full buffer is compressed later: a fresh one
+                if offload:  # the full buffer is compressed later, elsewhere: a fresh one
                     self._pending = np.empty(self._capacity, dtype=RECORD_DTYPE)
                 self._n_pending = 0
         while n - pos >= self._capacity:
             chunks.append(batch[pos : pos + self._capacity])
             pos += self._capacity
         if chunks:
-            self._write_chunks(chunks)
+            self._write_chunks(chunks, offload)
         if pos < n:
             rest = n - pos
             self._pending[:rest] = batch[pos:]
@@ -129,7 +130,7 @@ class BinaryFileSink:
         if self.closed:
             return
         if self._n_pending:
-            self._write_chunks([self._pending[: self._n_pending]])
+            self._write_chunks([self._pending[: self._n_pending]], offload=False)
             self._n_pending = 0
         self._drain(wait=True)
         self._fh.flush()
@@ -167,11 +168,17 @@ class BinaryFileSink:
         self.closed = True
 
     # -- internals ------------------------------------------------------
-    def _write_chunks(self, chunks: list[np.ndarray]) -> None:
+    def _offloading(self) -> bool:
+        """Compress on the compressor's threads (a compressor with ``active`` False is not used yet)."""
+        return self._compressor is not None and bool(getattr(self._compressor, "active", True))
+
+    def _write_chunks(self, chunks: list[np.ndarray], offload: bool) -> None:
         metas = [(len(c), int(c[0]["ts_ns"]), int(c[-1]["ts_ns"])) for c in chunks]
-        if self._compressor is None:
+        if not offload:
+            self._drain(wait=True)  # what went to the compressor before comes first
             self._write_payloads(compress_chunks(chunks), metas)
             return
+        assert self._compressor is not None
         self._in_flight.append((self._compressor.submit(compress_chunks, chunks), metas))
         self._drain(wait=False)
 
